@@ -1,0 +1,1 @@
+"""Runs and reports: loading models, generating, executing generated code, the CLI."""

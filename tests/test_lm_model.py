@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+from lm_eval.api.instance import Instance
+
+from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.harness.lm_model import CodegenLM
+
+
+def _request(kind: str, args: tuple, doc: dict | None = None, idx: int = 0) -> Instance:
+    return Instance(request_type=kind, doc=doc or {}, arguments=args, idx=idx)
+
+
+def test_generate_until_returns_one_stopped_text_per_request(tiny_lm):
+    gen_kwargs = {"until": ["\n"], "max_gen_toks": 12}
+    requests = [_request("generate_until", (p, gen_kwargs)) for p in ["def f(x):", "import os", "x = "]]
+    tiny_lm.chat = False
+    texts = tiny_lm.generate_until(requests, disable_tqdm=True)
+    assert len(texts) == 3
+    assert all("\n" not in t for t in texts)
+
+
+def test_generate_until_rejects_unknown_generation_kwargs(tiny_lm):
+    request = _request("generate_until", ("x", {"until": [], "num_beams": 4}))
+    with pytest.raises(CodegenBenchError, match="num_beams"):
+        tiny_lm.generate_until([request], disable_tqdm=True)
+
+
+def test_chat_prompt_uses_the_docs_chat_fields(tiny_lm):
+    tiny_lm.chat = True
+    try:
+        doc = {"chat_user": "Complete it:\ndef f():", "chat_assistant_prefix": "```python\ndef f():"}
+        prompt = tiny_lm._prompt_text("def f():", doc)
+    finally:
+        tiny_lm.chat = False
+    assert (
+        prompt
+        == "<|im_start|>user\nComplete it:\ndef f():<|im_end|>\n<|im_start|>assistant\n```python\ndef f():"
+    )
+
+
+def test_lm_evals_chat_history_is_rendered_with_system_turn(tiny_lm):
+    history = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "def f():"}]
+    context = tiny_lm.apply_chat_template(history)
+    prompt = tiny_lm._prompt_text(context, {"chat_user": "Complete: def f():"})
+    assert prompt.startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nComplete: def f():")
+
+
+def test_raw_prompt_when_chat_is_off(tiny_lm):
+    assert tiny_lm._prompt_text("def f():", {"chat_user": "ignored"}) == "def f():"
+
+
+def test_loglikelihood_is_consistent_with_rolling(tiny_lm):
+    text = "def add(a, b):\n    return a + b\n"
+    (rolling,) = tiny_lm.loglikelihood_rolling(
+        [_request("loglikelihood_rolling", (text,))], disable_tqdm=True
+    )
+    ((logprob, _),) = tiny_lm.loglikelihood([_request("loglikelihood", ("", text))], disable_tqdm=True)
+    # Both score every token of `text` given only the prefix token.
+    assert math.isclose(rolling, logprob, rel_tol=1e-4)
+
+
+def test_unknown_model_arg_names_the_argument(tiny_model_dir):
+    with pytest.raises(CodegenBenchError, match="unknown model_args \\['temprature'\\]"):
+        CodegenLM(pretrained=str(tiny_model_dir), temprature=0.2)
+
+
+def test_unknown_variant_lists_the_available_ones(tiny_model_dir):
+    with pytest.raises(CodegenBenchError, match="variant='nf5' is unknown"):
+        CodegenLM(pretrained=str(tiny_model_dir), variant="nf5")
+
+
+def test_missing_local_folder_fails_with_one_clear_line(tmp_path):
+    with pytest.raises(CodegenBenchError, match="is not a model folder"):
+        CodegenLM(pretrained=str(tmp_path / "nope"))
+
+
+def test_folder_without_config_is_rejected(tmp_path):
+    with pytest.raises(CodegenBenchError, match=r"without config\.json"):
+        CodegenLM(pretrained=str(tmp_path))
+
+
+def test_truncated_safetensors_fails_with_a_clear_message(tiny_model_dir, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(CodegenBenchError, match="could not be loaded"):
+        CodegenLM(pretrained=str(broken))

@@ -1,0 +1,1 @@
+"""Produce weights: LoRA/QLoRA fine-tuning (the variants issue)."""
