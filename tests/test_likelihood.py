@@ -7,6 +7,7 @@ import torch
 from codegen_bench.harness.likelihood import rolling_windows, score_continuations
 
 
+@torch.no_grad()
 def _manual_logprob(model, context, continuation):
     ids = torch.tensor([context + continuation])
     log_probs = torch.log_softmax(model(ids).logits[0].float(), dim=-1)

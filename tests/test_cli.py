@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import json
+
+from codegen_bench.harness.cli import main
+from codegen_bench.harness.problems import load_humaneval
+
+
+def _write_samples(path, completions):
+    problems = load_humaneval()
+    with open(path, "w") as f:
+        for task_id, completion in completions:
+            assert task_id in problems
+            f.write(json.dumps({"task_id": task_id, "completion": completion}) + "\n")
+
+
+def test_exec_prints_pass_at_k_and_writes_results(tmp_path, capsys):
+    problems = load_humaneval()
+    samples = tmp_path / "samples.jsonl"
+    _write_samples(
+        samples,
+        [("HumanEval/0", problems["HumanEval/0"]["canonical_solution"]), ("HumanEval/0", "    return None\n")],
+    )
+    assert main(["exec", str(samples), "--k", "1,2", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "pass@1: 0.5000" in out
+    assert "pass@2: 1.0000" in out
+    results = [json.loads(line) for line in (tmp_path / "samples.jsonl_results.jsonl").read_text().splitlines()]
+    assert [r["passed"] for r in results] == [True, False]
+
+
+def test_exec_reports_a_malformed_line_in_one_line_and_exits_2(tmp_path, capsys):
+    samples = tmp_path / "bad.jsonl"
+    samples.write_text('{"task_id": "HumanEval/0", "completion": "x"}\n{not json\n')
+    assert main(["exec", str(samples)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"codegen-bench: error: {samples}, line 2: malformed JSON")
+    assert len(err.strip().splitlines()) == 1
