@@ -17,15 +17,14 @@ def _write_samples(path, completions):
 def test_exec_prints_pass_at_k_and_writes_results(tmp_path, capsys):
     problems = load_humaneval()
     samples = tmp_path / "samples.jsonl"
-    _write_samples(
-        samples,
-        [("HumanEval/0", problems["HumanEval/0"]["canonical_solution"]), ("HumanEval/0", "    return None\n")],
-    )
+    canonical = problems["HumanEval/0"]["canonical_solution"]
+    _write_samples(samples, [("HumanEval/0", canonical), ("HumanEval/0", "    return None\n")])
     assert main(["exec", str(samples), "--k", "1,2", "--workers", "1"]) == 0
     out = capsys.readouterr().out
     assert "pass@1: 0.5000" in out
     assert "pass@2: 1.0000" in out
-    results = [json.loads(line) for line in (tmp_path / "samples.jsonl_results.jsonl").read_text().splitlines()]
+    results_file = tmp_path / "samples.jsonl_results.jsonl"
+    results = [json.loads(line) for line in results_file.read_text().splitlines()]
     assert [r["passed"] for r in results] == [True, False]
 
 
