@@ -91,3 +91,37 @@ def test_truncated_safetensors_fails_with_a_clear_message(tiny_model_dir, tmp_pa
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(CodegenBenchError, match="could not be loaded"):
         CodegenLM(pretrained=str(broken))
+
+
+def test_interrupted_generation_resumes_from_lm_evals_cache(tiny_model_dir, tmp_path, monkeypatch):
+    """With `--use_cache`, each finished generation is stored at once, so a rerun after Ctrl-C
+    only generates what was missing."""
+    from lm_eval.api.model import CachingLM
+
+    from codegen_bench.harness import lm_model
+
+    lm = CodegenLM(pretrained=str(tiny_model_dir), batch_size=1, max_length=256, chat="false")
+    gen_kwargs = {"until": ["\n"], "max_gen_toks": 4}
+    requests = [
+        _request("generate_until", (p, gen_kwargs), idx=i) for i, p in enumerate(["a = ", "b = ", "c = "])
+    ]
+    real_generate = lm_model.generate_batch
+    calls = []
+
+    def interrupted_after_two(*args, **kwargs):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(args[2])
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(lm_model, "generate_batch", interrupted_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        CachingLM(lm, str(tmp_path / "cache.db")).generate_until(requests)
+
+    calls.clear()
+    monkeypatch.setattr(
+        lm_model, "generate_batch", lambda *a, **k: calls.append(a[2]) or real_generate(*a, **k)
+    )
+    texts = CachingLM(lm, str(tmp_path / "cache.db")).generate_until(requests)
+    assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
+    assert len(calls) == 1  # only the request that was interrupted is generated again
