@@ -66,7 +66,7 @@ class CodegenLM(TemplateLM):
         dtype: str = "float32",
         batch_size: int | str = 8,
         max_length: int | None = None,
-        device: str = "cpu",
+        device: str = "auto",
         chat: str | bool = "auto",
         seed: int = 1234,
         revision: str | None = None,
@@ -107,7 +107,7 @@ class CodegenLM(TemplateLM):
                 f"chat=true but the tokenizer of {self.pretrained} has no chat template: use chat=false"
             )
         self.chat = chat_mode == "true" or (chat_mode == "auto" and has_template)
-        self.generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        self.generator = torch.Generator(device=self._device).manual_seed(int(seed))
         self.eos_token_ids = self._eos_token_ids()
         self._chat_histories: dict[str, list[dict]] = {}
         log.info(

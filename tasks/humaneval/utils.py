@@ -15,7 +15,7 @@ from pathlib import Path
 
 import datasets
 
-from codegen_bench.harness.executor import ExecutionLimits, check_program, execute_program
+from codegen_bench.harness.executor import DEFAULT_LIMITS, check_program, execute_program
 from codegen_bench.harness.lm_eval_hook import SAMPLES_DIR_ENV
 from codegen_bench.harness.problems import load_humaneval
 from codegen_bench.harness.sanitize import sanitize_completion
@@ -83,11 +83,10 @@ SAMPLE_LOG = SampleLog()
 
 
 def _score(task: str, doc: dict, results: list[str], ks: tuple[int, ...]) -> dict[str, float]:
-    limits = ExecutionLimits()
     records = []
     for raw in results:
         completion = sanitize_completion(raw)
-        verdict = execute_program(check_program(doc, completion), limits)
+        verdict = execute_program(check_program(doc, completion), DEFAULT_LIMITS)
         records.append(
             {
                 "task_id": doc["task_id"],
