@@ -35,55 +35,59 @@ def register_model() -> None:
         model_registry.register(MODEL_NAME, target=MODEL_TARGET)
 
 
-def add_tasks_dir(task_manager_cls) -> None:
-    original_init = task_manager_cls.__init__
-    if getattr(original_init, "_codegen_bench", False):
+def _wrap(owner, name: str, make_wrapper) -> None:
+    """Replace owner.name by make_wrapper(original), once (a re-run of the hook is a no-op)."""
+    original = getattr(owner, name)
+    if getattr(original, "_codegen_bench", False):
         return
+    wrapper = make_wrapper(original)
+    wrapper._codegen_bench = True
+    setattr(owner, name, wrapper)
 
-    def __init__(self, *args, include_path=None, **kwargs):
-        paths = [] if include_path is None else include_path
-        paths = list(paths) if isinstance(paths, (list, tuple)) else [paths]
-        if not any(os.path.realpath(p) == TASKS_DIR for p in paths):
-            # Ours first: lm-eval lets later include paths override earlier ones, so a user's own
-            # --include_path still wins over our task of the same name.
-            paths.insert(0, TASKS_DIR)
-        original_init(self, *args, include_path=paths, **kwargs)
 
-    __init__._codegen_bench = True
-    task_manager_cls.__init__ = __init__
+def add_tasks_dir(task_manager_cls) -> None:
+    def make(original_init):
+        def __init__(self, *args, include_path=None, **kwargs):
+            paths = [] if include_path is None else include_path
+            paths = list(paths) if isinstance(paths, (list, tuple)) else [paths]
+            if not any(os.path.realpath(p) == TASKS_DIR for p in paths):
+                # Ours first: lm-eval lets later include paths override earlier ones, so a user's
+                # own --include_path still wins over our task of the same name.
+                paths.insert(0, TASKS_DIR)
+            original_init(self, *args, include_path=paths, **kwargs)
+
+        return __init__
+
+    _wrap(task_manager_cls, "__init__", make)
 
 
 def remember_output_path(tracker_cls) -> None:
-    original_init = tracker_cls.__init__
-    if getattr(original_init, "_codegen_bench", False):
-        return
+    def make(original_init):
+        def __init__(self, *args, **kwargs):
+            original_init(self, *args, **kwargs)
+            if self.output_path and not os.environ.get(SAMPLES_DIR_ENV):
+                output = str(self.output_path)
+                os.environ[SAMPLES_DIR_ENV] = os.path.dirname(output) if output.endswith(".json") else output
 
-    def __init__(self, *args, **kwargs):
-        original_init(self, *args, **kwargs)
-        if self.output_path and not os.environ.get(SAMPLES_DIR_ENV):
-            output = str(self.output_path)
-            os.environ[SAMPLES_DIR_ENV] = os.path.dirname(output) if output.endswith(".json") else output
+        return __init__
 
-    __init__._codegen_bench = True
-    tracker_cls.__init__ = __init__
+    _wrap(tracker_cls, "__init__", make)
 
 
 def print_our_errors(main_module) -> None:
-    original = main_module.cli_evaluate
-    if getattr(original, "_codegen_bench", False):
-        return
+    def make(original):
+        def cli_evaluate(*args, **kwargs):
+            from codegen_bench.harness.errors import CodegenBenchError
 
-    def cli_evaluate(*args, **kwargs):
-        from codegen_bench.harness.errors import CodegenBenchError
+            try:
+                return original(*args, **kwargs)
+            except CodegenBenchError as exc:
+                print(f"lm_eval: error: {exc}", file=sys.stderr)
+                raise SystemExit(2) from None
 
-        try:
-            return original(*args, **kwargs)
-        except CodegenBenchError as exc:
-            print(f"lm_eval: error: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
+        return cli_evaluate
 
-    cli_evaluate._codegen_bench = True
-    main_module.cli_evaluate = cli_evaluate
+    _wrap(main_module, "cli_evaluate", make)
 
 
 PATCHES = {

@@ -48,47 +48,23 @@ def test_interpreter_start_up_does_not_import_lm_eval_or_torch():
     assert out == "False"
 
 
+def _lm_eval_codegen(model_args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [LM_EVAL, "--model", "codegen", "--model_args", model_args, "--tasks", "humaneval_custom",
+         "--limit", "1", "--confirm_run_unsafe_code"],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+
+
 def test_lm_eval_cli_prints_a_bad_model_path_as_one_line(tmp_path):
-    result = subprocess.run(
-        [
-            LM_EVAL,
-            "--model",
-            "codegen",
-            "--model_args",
-            f"pretrained={tmp_path / 'missing'}",
-            "--tasks",
-            "humaneval_custom",
-            "--limit",
-            "1",
-            "--confirm_run_unsafe_code",
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
+    result = _lm_eval_codegen(f"pretrained={tmp_path / 'missing'}")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert f"lm_eval: error: pretrained='{tmp_path / 'missing'}' is not a model folder" in result.stderr
 
 
 def test_lm_eval_cli_reports_an_unreachable_hub_id_clearly():
-    result = subprocess.run(
-        [
-            LM_EVAL,
-            "--model",
-            "codegen",
-            "--model_args",
-            "pretrained=no-such-org/no-such-model",
-            "--tasks",
-            "humaneval_custom",
-            "--limit",
-            "1",
-            "--confirm_run_unsafe_code",
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
+    result = _lm_eval_codegen("pretrained=no-such-org/no-such-model")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "could not be fetched from the Hugging Face hub" in result.stderr
