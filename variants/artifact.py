@@ -1,0 +1,142 @@
+"""Variant artifacts: a folder with the weights (safetensors) and `variant.json` saying how it was made.
+
+`variant.json` records the variant name and full config, the base model's identity and checksum,
+library versions, creation time, size on disk, parameter count and measured sparsity: enough to
+rebuild the artifact (`codegen-bench build NAME --config k=v ...`) and to refuse it for another base.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.harness.loading import LoadConfig, load_model
+
+MANIFEST = "variant.json"
+LIBRARIES = ("codegen-bench", "torch", "transformers", "peft", "bitsandbytes", "safetensors")
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    """The model a variant is made from: a resolved folder (or hub id) and how to load it."""
+
+    name_or_path: str
+    load_config: LoadConfig = field(default_factory=LoadConfig)
+
+    def load(self, **from_pretrained_kwargs):
+        return load_model(self.name_or_path, self.load_config, **from_pretrained_kwargs)
+
+    def fingerprint(self) -> str:
+        """sha256 identifying the base weights (the GGUF's for the embedded model)."""
+        return base_fingerprint(self.name_or_path)
+
+
+def base_fingerprint(name_or_path: str) -> str:
+    from codegen_bench.harness.provision import PROVENANCE_FILE
+
+    folder = Path(name_or_path)
+    if not folder.is_dir():
+        return "hub:" + name_or_path  # a hub id: its revision pins the weights
+    provenance = folder / PROVENANCE_FILE
+    if provenance.is_file():
+        return json.loads(provenance.read_text())["gguf_sha256"]
+    digest = hashlib.sha256()
+    for weights in sorted(folder.glob("*.safetensors")):
+        with open(weights, "rb") as f:
+            while chunk := f.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _library_versions() -> dict[str, str]:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def folder_size_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def parameter_count(model) -> int:
+    # bitsandbytes packs two 4-bit weights per uint8 element: count logical weights, not storage.
+    total = 0
+    for param in model.parameters():
+        shape = getattr(getattr(param, "quant_state", None), "shape", None)
+        total += shape.numel() if shape is not None else param.numel()
+    return total
+
+
+def write_artifact(
+    model,
+    out_dir: Path,
+    *,
+    variant: str,
+    config: dict[str, Any],
+    base: BaseModel,
+    save,
+    sparsity: dict | None = None,
+) -> Path:
+    """Save `model` with `save(model, folder)` and write variant.json, atomically: the artifact is
+    built in a temporary sibling folder and renamed into place when complete."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
+    try:
+        save(model, staging)
+        manifest = {
+            "variant": variant,
+            "config": config,
+            "base_model": {"name_or_path": base.name_or_path, "sha256": base.fingerprint()},
+            "libraries": _library_versions(),
+            "created_unix": time.time(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "parameter_count": parameter_count(model),
+            "sparsity": sparsity,
+        }
+        # Size on disk of the weights: variant.json itself is not counted.
+        manifest["size_on_disk_bytes"] = folder_size_bytes(staging)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise CodegenBenchError(
+            f"variant={str(folder)!r} is a folder without {MANIFEST}: pass a variant artifact folder "
+            "(made by `codegen-bench build`) or a variant name"
+        )
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CodegenBenchError(f"{path} is not valid JSON ({exc}): rebuild the artifact") from exc
+
+
+def check_base(manifest: dict[str, Any], folder: Path, base: BaseModel) -> None:
+    expected = manifest["base_model"]["sha256"]
+    if expected != base.fingerprint():
+        raise CodegenBenchError(
+            f"variant artifact {folder} was made from {manifest['base_model']['name_or_path']} "
+            f"(sha256 {expected[:12]}...), not from {base.name_or_path}: pass that model as pretrained=, "
+            "or rebuild the variant for this one"
+        )

@@ -1,0 +1,42 @@
+"""Our variants: base, nf4 and l1-pruned (lora, qlora, int8-dynamic and Wanda follow)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from codegen_bench.variants.artifact import BaseModel
+from codegen_bench.variants.prune import L1Unstructured, prune_
+from codegen_bench.variants.quantize import Nf4
+from codegen_bench.variants.registry import register_variant
+
+
+def save_pretrained(model, folder: Path) -> None:
+    model.save_pretrained(folder)  # safetensors; bitsandbytes 4-bit layers serialize their quant state
+
+
+def load_pretrained(folder: Path, base: BaseModel, config):
+    return BaseModel(str(folder), base.load_config).load()
+
+
+@dataclass(frozen=True)
+class BaseConfig:
+    """The model as loaded; its dtype is the `dtype` model argument."""
+
+
+@register_variant("base", BaseConfig, save=save_pretrained, load=load_pretrained)
+def build_base(base: BaseModel, config: BaseConfig):
+    """The base model, unchanged."""
+    return base.load()
+
+
+@register_variant("nf4", Nf4, save=save_pretrained, load=load_pretrained)
+def build_nf4(base: BaseModel, config: Nf4):
+    """bitsandbytes 4-bit NormalFloat weights (double quantization by default)."""
+    return base.load(quantization_config=config.to_transformers())
+
+
+@register_variant("l1-pruned", L1Unstructured, save=save_pretrained, load=load_pretrained)
+def build_l1_pruned(base: BaseModel, config: L1Unstructured):
+    """Post-training L1 unstructured pruning of the decoder's Linear weights, made permanent."""
+    return prune_(base.load(), config)

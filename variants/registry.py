@@ -1,0 +1,145 @@
+"""The variant registry: a name, a typed config, and how to build and reload the variant.
+
+Our own variants register with `@register_variant`; another package adds one through the
+`codegen_bench.variants` entry-point group (the entry point names a module or callable that
+registers on import, like lm-eval's models). Names are what users type: `--model_args variant=nf4`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from codegen_bench.harness.errors import CodegenBenchError
+
+ENTRY_POINT_GROUP = "codegen_bench.variants"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How one variant is made.
+
+    build(base, config) returns the variant's model from `base` (a `BaseModel`); save(model, dir)
+    writes its weights into an artifact folder and load(dir, base, config) reads them back. The
+    config is a frozen dataclass: it is what variant.json records, so the artifact can be rebuilt.
+    """
+
+    name: str
+    config_cls: type
+    build: Callable[..., Any]
+    save: Callable[..., None]
+    load: Callable[..., Any]
+    description: str = ""
+
+
+_REGISTRY: dict[str, Variant] = {}
+_entry_points_loaded = False
+
+
+def register_variant(
+    name: str,
+    config_cls: type,
+    *,
+    save: Callable[..., None],
+    load: Callable[..., Any],
+    description: str = "",
+):
+    """Decorator on a build function: `@register_variant("l1-pruned", L1PrunedConfig, save=..., load=...)`."""
+    if not dataclasses.is_dataclass(config_cls):
+        raise TypeError(f"variant {name!r}: config_cls must be a dataclass, got {config_cls!r}")
+
+    def decorate(build: Callable[..., Any]) -> Callable[..., Any]:
+        existing = _REGISTRY.get(name)
+        if existing is not None and existing.build is not build:
+            raise CodegenBenchError(f"variant {name!r} is registered twice: give the new one another name")
+        _REGISTRY[name] = Variant(name, config_cls, build, save, load, description or (build.__doc__ or ""))
+        return build
+
+    return decorate
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    import codegen_bench.variants.builtin  # noqa: F401  (our own variants register on import)
+
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = entry_point.load()
+        except Exception as exc:
+            raise CodegenBenchError(
+                f"variant plugin {entry_point.name!r} ({entry_point.value}) failed to import ({exc}): "
+                "fix or uninstall the package that provides it"
+            ) from exc
+        if callable(loaded) and not isinstance(loaded, types.ModuleType):
+            loaded()
+
+
+def available_variants() -> list[str]:
+    _load_entry_points()
+    return sorted(_REGISTRY)
+
+
+def get_variant(name: str) -> Variant:
+    _load_entry_points()
+    if name not in _REGISTRY:
+        raise CodegenBenchError(
+            f"variant={name!r} is unknown: available variants are {', '.join(sorted(_REGISTRY))} "
+            "(or pass the path of a variant artifact folder)"
+        )
+    return _REGISTRY[name]
+
+
+def make_config(variant: Variant, overrides: Mapping[str, Any] | None = None):
+    """The variant's config with `overrides` (strings from the command line are converted to the
+    field's type). An unknown key or a value of the wrong type fails with one clear line."""
+    fields = {f.name: f for f in dataclasses.fields(variant.config_cls)}
+    hints = typing.get_type_hints(variant.config_cls)
+    values = {}
+    for key, value in (overrides or {}).items():
+        if key not in fields:
+            raise CodegenBenchError(
+                f"variant {variant.name!r} has no config key {key!r}: "
+                f"its keys are {', '.join(fields) or 'none'}"
+            )
+        values[key] = _convert(variant.name, key, value, hints[key])
+    try:
+        return variant.config_cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise CodegenBenchError(f"variant {variant.name!r}: invalid config {values} ({exc})") from exc
+
+
+def _convert(variant: str, key: str, value: Any, hint: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    base = hint
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value.lower() in ("none", "null", ""):
+            return None
+        base = options[0]
+    try:
+        if base is bool:
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(value)
+            return value.lower() in ("true", "1")
+        if base in (int, float, str):
+            return base(value)
+        if typing.get_origin(base) is tuple:
+            return tuple(v for v in value.split("+") if v)
+    except ValueError as exc:
+        raise CodegenBenchError(
+            f"variant {variant!r}: {key}={value!r} is not a valid {getattr(base, '__name__', base)}"
+        ) from exc
+    return value
+
+
+def config_to_dict(config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
