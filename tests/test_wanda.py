@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.variants.prune import Wanda, measure_sparsity, wanda_prune_
+
+
+def _calibration(n=4, seq_len=16, vocab=600):
+    generator = torch.Generator().manual_seed(0)
+    return [torch.randint(3, vocab, (1, seq_len), generator=generator) for _ in range(n)]
+
+
+def test_every_row_of_every_decoder_linear_reaches_the_sparsity(tiny):
+    model = copy.deepcopy(tiny[0])
+    wanda_prune_(model, Wanda(sparsity=0.5), _calibration())
+    for layer in model.model.layers:
+        for module in layer.modules():
+            if isinstance(module, torch.nn.Linear):
+                zeros_per_row = (module.weight == 0).sum(dim=1)
+                assert torch.all(zeros_per_row == module.in_features // 2)
+    assert abs(measure_sparsity(model)["per_layer"]["model.layers.0.self_attn.q_proj"] - 0.5) < 1e-6
+
+
+def test_first_layer_mask_is_the_lowest_weight_times_input_norm(tiny):
+    dense = tiny[0]
+    calibration = _calibration()
+    captured = []
+    hook = dense.model.layers[0].self_attn.q_proj.register_forward_pre_hook(
+        lambda module, args: captured.append(args[0].reshape(-1, args[0].shape[-1]))
+    )
+    with torch.no_grad():
+        for batch in calibration:
+            dense(input_ids=batch)
+    hook.remove()
+    norms = torch.cat(captured).double().norm(dim=0)
+    weight = dense.model.layers[0].self_attn.q_proj.weight.detach()
+    score = weight.abs().double() * norms
+    expected_zero = torch.zeros_like(weight, dtype=torch.bool)
+    expected_zero.scatter_(1, torch.topk(score, weight.shape[1] // 4, dim=1, largest=False).indices, True)
+
+    pruned = wanda_prune_(copy.deepcopy(dense), Wanda(sparsity=0.25), calibration)
+    assert torch.equal(pruned.model.layers[0].self_attn.q_proj.weight == 0, expected_zero)
+
+
+def test_wanda_keeps_different_weights_than_magnitude_pruning(tiny):
+    from codegen_bench.variants.prune import L1Unstructured, prune_
+
+    wanda = wanda_prune_(copy.deepcopy(tiny[0]), Wanda(sparsity=0.5), _calibration())
+    magnitude = prune_(copy.deepcopy(tiny[0]), L1Unstructured(sparsity=0.5, scope="per-layer"))
+    name = "model.layers.1.mlp.down_proj"
+    wanda_mask = dict(wanda.named_modules())[name].weight == 0
+    magnitude_mask = dict(magnitude.named_modules())[name].weight == 0
+    assert not torch.equal(wanda_mask, magnitude_mask)
+
+
+def test_invalid_sparsity_is_refused():
+    with pytest.raises(CodegenBenchError, match=r"sparsity=1\.5 must be in"):
+        Wanda(sparsity=1.5)
