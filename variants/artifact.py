@@ -89,6 +89,7 @@ def write_artifact(
     base: BaseModel,
     save,
     sparsity: dict | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """Save `model` with `save(model, folder)` and write variant.json, atomically: the artifact is
     built in a temporary sibling folder and renamed into place when complete."""
@@ -106,6 +107,7 @@ def write_artifact(
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "parameter_count": parameter_count(model),
             "sparsity": sparsity,
+            **(extra or {}),
         }
         # Size on disk of the weights: variant.json itself is not counted.
         manifest["size_on_disk_bytes"] = folder_size_bytes(staging)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import types
-import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
+from codegen_bench.harness.configs import config_from
 from codegen_bench.harness.errors import CodegenBenchError
 
 ENTRY_POINT_GROUP = "codegen_bench.variants"
@@ -68,7 +68,7 @@ def _load_entry_points() -> None:
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
-    import codegen_bench.variants.builtin  # noqa: F401  (our own variants register on import)
+    from codegen_bench.variants import adapters, builtin  # noqa: F401  (ours register on import)
 
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
         try:
@@ -98,47 +98,8 @@ def get_variant(name: str) -> Variant:
 
 
 def make_config(variant: Variant, overrides: Mapping[str, Any] | None = None):
-    """The variant's config with `overrides` (strings from the command line are converted to the
-    field's type). An unknown key or a value of the wrong type fails with one clear line."""
-    fields = {f.name: f for f in dataclasses.fields(variant.config_cls)}
-    hints = typing.get_type_hints(variant.config_cls)
-    values = {}
-    for key, value in (overrides or {}).items():
-        if key not in fields:
-            raise CodegenBenchError(
-                f"variant {variant.name!r} has no config key {key!r}: "
-                f"its keys are {', '.join(fields) or 'none'}"
-            )
-        values[key] = _convert(variant.name, key, value, hints[key])
-    try:
-        return variant.config_cls(**values)
-    except (TypeError, ValueError) as exc:
-        raise CodegenBenchError(f"variant {variant.name!r}: invalid config {values} ({exc})") from exc
-
-
-def _convert(variant: str, key: str, value: Any, hint: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    base = hint
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        options = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value.lower() in ("none", "null", ""):
-            return None
-        base = options[0]
-    try:
-        if base is bool:
-            if value.lower() not in ("true", "false", "1", "0"):
-                raise ValueError(value)
-            return value.lower() in ("true", "1")
-        if base in (int, float, str):
-            return base(value)
-        if typing.get_origin(base) is tuple:
-            return tuple(v for v in value.split("+") if v)
-    except ValueError as exc:
-        raise CodegenBenchError(
-            f"variant {variant!r}: {key}={value!r} is not a valid {getattr(base, '__name__', base)}"
-        ) from exc
-    return value
+    """The variant's config with `overrides` applied (see harness/configs.py)."""
+    return config_from(variant.config_cls, overrides, owner=f"variant {variant.name!r}")
 
 
 def config_to_dict(config) -> dict[str, Any]:
