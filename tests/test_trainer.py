@@ -85,3 +85,13 @@ def test_interrupted_training_resumes_from_its_checkpoint(base, data_file, tmp_p
     out = train(data_file, base, TrainConfig(**TINY), tmp_path / "lora")
     manifest = json.loads((out / "variant.json").read_text())
     assert manifest["training"]["resumed_from"].endswith("checkpoint-2")
+
+
+def test_qlora_trains_on_the_4bit_base_and_loads_on_it(base, data_file, tmp_path):
+    import bitsandbytes as bnb
+
+    out = train(data_file, base, TrainConfig(kind="qlora", **TINY), tmp_path / "qlora")
+    manifest = json.loads((out / "variant.json").read_text())
+    assert manifest["variant"] == "qlora" and manifest["config"]["quant_type"] == "nf4"
+    model, _ = load_variant(str(out), base)
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())

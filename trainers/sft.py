@@ -104,7 +104,7 @@ def to_example(record: dict, chat: bool) -> dict:
 
 def load_splits(data_path: Path, config: TrainConfig, chat: bool):
     """train/validation/test datasets, split with the config's seed (after dropping records a data
-build held out)."""
+    build held out)."""
     from datasets import Dataset
 
     from codegen_bench.harness.samples import read_jsonl
@@ -230,9 +230,10 @@ def train(
         "metrics": metrics,
         "resumed_from": resume,
     }
-    variant_config = {"adapter": str(out_dir.resolve()), "merge": False}
-    if config.kind == "qlora":
-        variant_config.update(asdict(config.nf4))
+    # The variant's own config (variants/adapters.py): where the adapter is, and for qlora the 4-bit
+    # base it was trained on, which is also the base it is evaluated on.
+    variant_config = {"adapter": str(out_dir.resolve())}
+    variant_config.update(asdict(config.nf4) if config.kind == "qlora" else {"merge": False})
     write_artifact(
         trainer.model,
         out_dir,
