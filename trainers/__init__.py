@@ -1,1 +1,2 @@
-"""Produce weights: LoRA/QLoRA fine-tuning (the variants issue)."""
+"""What produces weights: data.py builds training pairs from the standard library, sft.py trains
+LoRA / QLoRA adapters on them with trl."""
