@@ -60,3 +60,23 @@ def test_wanda_keeps_different_weights_than_magnitude_pruning(tiny):
 def test_invalid_sparsity_is_refused():
     with pytest.raises(CodegenBenchError, match=r"sparsity=1\.5 must be in"):
         Wanda(sparsity=1.5)
+
+
+def test_wanda_variant_calibrates_on_stdlib_code(tiny_model_dir, tmp_path, monkeypatch):
+    from codegen_bench.harness.loading import LoadConfig
+    from codegen_bench.variants import BaseModel, load_variant
+    from codegen_bench.variants.calibration import calibration_batches
+
+    monkeypatch.setenv("CODEGEN_BENCH_CACHE", str(tmp_path))
+    base = BaseModel(str(tiny_model_dir), LoadConfig())
+    _, manifest = load_variant(
+        "wanda-pruned", base, {"sparsity": "0.5", "calibration_samples": "4", "calibration_seq_len": "32"}
+    )
+    assert manifest["config"]["calibration_samples"] == 4
+    assert abs(manifest["sparsity"]["total"] - 0.5) < 0.001
+    from transformers import AutoTokenizer
+
+    batches = calibration_batches(AutoTokenizer.from_pretrained(tiny_model_dir), 4, 32, seed=0)
+    assert [b.shape for b in batches] == [torch.Size([1, 32])] * 4
+    again = calibration_batches(AutoTokenizer.from_pretrained(tiny_model_dir), 4, 32, seed=0)
+    assert all(torch.equal(x, y) for x, y in zip(batches, again, strict=True))

@@ -1,4 +1,4 @@
-"""Our variants: base, nf4 and l1-pruned (lora, qlora, int8-dynamic and Wanda follow)."""
+"""Our variants: base, nf4, l1-pruned and wanda-pruned (lora and qlora follow)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codegen_bench.variants.artifact import BaseModel
-from codegen_bench.variants.prune import L1Unstructured, prune_
+from codegen_bench.variants.prune import L1Unstructured, Wanda, prune_, wanda_prune_
 from codegen_bench.variants.quantize import Nf4
 from codegen_bench.variants.registry import register_variant
 
@@ -40,3 +40,17 @@ def build_nf4(base: BaseModel, config: Nf4):
 def build_l1_pruned(base: BaseModel, config: L1Unstructured):
     """Post-training L1 unstructured pruning of the decoder's Linear weights, made permanent."""
     return prune_(base.load(), config)
+
+
+@register_variant("wanda-pruned", Wanda, save=save_pretrained, load=load_pretrained)
+def build_wanda_pruned(base: BaseModel, config: Wanda):
+    """Activation-aware (Wanda) unstructured pruning, calibrated on standard-library code."""
+    from codegen_bench.harness.loading import load_tokenizer
+    from codegen_bench.variants.calibration import calibration_batches
+
+    tokenizer = load_tokenizer(base.name_or_path, base.load_config)
+    batches = calibration_batches(
+        tokenizer, config.calibration_samples, config.calibration_seq_len, config.seed
+    )
+    return wanda_prune_(base.load(), config, batches)
+
