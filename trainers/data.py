@@ -23,12 +23,12 @@ import json
 import os
 import sys
 import sysconfig
-import tempfile
 import tokenize
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from codegen_bench.harness.atomic import write_text_atomic
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.problems import load_humaneval
 from codegen_bench.harness.samples import read_jsonl, write_jsonl
@@ -404,23 +404,6 @@ def build_datasets(config: DataConfig) -> tuple[list[dict], list[dict], dict]:
     return codegen, explain, provenance
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write to a temp file in the same folder, then rename: readers never see half a file.
-
-    For provenance.json; the JSONL files go through `write_jsonl`, which does the same per record.
-    """
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
 def write_datasets(out_dir: Path, config: DataConfig) -> dict[str, Path]:
     """Build, then write codegen.jsonl, explain.jsonl and provenance.json into `out_dir`; their paths."""
     out_dir = Path(out_dir)
@@ -438,7 +421,7 @@ def write_datasets(out_dir: Path, config: DataConfig) -> dict[str, Path]:
     }
     write_jsonl(paths["codegen"], codegen)
     write_jsonl(paths["explain"], explain)
-    _write_atomic(paths["provenance"], json.dumps(provenance, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(paths["provenance"], json.dumps(provenance, indent=2, sort_keys=True) + "\n")
     return paths
 
 
