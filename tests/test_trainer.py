@@ -54,6 +54,7 @@ def test_lora_training_writes_a_loadable_adapter_artifact(base, data_file, tmp_p
     assert manifest["variant"] == "lora"
     assert manifest["training"]["examples"] == {"train": 22, "validation": 1, "test": 1}
     assert manifest["training"]["metrics"]["validation_loss"] > 0
+    assert manifest["training"]["metrics"]["train_tokens_per_s"] > 0
     model, loaded = load_variant(str(out), base)
     assert loaded["variant"] == "lora"
     tokens = torch.tensor([[5, 17, 42, 99]])
