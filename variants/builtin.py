@@ -53,4 +53,3 @@ def build_wanda_pruned(base: BaseModel, config: Wanda):
         tokenizer, config.calibration_samples, config.calibration_seq_len, config.seed
     )
     return wanda_prune_(base.load(), config, batches)
-
