@@ -87,3 +87,19 @@ def tiny_lm(tiny_model_dir):
     from codegen_bench.harness.lm_model import CodegenLM
 
     return CodegenLM(pretrained=str(tiny_model_dir), batch_size=4, max_length=256)
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch) -> Path:
+    """A private codegen-bench cache: variant builds and provisioning land in tmp_path/cache."""
+    monkeypatch.setenv("CODEGEN_BENCH_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def base(tiny_model_dir):
+    """The tiny model as a variant base (fp32, CPU)."""
+    from codegen_bench.harness.loading import LoadConfig
+    from codegen_bench.variants import BaseModel
+
+    return BaseModel(str(tiny_model_dir), LoadConfig(dtype="float32", device="cpu"))

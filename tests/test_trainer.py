@@ -6,19 +6,10 @@ import pytest
 import torch
 
 from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.harness.loading import LoadConfig
 from codegen_bench.trainers.sft import TrainConfig, to_example, train
-from codegen_bench.variants import BaseModel, load_variant
+from codegen_bench.variants import load_variant
 
-
-@pytest.fixture(autouse=True)
-def variant_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("CODEGEN_BENCH_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture
-def base(tiny_model_dir):
-    return BaseModel(str(tiny_model_dir), LoadConfig(dtype="float32", device="cpu"))
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 @pytest.fixture

@@ -8,20 +8,10 @@ import pytest
 import torch
 
 from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.harness.loading import LoadConfig
 from codegen_bench.variants import BaseModel, build_artifact, load_variant, registry
 from codegen_bench.variants.prune import L1Unstructured, measure_sparsity, prunable_linears, prune_
 
-
-@pytest.fixture(autouse=True)
-def variant_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("CODEGEN_BENCH_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-@pytest.fixture
-def base(tiny_model_dir):
-    return BaseModel(str(tiny_model_dir), LoadConfig(dtype="float32", device="cpu"))
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 def _logits(model, tokens=(5, 17, 42, 99, 7)):
