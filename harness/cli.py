@@ -43,12 +43,9 @@ def _parse_overrides(pairs: list[str]) -> dict[str, str]:
 
 
 def _cmd_build(args: argparse.Namespace) -> None:
-    from codegen_bench.harness.loading import LoadConfig, resolve_pretrained
-    from codegen_bench.variants import BaseModel, build_artifact
+    from codegen_bench.variants import build_artifact
 
-    load_config = LoadConfig(pretrained=args.pretrained, dtype=args.dtype, device=args.device)
-    base = BaseModel(resolve_pretrained(args.pretrained), load_config)
-    _, folder = build_artifact(args.variant, base, _parse_overrides(args.config), args.out)
+    _, folder = build_artifact(args.variant, _base_model(args), _parse_overrides(args.config), args.out)
     print(folder)
 
 
@@ -63,15 +60,23 @@ def _cmd_data_build(args: argparse.Namespace) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from codegen_bench.harness.configs import config_from
-    from codegen_bench.harness.loading import LoadConfig, resolve_pretrained
     from codegen_bench.trainers.sft import TrainConfig, train
-    from codegen_bench.variants import BaseModel
 
     overrides = {**_parse_overrides(args.config), "kind": args.kind}
     config = config_from(TrainConfig, overrides, owner=f"train {args.kind}")
+    print(train(args.data, _base_model(args), config, args.out, push_to_hub=args.push_to_hub))
+
+
+def _add_config_arg(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
+def _base_model(args: argparse.Namespace):
+    from codegen_bench.harness.loading import LoadConfig, resolve_pretrained
+    from codegen_bench.variants import BaseModel
+
     load_config = LoadConfig(pretrained=args.pretrained, dtype=args.dtype, device=args.device)
-    base = BaseModel(resolve_pretrained(args.pretrained), load_config)
-    print(train(args.data, base, config, args.out, push_to_hub=args.push_to_hub))
+    return BaseModel(resolve_pretrained(args.pretrained), load_config)
 
 
 def _add_base_model_args(p: argparse.ArgumentParser) -> None:
@@ -104,12 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build", help="build a model variant and save it as an artifact folder")
     p.add_argument("variant", help="a registered variant name (see `codegen-bench variants`)")
-    p.add_argument(
-        "--config",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a field of the variant's config, repeatable (e.g. --config sparsity=0.3)",
+    _add_config_arg(
+        p,
+        "a field of the variant's config, repeatable (e.g. --config sparsity=0.3)",
     )
     p.add_argument("--out", default=None, help="artifact folder (default: the variant cache)")
     _add_base_model_args(p)
@@ -121,12 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", choices=["lora", "qlora"])
     p.add_argument("--data", required=True, help="JSONL: prompt+completion, code+explanation or text records")
     p.add_argument("--out", required=True, help="artifact folder; checkpoints go to <out>.checkpoints")
-    p.add_argument(
-        "--config",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a TrainConfig field, repeatable: r, alpha, dropout, target_modules (a+b+c), "
+    _add_config_arg(
+        p,
+        "a TrainConfig field, repeatable: r, alpha, dropout, target_modules (a+b+c), "
         "learning_rate, epochs, max_steps, batch_size, grad_accum, max_seq_len, "
         "validation_fraction, test_fraction, max_examples, seed, logging_steps, save_steps",
     )
@@ -138,12 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = p.add_subparsers(dest="data_command", required=True)
     p = data_sub.add_parser("build", help="write codegen.jsonl, explain.jsonl and provenance.json")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument(
-        "--config",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a DataConfig field: max_body_lines, min_explanation_words, validation_fraction, "
+    _add_config_arg(
+        p,
+        "a DataConfig field: max_body_lines, min_explanation_words, validation_fraction, "
         "near_duplicate_threshold, limit",
     )
     p.set_defaults(run=_cmd_data_build)

@@ -35,3 +35,31 @@ def test_exec_reports_a_malformed_line_in_one_line_and_exits_2(tmp_path, capsys)
     err = capsys.readouterr().err
     assert err.startswith(f"codegen-bench: error: {samples}, line 2: malformed JSON")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_build_writes_a_variant_artifact(tiny_model_dir, tmp_path, capsys, isolated_cache):
+    out = tmp_path / "l1"
+    args = [
+        "build",
+        "l1-pruned",
+        "--config",
+        "sparsity=0.2",
+        "--out",
+        str(out),
+        "--pretrained",
+        str(tiny_model_dir),
+    ]
+    assert main(args) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    manifest = json.loads((out / "variant.json").read_text())
+    assert manifest["config"]["sparsity"] == 0.2
+    assert abs(manifest["sparsity"]["total"] - 0.2) < 0.001
+
+
+def test_build_with_an_unknown_config_key_exits_2_with_one_line(tiny_model_dir, capsys, isolated_cache):
+    assert main(["build", "nf4", "--config", "bits=3", "--pretrained", str(tiny_model_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "codegen-bench: error: variant 'nf4' has no config key 'bits': "
+        "its keys are quant_type, double_quant, compute_dtype"
+    )
