@@ -1,4 +1,4 @@
-"""Our variants: base, nf4, l1-pruned and wanda-pruned (lora and qlora follow)."""
+"""Our weight-transform variants: base, nf4, int8-dynamic, l1-pruned, wanda-pruned (adapters: adapters.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from codegen_bench.variants.artifact import BaseModel
 from codegen_bench.variants.prune import L1Unstructured, Wanda, prune_, wanda_prune_
-from codegen_bench.variants.quantize import Nf4
+from codegen_bench.variants.quantize import Int8Dynamic, Nf4, load_int8_dynamic, quantize_, save_int8_dynamic
 from codegen_bench.variants.registry import register_variant
 
 
@@ -53,3 +53,9 @@ def build_wanda_pruned(base: BaseModel, config: Wanda):
         tokenizer, config.calibration_samples, config.calibration_seq_len, config.seed
     )
     return wanda_prune_(base.load(), config, batches)
+
+
+@register_variant("int8-dynamic", Int8Dynamic, save=save_int8_dynamic, load=load_int8_dynamic)
+def build_int8_dynamic(base: BaseModel, config: Int8Dynamic):
+    """int8 Linear weights (down_proj kept float by default), activations quantized at run time."""
+    return quantize_(base.load(), config)
