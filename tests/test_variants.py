@@ -50,6 +50,28 @@ def test_l1_pruning_reaches_the_requested_sparsity(base, scope):
     assert not any(name.endswith("lm_head") for name in prunable_linears(model))
 
 
+def test_global_l1_pruning_zeros_what_torch_global_unstructured_zeros(base):
+    from torch.nn.utils import prune
+
+    ours = prune_(base.load(), L1Unstructured(sparsity=0.37))
+    reference = base.load()
+    layers = list(prunable_linears(reference).values())
+    prune.global_unstructured([(m, "weight") for m in layers], prune.L1Unstructured, amount=0.37)
+    for (name, mine), theirs in zip(prunable_linears(ours).items(), layers, strict=True):
+        assert torch.equal(mine.weight == 0, theirs.weight == 0), name  # random weights: no ties
+
+
+def test_global_l1_pruning_is_exact_when_many_weights_tie(base):
+    model = base.load()
+    with torch.no_grad():
+        for module in prunable_linears(model).values():
+            # 17 distinct values (about a fifth of them zero), as coarse as Q4_K's levels
+            module.weight.copy_((module.weight / module.weight.abs().max() * 8).round())
+    sparsity = measure_sparsity(prune_(model, L1Unstructured(sparsity=0.6)))
+    total = sum(m.weight.numel() for m in prunable_linears(model).values())
+    assert round(sparsity["total"] * total) == round(0.6 * total)
+
+
 def test_pruned_artifact_keeps_its_zeros_and_manifest(base):
     model, folder = build_artifact("l1-pruned", base, {"sparsity": "0.5"})
     manifest = json.loads((folder / "variant.json").read_text())

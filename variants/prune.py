@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -42,31 +43,85 @@ def prunable_linears(model: nn.Module) -> dict[str, nn.Linear]:
     }
 
 
+def _global_threshold(weights: list[torch.Tensor], amount: int) -> tuple[float, int]:
+    """The |w| at rank `amount` over all `weights` together, and how many weights tie with it that
+    must still be zeroed to prune exactly `amount` (Q4_K-dequantized weights tie a lot).
+
+    A binary search over the bit patterns of |w| (non-negative floats order like their int32 bits),
+    counting layer by layer: memory stays at one layer's size, where torch.kthvalue over the
+    concatenated weights would need a copy plus int64 indices (about 6 GB for 0.5B weights).
+    """
+
+    def count_at_most(bits: int) -> int:
+        return sum(int((w.abs().float().view(torch.int32) <= bits).sum()) for w in weights)
+
+    low, high = 0, 0x7F800000  # +inf: every finite |w| is at most that
+    while low < high:
+        middle = (low + high) // 2
+        if count_at_most(middle) >= amount:
+            high = middle
+        else:
+            low = middle + 1
+    threshold = torch.tensor(low, dtype=torch.int32).view(torch.float32).item()
+    below = count_at_most(low - 1) if low > 0 else 0
+    return threshold, amount - below
+
+
 @torch.no_grad()
 def prune_(model: nn.Module, config: L1Unstructured) -> nn.Module:
-    """Prune in place and make it permanent (the zeros are plain weight values afterwards)."""
+    """Prune in place and make it permanent (the zeros are plain weight values afterwards).
+
+    Each layer goes through torch.nn.utils.prune (a mask, then `prune.remove`) one at a time, so only
+    one layer's `weight_orig` and mask exist at once. For scope="global" the threshold is computed
+    once over all layers; `prune.global_unstructured` would instead hold every layer's copy, mask and
+    a top-k over all weights together: 18 GB peak for the 0.5B default model.
+    """
     linears = list(prunable_linears(model).values())
     if not linears:
         raise CodegenBenchError(f"{type(model).__name__} has no Linear layers to prune")
-    if config.scope == "global":
-        prune.global_unstructured(
-            [(m, "weight") for m in linears], pruning_method=prune.L1Unstructured, amount=config.sparsity
-        )
-    else:
+    if config.scope == "per-layer":
         for module in linears:
             prune.l1_unstructured(module, "weight", amount=config.sparsity)
+            prune.remove(module, "weight")
+        return model
+    # Same rounding as torch's global_unstructured: round(sparsity * number of weights).
+    amount = round(config.sparsity * sum(m.weight.numel() for m in linears))
+    if amount == 0:
+        return model
+    threshold, ties_to_prune = _global_threshold([m.weight for m in linears], amount)
     for module in linears:
+        magnitude = module.weight.abs().float()
+        mask = magnitude > threshold
+        ties = (magnitude == threshold).flatten().nonzero().squeeze(1)
+        kept_ties = ties[ties_to_prune:]  # the first `ties_to_prune` ties (in layer order) are pruned
+        ties_to_prune = max(0, ties_to_prune - len(ties))
+        mask.view(-1)[kept_ties] = True
+        prune.custom_from_mask(module, "weight", mask)
         prune.remove(module, "weight")
     return model
 
 
 def measure_sparsity(model: nn.Module) -> dict[str, float | dict[str, float]] | None:
-    """Fraction of exact zeros per prunable layer and over all of them together; None where the
-    weights are not floating point (packed 4-bit or int8 storage has no meaningful zero count)."""
+    """Fraction of exact zeros per Linear layer of the decoder and over all of them together; int8
+    layers count a weight equal to its zero point as zero. None where the weights are packed 4-bit
+    (bitsandbytes stores two weights per byte: no per-weight zero count without dequantizing)."""
+    from codegen_bench.variants.quantize import int8_linears
+
+    int8 = int8_linears(model)
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     per_layer = {}
     zeros = total = 0
-    for name, module in prunable_linears(model).items():
-        weight = module.weight
+    for name, module in model.named_modules():
+        if module is output:
+            continue
+        if isinstance(module, nn.Linear):
+            weight = module.weight
+        elif name in int8:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch.ao's deprecation warning on each quantized weight
+                weight = module.weight().dequantize()
+        else:
+            continue
         if not weight.is_floating_point():
             return None
         layer_zeros = int((weight == 0).sum())
