@@ -17,15 +17,7 @@ from codegen_bench.variants.quantize import INT8_WEIGHTS_FILE, Int8Dynamic, quan
 TOKENS = (5, 17, 42, 99, 7, 300, 12, 450)
 
 
-@pytest.fixture(autouse=True)
-def variant_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("CODEGEN_BENCH_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-@pytest.fixture
-def base(tiny_model_dir):
-    return BaseModel(str(tiny_model_dir), LoadConfig(dtype="float32", device="cpu"))
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 def _logits(model, tokens=TOKENS):
@@ -73,6 +65,10 @@ def test_artifact_round_trip_gives_identical_logits(base):
     assert manifest["config"] == {"granularity": "per-channel", "keep_float": ["down_proj"]}
     assert sum(isinstance(m, DynamicQuantizedLinear) for m in reloaded.modules()) == 13
     assert torch.equal(_logits(reloaded), _logits(model))
+    # Packed int8 weights count as weights, and sparsity covers every decoder Linear, int8 or not.
+    assert manifest["parameter_count"] == sum(p.numel() for p in base.load().parameters())
+    assert len(manifest["sparsity"]["per_layer"]) == 2 * 7
+    assert manifest["sparsity"]["total"] < 0.01
 
 
 def test_load_reads_int8_weights_not_the_base_weights(base, tiny_model_dir, tmp_path):

@@ -72,11 +72,18 @@ def folder_size_bytes(folder: Path) -> int:
 
 
 def parameter_count(model) -> int:
+    """Logical weights, whatever their storage."""
+    from codegen_bench.variants.quantize import int8_linears
+
     # bitsandbytes packs two 4-bit weights per uint8 element: count logical weights, not storage.
     total = 0
     for param in model.parameters():
         shape = getattr(getattr(param, "quant_state", None), "shape", None)
         total += shape.numel() if shape is not None else param.numel()
+    # torch.ao's int8 Linear keeps weight and bias packed for fbgemm, outside parameters().
+    for module in int8_linears(model).values():
+        bias = module.bias()
+        total += module.weight().numel() + (bias.numel() if bias is not None else 0)
     return total
 
 

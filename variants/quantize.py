@@ -159,6 +159,11 @@ def _is_int8_linear(module) -> bool:
     return isinstance(module, DynamicQuantizedLinear)
 
 
+def int8_linears(model) -> dict:
+    """The int8 Linear layers `quantize_` made, by qualified name."""
+    return {name: module for name, module in model.named_modules() if _is_int8_linear(module)}
+
+
 def save_int8_dynamic(model, folder: Path) -> None:
     """Write the int8 weights, their scales and every float tensor of `model` to one safetensors file.
 
