@@ -46,6 +46,27 @@ def _next_tokens(logits: torch.Tensor, settings: GenerationSettings, generator) 
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+@dataclass
+class GenerationStats:
+    """Throughput of the generation requests served so far: what a user compares across variants."""
+
+    requests: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "requests": self.requests,
+            "tokens": self.tokens,
+            "seconds": round(self.seconds, 3),
+            "tokens_per_second": round(self.tokens_per_second, 3),
+        }
+
+
 @torch.inference_mode()
 def generate_batch(
     model,
@@ -54,9 +75,12 @@ def generate_batch(
     settings: GenerationSettings,
     eos_token_ids: set[int],
     generator: torch.Generator | None = None,
-    on_row_done: Callable[[int], None] | None = None,
+    on_row_done: Callable[[int, int], None] | None = None,
 ) -> list[str]:
-    """Generate a continuation for each prompt (token ids); return the decoded texts, stops cut off."""
+    """Generate a continuation for each prompt (token ids); return the decoded texts, stops cut off.
+
+    `on_row_done(row, n_tokens)` is called as each row finishes, with the number of tokens the model
+    generated for it (its end-of-sequence token included)."""
     from transformers import DynamicCache
 
     device = model.device
@@ -104,7 +128,7 @@ def generate_batch(
                     tokenizer.decode(generated[row], skip_special_tokens=True), settings.stop_strings
                 )
                 if on_row_done is not None:
-                    on_row_done(row)
+                    on_row_done(row, step + 1)
             else:
                 keep.append(b)
         if not keep:

@@ -15,6 +15,9 @@ re-rendered with the doc's chat fields applied to the last user turn, so both pa
 from __future__ import annotations
 
 import logging
+import resource
+import sys
+import time
 from collections import defaultdict
 from importlib.metadata import version
 
@@ -25,7 +28,7 @@ from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
 from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.harness.generation import GenerationSettings, generate_batch
+from codegen_bench.harness.generation import GenerationSettings, GenerationStats, generate_batch
 from codegen_bench.harness.likelihood import rolling_windows, score_continuations
 from codegen_bench.harness.loading import LoadConfig, load_tokenizer, resolve_pretrained
 from codegen_bench.variants import BaseModel, load_variant
@@ -114,6 +117,7 @@ class CodegenLM(TemplateLM):
         self.generator = torch.Generator(device=self._device).manual_seed(int(seed))
         self.eos_token_ids = self._eos_token_ids()
         self._chat_histories: dict[str, list[dict]] = {}
+        self.generation_stats = GenerationStats()
         log.info(
             "codegen: %s variant=%s dtype=%s device=%s chat=%s batch_size=%d",
             self.pretrained,
@@ -196,11 +200,20 @@ class CodegenLM(TemplateLM):
         for i, (_, settings) in enumerate(prepared):
             groups[settings].append(i)
         results: list[str | None] = [None] * len(requests)
+        stats = self.generation_stats
         with tqdm(total=len(requests), disable=disable_tqdm, desc="generate_until") as progress:
+
+            def row_done(row: int, n_tokens: int) -> None:
+                stats.requests += 1
+                stats.tokens += n_tokens
+                progress.set_postfix_str(f"{stats.tokens / (time.perf_counter() - started):.1f} tok/s")
+                progress.update(1)
+
             for settings, indices in groups.items():
                 indices.sort(key=lambda i: -len(prepared[i][0]))
                 for start in range(0, len(indices), self.batch_size):
                     batch = indices[start : start + self.batch_size]
+                    started = time.perf_counter() - stats.seconds
                     texts = generate_batch(
                         self.model,
                         self.tokenizer,
@@ -208,11 +221,20 @@ class CodegenLM(TemplateLM):
                         settings,
                         self.eos_token_ids,
                         self.generator,
-                        on_row_done=lambda _: progress.update(1),
+                        on_row_done=row_done,
                     )
+                    stats.seconds = time.perf_counter() - started
                     for i, text in zip(batch, texts, strict=True):
                         results[i] = text
                         self.cache_hook.add_partial("generate_until", requests[i].args, text)
+        if requests:
+            log.info(
+                "codegen: generated %d tokens for %d requests in %.1f s: %.2f tokens/s",
+                stats.tokens,
+                stats.requests,
+                stats.seconds,
+                stats.tokens_per_second,
+            )
         return results
 
     # ---- helpers ------------------------------------------------------------------------------
@@ -274,4 +296,14 @@ class CodegenLM(TemplateLM):
             "dtype": str(self.model.dtype),
             "chat": self.chat,
             "codegen_bench_version": version("codegen-bench"),
+            "generation": self.generation_stats.as_dict(),
+            "peak_memory_bytes": peak_memory_bytes(self._device),
         }
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak memory of this process: resident set on the CPU, allocated memory on a GPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # macOS reports bytes, Linux KiB

@@ -22,6 +22,20 @@ def test_generate_until_returns_one_stopped_text_per_request(tiny_lm):
     assert all("\n" not in t for t in texts)
 
 
+def test_generation_throughput_and_peak_memory_reach_the_results(tiny_lm, monkeypatch):
+    monkeypatch.setattr(tiny_lm, "eos_token_ids", set())  # every row runs its full budget
+    monkeypatch.setattr(tiny_lm, "chat", False)
+    before = tiny_lm.get_model_info()["generation"]
+    requests = [_request("generate_until", (p, {"until": [], "max_gen_toks": 6})) for p in ["a", "b c", "d"]]
+    tiny_lm.generate_until(requests, disable_tqdm=True)
+    info = tiny_lm.get_model_info()  # lm-eval copies this into results["config"]
+    assert info["generation"]["requests"] - before["requests"] == 3
+    assert info["generation"]["tokens"] - before["tokens"] == 18
+    assert info["generation"]["seconds"] > before["seconds"]
+    assert info["generation"]["tokens_per_second"] > 0
+    assert info["peak_memory_bytes"] > 50 * 2**20  # at least torch itself is resident
+
+
 def test_generate_until_rejects_unknown_generation_kwargs(tiny_lm):
     request = _request("generate_until", ("x", {"until": [], "num_beams": 4}))
     with pytest.raises(CodegenBenchError, match="num_beams"):
