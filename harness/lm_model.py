@@ -296,6 +296,9 @@ class CodegenLM(TemplateLM):
             "dtype": str(self.model.dtype),
             "chat": self.chat,
             "codegen_bench_version": version("codegen-bench"),
+            # What the variant costs on disk and how sparse it is, from its manifest (None for base).
+            "variant_size_on_disk_bytes": self.variant_manifest.get("size_on_disk_bytes"),
+            "variant_sparsity": (self.variant_manifest.get("sparsity") or {}).get("total"),
             "generation": self.generation_stats.as_dict(),
             "peak_memory_bytes": peak_memory_bytes(self._device),
         }

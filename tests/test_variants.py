@@ -173,3 +173,6 @@ def test_codegen_model_loads_a_variant_with_its_config(tiny_model_dir):
     lm = CodegenLM(pretrained=str(tiny_model_dir), variant="l1-pruned", **{"variant.sparsity": 0.3})
     assert lm.variant == "l1-pruned"
     assert abs(measure_sparsity(lm.model)["total"] - 0.3) < 0.001
+    info = lm.get_model_info()  # what lm-eval writes to the results' config
+    assert info["variant_sparsity"] == measure_sparsity(lm.model)["total"]
+    assert info["variant_size_on_disk_bytes"] > 0
