@@ -91,7 +91,9 @@ def row(name: str, results_path: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--variant", action="append", required=True, help="NAME or NAME=SPEC, repeatable")
     parser.add_argument("--limit", type=int, default=40, help="first N HumanEval problems")
     parser.add_argument("--batch_size", type=int, default=40)
