@@ -1,0 +1,84 @@
+"""`humaneval_nll`: how likely the model finds each canonical solution, given its prompt.
+
+A continuous signal: where compression leaves pass@1 unmoved (or a weak model scores 0 on every
+variant), the likelihood of the reference solutions still ranks the variants.
+
+- `nll_per_token`: -sum(log p) / sum(tokens) over all solutions, in nats, token-weighted.
+- `bits_per_char`: -sum(log p) / ln 2 / sum(characters): comparable across tokenizers.
+
+lm-eval returns only each continuation's summed log-probability, so the token counts are computed
+here, when the docs are built, with the tokenizer of the model being evaluated: lm-eval passes the
+model_args to the task (`pretrained=`, or `tokenizer=` for `--model hf`), and without one it is the
+embedded default model's. Counting follows lm-eval's `TemplateLM._encode_pair` (trailing
+whitespace of the prompt moves into the continuation; continuation tokens = tokens of the whole
+minus tokens of the prompt), so the count is that of the tokens actually scored. From Python
+(`simple_evaluate(model=<LM object>)`) pass `metadata={"pretrained": ...}` for a non-default model.
+"""
+
+from __future__ import annotations
+
+import math
+
+import datasets
+
+from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.harness.loading import LoadConfig, load_tokenizer, resolve_pretrained
+from codegen_bench.harness.problems import load_humaneval
+
+
+def scored_pair(prompt: str, solution: str) -> tuple[str, str]:
+    """(context, continuation) as lm-eval scores them: trailing whitespace moves to the continuation."""
+    stripped = prompt.rstrip()
+    return stripped, prompt[len(stripped) :] + solution
+
+
+def load_dataset(**metadata) -> dict[str, datasets.Dataset]:
+    name = metadata.get("tokenizer") or metadata.get("pretrained")
+    config = LoadConfig(
+        revision=metadata.get("revision"), trust_remote_code=bool(metadata.get("trust_remote_code", False))
+    )
+    tokenizer = load_tokenizer(resolve_pretrained(name), config)
+
+    def count(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False))
+
+    docs = []
+    for problem in load_humaneval().values():
+        context, continuation = scored_pair(problem["prompt"], problem["canonical_solution"])
+        docs.append(
+            {
+                **problem,
+                "n_tokens": count(context + continuation) - count(context),
+                "n_chars": len(continuation),
+            }
+        )
+    return {"test": datasets.Dataset.from_list(docs)}
+
+
+def doc_to_text(doc: dict) -> str:
+    return doc["prompt"]
+
+
+def doc_to_target(doc: dict) -> str:
+    return doc["canonical_solution"]
+
+
+def process_results(doc: dict, results: list[tuple[float, bool]]) -> dict[str, tuple[float, int]]:
+    ((logprob, _is_greedy),) = results
+    if doc["n_tokens"] < 1:
+        raise CodegenBenchError(f"{doc['task_id']}: its canonical solution has no tokens to score")
+    return {"nll_per_token": (-logprob, doc["n_tokens"]), "bits_per_char": (-logprob, doc["n_chars"])}
+
+
+def _ratio(items: list[tuple[float, int]]) -> float:
+    nll = sum(n for n, _ in items)
+    units = sum(u for _, u in items)
+    return nll / units
+
+
+def nll_per_token(items: list[tuple[float, int]]) -> float:
+    return _ratio(items)
+
+
+def bits_per_char(items: list[tuple[float, int]]) -> float:
+    return _ratio(items) / math.log(2)

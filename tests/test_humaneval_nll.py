@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from lm_eval import simple_evaluate
+from lm_eval.tasks import TaskManager
+
+from codegen_bench.tasks.humaneval import nll
+
+
+@pytest.fixture(scope="module")
+def docs(tiny_model_dir):
+    return nll.load_dataset(pretrained=str(tiny_model_dir))["test"]
+
+
+def _manual_logprob(model, tokenizer, context: str, continuation: str) -> tuple[float, int]:
+    """Sum of log p(token) over the continuation's tokens, one position at a time."""
+    context_ids = tokenizer.encode(context, add_special_tokens=False)
+    whole = tokenizer.encode(context + continuation, add_special_tokens=False)
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(torch.tensor([whole])).logits[0].double(), dim=-1)
+    total = sum(logprobs[i - 1, whole[i]].item() for i in range(len(context_ids), len(whole)))
+    return total, len(whole) - len(context_ids)
+
+
+def test_docs_count_the_scored_tokens_and_characters(docs, tiny):
+    _, tokenizer = tiny
+    doc = docs[0]
+    context, continuation = nll.scored_pair(doc["prompt"], doc["canonical_solution"])
+    assert context + continuation == doc["prompt"] + doc["canonical_solution"]
+    assert not context.endswith(("\n", " "))  # lm-eval moves the prompt's trailing newline
+    whole = tokenizer.encode(context + continuation, add_special_tokens=False)
+    assert doc["n_tokens"] == len(whole) - len(tokenizer.encode(context, add_special_tokens=False))
+    assert doc["n_chars"] == len(continuation)
+    assert len(docs) == 164
+
+
+def test_aggregations_weight_by_tokens_and_characters():
+    items = [(2.0, 1), (6.0, 3)]
+    assert nll.nll_per_token(items) == pytest.approx(8.0 / 4)
+    assert nll.bits_per_char(items) == pytest.approx(8.0 / 4 / math.log(2))
+
+
+def test_task_nll_matches_a_manual_sum_of_token_logprobs(tiny, tiny_model_dir, docs):
+    from codegen_bench.harness.lm_model import CodegenLM
+
+    model, tokenizer = tiny
+    # The tiny model's whole window, so no prompt is cut (the manual sum below sees every token).
+    lm = CodegenLM(pretrained=str(tiny_model_dir), max_length=512)
+    assert max(len(tokenizer.encode(d["prompt"] + d["canonical_solution"])) for d in list(docs)[:3]) <= 512
+    results = simple_evaluate(
+        model=lm,
+        tasks=["humaneval_nll"],
+        limit=3,
+        task_manager=TaskManager(include_defaults=False, metadata={"pretrained": str(tiny_model_dir)}),
+    )
+    expected_nll = expected_tokens = expected_chars = 0
+    for doc in list(docs)[:3]:
+        logprob, n_tokens = _manual_logprob(
+            model, tokenizer, *nll.scored_pair(doc["prompt"], doc["canonical_solution"])
+        )
+        assert n_tokens == doc["n_tokens"]
+        expected_nll -= logprob
+        expected_tokens += n_tokens
+        expected_chars += doc["n_chars"]
+    metrics = results["results"]["humaneval_nll"]
+    assert metrics["nll_per_token,none"] == pytest.approx(expected_nll / expected_tokens, rel=1e-4)
+    assert metrics["bits_per_char,none"] == pytest.approx(
+        expected_nll / expected_chars / math.log(2), rel=1e-4
+    )
