@@ -46,6 +46,27 @@ def test_first_layer_mask_is_the_lowest_weight_times_input_norm(tiny):
     assert torch.equal(pruned.model.layers[0].self_attn.q_proj.weight == 0, expected_zero)
 
 
+def test_second_layer_is_scored_on_the_outputs_of_the_pruned_first_layer(tiny):
+    dense, calibration = tiny[0], _calibration()
+    pruned = wanda_prune_(copy.deepcopy(dense), Wanda(sparsity=0.25), calibration)
+    # Reference: the whole model run again, with only layer 0 pruned (as wanda_prune_ left it).
+    reference = copy.deepcopy(dense)
+    reference.model.layers[0].load_state_dict(pruned.model.layers[0].state_dict())
+    captured = []
+    target = reference.model.layers[1].mlp.up_proj
+    hook = target.register_forward_pre_hook(
+        lambda m, args: captured.append(args[0].reshape(-1, m.in_features))
+    )
+    with torch.no_grad():
+        for batch in calibration:
+            reference(input_ids=batch)
+    hook.remove()
+    score = target.weight.detach().abs().double() * torch.cat(captured).double().norm(dim=0)
+    expected_zero = torch.zeros_like(score, dtype=torch.bool)
+    expected_zero.scatter_(1, torch.topk(score, score.shape[1] // 4, dim=1, largest=False).indices, True)
+    assert torch.equal(pruned.model.layers[1].mlp.up_proj.weight == 0, expected_zero)
+
+
 def test_wanda_keeps_different_weights_than_magnitude_pruning(tiny):
     from codegen_bench.variants.prune import L1Unstructured, prune_
 

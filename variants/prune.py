@@ -156,7 +156,7 @@ class Wanda:
 
 
 class _StopForward(Exception):
-    """Raised after the decoder layer being scored: the layers above it are not needed yet."""
+    """Raised as the calibration forward reaches the first decoder layer: its inputs are all we need."""
 
 
 def _decoder_layers(model: nn.Module) -> list[nn.Module]:
@@ -173,9 +173,41 @@ def _decoder_layers(model: nn.Module) -> list[nn.Module]:
     )
 
 
-def _input_norms(model: nn.Module, layer: nn.Module, linears: dict[str, nn.Linear], calibration) -> dict:
-    """L2 norm of each input feature of each Linear in `layer`, over all calibration tokens. Each
-    forward pass stops right after `layer`: the layers above it are not needed yet."""
+def _first_layer_inputs(model: nn.Module, first_layer: nn.Module, calibration) -> list[tuple[tuple, dict]]:
+    """The (args, kwargs) with which each calibration batch enters the first decoder layer: hidden
+    states plus whatever the model passes its layers (mask, position embeddings). The forward stops
+    there; every later layer is then run on its own, from the stored inputs."""
+    captured = []
+
+    def catch(module, args, kwargs):
+        captured.append((args, kwargs))
+        raise _StopForward
+
+    handle = first_layer.register_forward_pre_hook(catch, with_kwargs=True)
+    try:
+        for batch in calibration:
+            with contextlib.suppress(_StopForward):
+                model(input_ids=batch.to(model.device), use_cache=False)
+    finally:
+        handle.remove()
+    return captured
+
+
+def _with_hidden_states(inputs: tuple[tuple, dict], hidden: torch.Tensor) -> tuple[tuple, dict]:
+    args, kwargs = inputs
+    if args:
+        return (hidden, *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": hidden}
+
+
+def _run_layer(layer: nn.Module, inputs: tuple[tuple, dict]) -> torch.Tensor:
+    args, kwargs = inputs
+    output = layer(*args, **kwargs)
+    return output[0] if isinstance(output, tuple) else output  # transformers < 5 returned tuples
+
+
+def _input_norms(layer: nn.Module, linears: dict[str, nn.Linear], layer_inputs) -> dict:
+    """L2 norm of each input feature of each Linear in `layer`, over all calibration tokens."""
     squared = {name: torch.zeros(m.in_features, dtype=torch.float64) for name, m in linears.items()}
 
     def accumulate(name):
@@ -185,15 +217,10 @@ def _input_norms(model: nn.Module, layer: nn.Module, linears: dict[str, nn.Linea
 
         return hook
 
-    def stop(module, args, output):
-        raise _StopForward
-
     handles = [m.register_forward_pre_hook(accumulate(name)) for name, m in linears.items()]
-    handles.append(layer.register_forward_hook(stop))
     try:
-        for batch in calibration:
-            with contextlib.suppress(_StopForward):
-                model(input_ids=batch.to(model.device))
+        for inputs in layer_inputs:
+            _run_layer(layer, inputs)
     finally:
         for handle in handles:
             handle.remove()
@@ -205,9 +232,13 @@ def wanda_prune_(model: nn.Module, config: Wanda, calibration: list[torch.Tensor
     """Prune in place with Wanda scores from `calibration` (token id tensors of shape [1, seq])."""
     if not calibration:
         raise CodegenBenchError("Wanda needs calibration batches: got none")
-    for layer in _decoder_layers(model):
+    layers = _decoder_layers(model)
+    # Each layer runs once per batch, on the outputs of the layers below it after they were pruned
+    # (as in the paper); re-running the model from the embeddings for every layer cost 12x more.
+    layer_inputs = _first_layer_inputs(model, layers[0], calibration)
+    for layer in layers:
         linears = {name: m for name, m in layer.named_modules() if isinstance(m, nn.Linear)}
-        norms = _input_norms(model, layer, linears, calibration)
+        norms = _input_norms(layer, linears, layer_inputs)
         for name, module in linears.items():
             weight = module.weight
             score = weight.abs().double() * norms[name].to(weight.device).unsqueeze(0)
@@ -216,4 +247,5 @@ def wanda_prune_(model: nn.Module, config: Wanda, calibration: list[torch.Tensor
                 # Per output row, as in the paper: each row keeps its highest-scoring inputs.
                 drop = torch.topk(score, n_prune, dim=1, largest=False).indices
                 weight.scatter_(1, drop, 0.0)
+        layer_inputs = [_with_hidden_states(inputs, _run_layer(layer, inputs)) for inputs in layer_inputs]
     return model
