@@ -14,12 +14,15 @@ re-rendered with the doc's chat fields applied to the last user turn, so both pa
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import resource
 import sys
 import time
 from collections import defaultdict
 from importlib.metadata import version
+from pathlib import Path
 
 import lm_eval.models  # noqa: F401  (registers lm-eval's built-ins before ours: see lm_eval_hook)
 import torch
@@ -118,6 +121,7 @@ class CodegenLM(TemplateLM):
         self.eos_token_ids = self._eos_token_ids()
         self._chat_histories: dict[str, list[dict]] = {}
         self.generation_stats = GenerationStats()
+        self.loaded_memory_bytes = loaded_memory_bytes(self._device)
         log.info(
             "codegen: %s variant=%s dtype=%s device=%s chat=%s batch_size=%d",
             self.pretrained,
@@ -300,12 +304,37 @@ class CodegenLM(TemplateLM):
             "variant_size_on_disk_bytes": self.variant_manifest.get("size_on_disk_bytes"),
             "variant_sparsity": (self.variant_manifest.get("sparsity") or {}).get("total"),
             "generation": self.generation_stats.as_dict(),
+            "loaded_memory_bytes": self.loaded_memory_bytes,
             "peak_memory_bytes": peak_memory_bytes(self._device),
         }
 
 
+def _proc_status_bytes(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None  # not Linux
+
+
+def loaded_memory_bytes(device: torch.device) -> int | None:
+    """Memory held right after loading: resident set on the CPU, allocated memory on a GPU; then the
+    peak counter restarts, so `peak_memory_bytes` covers evaluation, not a load's transient copies
+    (an int8 or NF4 load briefly holds the weights twice)."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return int(torch.cuda.memory_allocated(device))
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")  # Linux: reset VmHWM and ru_maxrss
+    return _proc_status_bytes("VmRSS")
+
+
 def peak_memory_bytes(device: torch.device) -> int:
-    """Peak memory of this process: resident set on the CPU, allocated memory on a GPU."""
+    """Peak memory of this process since loading (where the platform can reset it; else since start):
+    resident set on the CPU, allocated memory on a GPU."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

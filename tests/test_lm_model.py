@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from lm_eval.api.instance import Instance
@@ -34,6 +35,17 @@ def test_generation_throughput_and_peak_memory_reach_the_results(tiny_lm, monkey
     assert info["generation"]["seconds"] > before["seconds"]
     assert info["generation"]["tokens_per_second"] > 0
     assert info["peak_memory_bytes"] > 50 * 2**20  # at least torch itself is resident
+    assert info["loaded_memory_bytes"] is None or info["loaded_memory_bytes"] > 50 * 2**20
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux: peak RSS reset")
+def test_peak_memory_counts_from_the_end_of_loading(tiny_model_dir):
+    spike = bytearray(400 * 2**20)
+    spike[:: 2**12] = b"x" * len(spike[:: 2**12])  # touch every page: it becomes resident
+    del spike
+    lm = CodegenLM(pretrained=str(tiny_model_dir))
+    # A load's transient copies (or, here, an earlier spike) must not be reported as evaluation memory.
+    assert lm.get_model_info()["peak_memory_bytes"] < lm.loaded_memory_bytes + 200 * 2**20
 
 
 def test_generate_until_rejects_unknown_generation_kwargs(tiny_lm):

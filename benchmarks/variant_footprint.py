@@ -1,0 +1,128 @@
+"""Memory once loaded and decode speed on fixed work, per model variant.
+
+    .venv/bin/python benchmarks/variant_footprint.py base int8-dynamic nf4 lora=artifacts/lora
+
+HumanEval runs (variants_humaneval.py) give tokens/s over whatever the variant generated: a variant
+that rambles keeps its batch full and looks fast, one that stops early leaves a batch-1 tail. This
+script measures every variant on the same work instead: greedy decoding of exactly --new-tokens
+tokens (end of sequence ignored) after the first HumanEval prompts, at batch 1 and at --batch-size,
+each the median of --repeats runs after one warm-up. Each variant runs in its own process, so its
+resident memory after loading (model weights plus the runtime, measured after garbage collection)
+is its own; the peak while decoding is read from the kernel's high-water mark, reset after loading.
+Variants are measured one after the other: other load on the machine shifts them unevenly, so
+rerun when the machine is busy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _status_bytes(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def measure(spec: str, new_tokens: int, batch_size: int, repeats: int) -> dict:
+    """Runs inside the child process."""
+    from codegen_bench.harness.generation import GenerationSettings, generate_batch
+    from codegen_bench.harness.loading import LoadConfig, load_tokenizer, resolve_pretrained
+    from codegen_bench.harness.problems import load_humaneval
+    from codegen_bench.variants import BaseModel, load_variant
+
+    pretrained = resolve_pretrained(None)
+    tokenizer = load_tokenizer(pretrained, LoadConfig())
+    started = time.perf_counter()
+    model, manifest = load_variant(spec, BaseModel(pretrained, LoadConfig()))
+    load_seconds = time.perf_counter() - started
+    gc.collect()
+    loaded = _status_bytes("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # restart the peak (VmHWM) from here
+
+    prompts = [tokenizer.encode(p["prompt"]) for p in list(load_humaneval().values())[:batch_size]]
+    settings = GenerationSettings(max_new_tokens=new_tokens)
+    speeds = {}
+    for size in (1, batch_size):
+        batch = prompts[:size]
+        generate_batch(model, tokenizer, batch, GenerationSettings(max_new_tokens=4), set())  # warm-up
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            generate_batch(model, tokenizer, batch, settings, eos_token_ids=set())
+            times.append(time.perf_counter() - t0)
+        speeds[f"tokens_per_second_batch{size}"] = size * new_tokens / statistics.median(times)
+    return {
+        "variant": manifest["variant"],
+        "load_seconds": load_seconds,
+        "loaded_rss_bytes": loaded,
+        "decode_peak_rss_bytes": _status_bytes("VmHWM"),
+        "size_on_disk_bytes": manifest.get("size_on_disk_bytes"),
+        **speeds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("variants", nargs="+", help="NAME or NAME=SPEC (what --model_args variant= takes)")
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path("results/variants/footprint.json"))
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        result = measure(args.child, args.new_tokens, args.batch_size, args.repeats)
+        print("RESULT " + json.dumps(result), flush=True)
+        return
+    rows = {}
+    for item in args.variants:
+        name, _, spec = item.partition("=")
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            spec or name,
+            "--new-tokens",
+            str(args.new_tokens),
+            "--batch-size",
+            str(args.batch_size),
+            "--repeats",
+            str(args.repeats),
+            name,
+        ]
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        (line,) = [x for x in output.splitlines() if x.startswith("RESULT ")]
+        rows[name] = json.loads(line[len("RESULT ") :])
+        print(name, rows[name], flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=2) + "\n")
+    b = args.batch_size
+    print(f"\n| variant | loaded RSS | decode peak RSS | tokens/s b1 | tokens/s b{b} | load s |")
+    print("|---|---|---|---|---|---|")
+    gib = 2**30
+    for name, r in rows.items():
+        cells = [
+            name,
+            f"{r['loaded_rss_bytes'] / gib:.2f} GiB",
+            f"{r['decode_peak_rss_bytes'] / gib:.2f} GiB",
+            f"{r['tokens_per_second_batch1']:.1f}",
+            f"{r[f'tokens_per_second_batch{b}']:.1f}",
+            f"{r['load_seconds']:.0f}",
+        ]
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
