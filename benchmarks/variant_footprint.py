@@ -5,10 +5,12 @@
 HumanEval runs (variants_humaneval.py) give tokens/s over whatever the variant generated: a variant
 that rambles keeps its batch full and looks fast, one that stops early leaves a batch-1 tail. This
 script measures every variant on the same work instead: greedy decoding of exactly --new-tokens
-tokens (end of sequence ignored) after the first HumanEval prompts, at batch 1 and at --batch-size,
-each the median of --repeats runs after one warm-up. Each variant runs in its own process, so its
-resident memory after loading (model weights plus the runtime, measured after garbage collection)
-is its own; the peak while decoding is read from the kernel's high-water mark, reset after loading.
+tokens (end of sequence ignored) after the first HumanEval prompts, at batch 1 and at --batch-size;
+prefill (1 new token) and the whole call are timed apart (medians of --repeats runs after one
+warm-up), giving prompt tokens/s and decode tokens/s. Each variant runs in its own process, so its
+memory is its own: resident set after loading (safetensors weights are memory-mapped and become
+resident when first used, so this can be far below the model's size), and the peak from there to
+the end of decoding (the kernel's high-water mark, reset after loading).
 Variants are measured one after the other: other load on the machine shifts them unevenly, so
 rerun when the machine is busy.
 """
@@ -49,17 +51,22 @@ def measure(spec: str, new_tokens: int, batch_size: int, repeats: int) -> dict:
     Path("/proc/self/clear_refs").write_text("5")  # restart the peak (VmHWM) from here
 
     prompts = [tokenizer.encode(p["prompt"]) for p in list(load_humaneval().values())[:batch_size]]
-    settings = GenerationSettings(max_new_tokens=new_tokens)
     speeds = {}
     for size in (1, batch_size):
         batch = prompts[:size]
-        generate_batch(model, tokenizer, batch, GenerationSettings(max_new_tokens=4), set())  # warm-up
-        times = []
-        for _ in range(repeats):
+
+        def timed(max_new_tokens: int, batch=batch) -> float:
             t0 = time.perf_counter()
-            generate_batch(model, tokenizer, batch, settings, eos_token_ids=set())
-            times.append(time.perf_counter() - t0)
-        speeds[f"tokens_per_second_batch{size}"] = size * new_tokens / statistics.median(times)
+            generate_batch(model, tokenizer, batch, GenerationSettings(max_new_tokens), eos_token_ids=set())
+            return time.perf_counter() - t0
+
+        timed(2)  # warm-up
+        prefill = statistics.median(timed(1) for _ in range(repeats))
+        whole = statistics.median(timed(new_tokens) for _ in range(repeats))
+        # Prefill (prompt tokens/s) and decode (new tokens/s after the first) apart: prefill is
+        # compute-bound, decode streams the weights once per step, and variants differ in each.
+        speeds[f"prefill_tokens_per_second_batch{size}"] = sum(map(len, batch)) / prefill
+        speeds[f"decode_tokens_per_second_batch{size}"] = size * (new_tokens - 1) / (whole - prefill)
     return {
         "variant": manifest["variant"],
         "load_seconds": load_seconds,
@@ -109,16 +116,20 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
     b = args.batch_size
-    print(f"\n| variant | loaded RSS | decode peak RSS | tokens/s b1 | tokens/s b{b} | load s |")
-    print("|---|---|---|---|---|---|")
+    print(
+        f"\n| variant | loaded RSS | decode peak RSS | decode tok/s b1 | decode tok/s b{b} "
+        f"| prefill tok/s b{b} | load s |"
+    )
+    print("|---|---|---|---|---|---|---|")
     gib = 2**30
     for name, r in rows.items():
         cells = [
             name,
             f"{r['loaded_rss_bytes'] / gib:.2f} GiB",
             f"{r['decode_peak_rss_bytes'] / gib:.2f} GiB",
-            f"{r['tokens_per_second_batch1']:.1f}",
-            f"{r[f'tokens_per_second_batch{b}']:.1f}",
+            f"{r['decode_tokens_per_second_batch1']:.1f}",
+            f"{r[f'decode_tokens_per_second_batch{b}']:.1f}",
+            f"{r[f'prefill_tokens_per_second_batch{b}']:.0f}",
             f"{r['load_seconds']:.0f}",
         ]
         print("| " + " | ".join(cells) + " |")

@@ -322,7 +322,9 @@ def _proc_status_bytes(field: str) -> int | None:
 def loaded_memory_bytes(device: torch.device) -> int | None:
     """Memory held right after loading: resident set on the CPU, allocated memory on a GPU; then the
     peak counter restarts, so `peak_memory_bytes` covers evaluation, not a load's transient copies
-    (an int8 or NF4 load briefly holds the weights twice)."""
+    (an int8 or NF4 load briefly holds the weights twice). On the CPU, safetensors weights are
+    memory-mapped and become resident when first used: the loaded figure can be far below the
+    model's size, and the peak is the one to compare."""
     gc.collect()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
