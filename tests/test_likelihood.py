@@ -45,6 +45,22 @@ def test_padding_in_a_batch_does_not_change_scores(tiny):
     assert math.isclose(together[0][0], alone[0][0], rel_tol=1e-5, abs_tol=1e-4)
 
 
+def test_scores_do_not_depend_on_how_rows_are_grouped_for_the_logits_budget(tiny, monkeypatch):
+    from codegen_bench.harness import likelihood
+
+    model, tokenizer = tiny
+    pairs = [
+        (tokenizer.encode("def add(a, b):\n"), tokenizer.encode("    return a + b\n")),
+        (tokenizer.encode("x = "), tokenizer.encode("1")),
+        (tokenizer.encode("import os\n"), tokenizer.encode("print(os.getcwd())")),
+    ]
+    together = score_continuations(model, pairs, max_length=256, pad_token_id=tokenizer.pad_token_id)
+    monkeypatch.setattr(likelihood, "LOGITS_BUDGET_BYTES", 1)  # one row per forward pass
+    apart = score_continuations(model, pairs, max_length=256, pad_token_id=tokenizer.pad_token_id)
+    for (a, greedy_a), (b, greedy_b) in zip(together, apart, strict=True):
+        assert math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-4) and greedy_a == greedy_b
+
+
 def test_rolling_windows_score_every_token_once(tiny):
     _, tokenizer = tiny
     tokens = tokenizer.encode("def add(a, b):\n    return a + b\n" * 6)
