@@ -9,7 +9,7 @@ import torch
 # Logits are batch x positions x vocabulary floats: 20 HumanEval solutions of ~300 tokens over
 # Qwen's 151,936-token vocabulary would take 3.6 GB at once. Only the continuation positions get
 # logits (`logits_to_keep`), and rows are scored in groups whose logits fit this budget.
-LOGITS_BUDGET_BYTES = 256 * 2**20
+LOGITS_BUDGET_BYTES = 512 * 2**20
 
 
 @torch.inference_mode()
