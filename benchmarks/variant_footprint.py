@@ -18,7 +18,6 @@ rerun when the machine is busy.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import statistics
 import subprocess
@@ -27,17 +26,11 @@ import time
 from pathlib import Path
 
 
-def _status_bytes(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
 def measure(spec: str, new_tokens: int, batch_size: int, repeats: int) -> dict:
     """Runs inside the child process."""
     from codegen_bench.harness.generation import GenerationSettings, generate_batch
     from codegen_bench.harness.loading import LoadConfig, load_tokenizer, resolve_pretrained
+    from codegen_bench.harness.memory import loaded_memory_bytes, peak_memory_bytes
     from codegen_bench.harness.problems import load_humaneval
     from codegen_bench.variants import BaseModel, load_variant
 
@@ -46,9 +39,7 @@ def measure(spec: str, new_tokens: int, batch_size: int, repeats: int) -> dict:
     started = time.perf_counter()
     model, manifest = load_variant(spec, BaseModel(pretrained, LoadConfig()))
     load_seconds = time.perf_counter() - started
-    gc.collect()
-    loaded = _status_bytes("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # restart the peak (VmHWM) from here
+    loaded = loaded_memory_bytes(model.device)  # and the peak restarts from here
 
     prompts = [tokenizer.encode(p["prompt"]) for p in list(load_humaneval().values())[:batch_size]]
     speeds = {}
@@ -71,7 +62,7 @@ def measure(spec: str, new_tokens: int, batch_size: int, repeats: int) -> dict:
         "variant": manifest["variant"],
         "load_seconds": load_seconds,
         "loaded_rss_bytes": loaded,
-        "decode_peak_rss_bytes": _status_bytes("VmHWM"),
+        "decode_peak_rss_bytes": peak_memory_bytes(model.device),
         "size_on_disk_bytes": manifest.get("size_on_disk_bytes"),
         **speeds,
     }

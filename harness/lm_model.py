@@ -14,15 +14,10 @@ re-rendered with the doc's chat fields applied to the last user turn, so both pa
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
-import resource
-import sys
 import time
 from collections import defaultdict
 from importlib.metadata import version
-from pathlib import Path
 
 import lm_eval.models  # noqa: F401  (registers lm-eval's built-ins before ours: see lm_eval_hook)
 import torch
@@ -34,6 +29,7 @@ from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.generation import GenerationSettings, GenerationStats, generate_batch
 from codegen_bench.harness.likelihood import rolling_windows, score_continuations
 from codegen_bench.harness.loading import LoadConfig, load_tokenizer, resolve_pretrained
+from codegen_bench.harness.memory import loaded_memory_bytes, peak_memory_bytes
 from codegen_bench.variants import BaseModel, load_variant
 
 log = logging.getLogger(__name__)
@@ -307,37 +303,3 @@ class CodegenLM(TemplateLM):
             "loaded_memory_bytes": self.loaded_memory_bytes,
             "peak_memory_bytes": peak_memory_bytes(self._device),
         }
-
-
-def _proc_status_bytes(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None  # not Linux
-
-
-def loaded_memory_bytes(device: torch.device) -> int | None:
-    """Memory held right after loading: resident set on the CPU, allocated memory on a GPU; then the
-    peak counter restarts, so `peak_memory_bytes` covers evaluation, not a load's transient copies
-    (an int8 or NF4 load briefly holds the weights twice). On the CPU, safetensors weights are
-    memory-mapped and become resident when first used: the loaded figure can be far below the
-    model's size, and the peak is the one to compare."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return int(torch.cuda.memory_allocated(device))
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")  # Linux: reset VmHWM and ru_maxrss
-    return _proc_status_bytes("VmRSS")
-
-
-def peak_memory_bytes(device: torch.device) -> int:
-    """Peak memory of this process since loading (where the platform can reset it; else since start):
-    resident set on the CPU, allocated memory on a GPU."""
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)  # macOS reports bytes, Linux KiB
