@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.harness.loading import looks_like_path
 
 MODEL_ENV = "CODEGEN_BENCH_BERTSCORE_MODEL"
 LAYERS_ENV = "CODEGEN_BENCH_BERTSCORE_LAYERS"
@@ -93,11 +94,6 @@ def _as_layer(text: str) -> int:
         ) from None
 
 
-def _looks_like_path(model: str) -> bool:
-    # A hub id is "name" or "owner/name"; anything else with separators, or starting like a path, is a folder.
-    return model.startswith((".", "~", os.sep)) or model.count("/") > 1 or Path(model).exists()
-
-
 def check_encoder(encoder: BertScoreEncoder) -> str:
     """The model to load (a folder or a hub id), after checking it exists and has the layer asked for.
 
@@ -107,7 +103,7 @@ def check_encoder(encoder: BertScoreEncoder) -> str:
 
     model = encoder.model
     fix = f"set {MODEL_ENV} to a local transformers folder or a hub id available offline"
-    if _looks_like_path(model):
+    if looks_like_path(model) or Path(model).exists():
         model = str(Path(model).expanduser())
         if not Path(model).is_dir():
             raise CodegenBenchError(f"BERTScore encoder {model} is not a folder: {fix}")

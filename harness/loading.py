@@ -52,7 +52,7 @@ def resolve_dtype(dtype: str, device) -> object:
     return getattr(torch, dtype)
 
 
-def _looks_like_path(name: str) -> bool:
+def looks_like_path(name: str) -> bool:
     # Hub ids are "name" or "org/name"; anything else is meant as a local path.
     return name.startswith(("/", ".", "~")) or name.count("/") > 1
 
@@ -71,7 +71,7 @@ def resolve_pretrained(pretrained: str | None) -> str:
                 "model folder (config.json + weights), or omit pretrained for the embedded default model"
             )
         return str(path)
-    if path.exists() or _looks_like_path(pretrained):
+    if path.exists() or looks_like_path(pretrained):
         raise CodegenBenchError(
             f"pretrained={pretrained!r} is not a model folder: pass an existing transformers folder, "
             "a hub id such as Qwen/Qwen2.5-Coder-0.5B-Instruct, or omit it for the embedded default model"
