@@ -28,7 +28,7 @@ from pathlib import Path
 
 def measure(spec: str, new_tokens: int, batch_size: int, repeats: int) -> dict:
     """Runs inside the child process."""
-    from codegen_bench.harness.generation import GenerationSettings, generate_batch
+    from codegen_bench.harness.generation import GenerationSettings, generate
     from codegen_bench.harness.loading import LoadConfig, load_tokenizer, resolve_pretrained
     from codegen_bench.harness.memory import loaded_memory_bytes, peak_memory_bytes
     from codegen_bench.harness.problems import load_humaneval
@@ -46,9 +46,9 @@ def measure(spec: str, new_tokens: int, batch_size: int, repeats: int) -> dict:
     for size in (1, batch_size):
         batch = prompts[:size]
 
-        def timed(max_new_tokens: int, batch=batch) -> float:
+        def timed(max_new_tokens: int, batch=batch, size=size) -> float:
             t0 = time.perf_counter()
-            generate_batch(model, tokenizer, batch, GenerationSettings(max_new_tokens), eos_token_ids=set())
+            generate(model, tokenizer, batch, GenerationSettings(max_new_tokens), set(), max_batch_size=size)
             return time.perf_counter() - t0
 
         timed(2)  # warm-up

@@ -26,16 +26,17 @@ from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
 from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.harness.generation import GenerationSettings, GenerationStats, generate_batch
+from codegen_bench.harness.generation import GenerationSettings, GenerationStats, generate
 from codegen_bench.harness.likelihood import rolling_windows, score_continuations
 from codegen_bench.harness.loading import LoadConfig, load_tokenizer, resolve_pretrained
 from codegen_bench.harness.memory import loaded_memory_bytes, peak_memory_bytes
+from codegen_bench.harness.prepack import can_prepack, prepack_linears_
 from codegen_bench.variants import BaseModel, load_variant
 
 log = logging.getLogger(__name__)
 
 VARIANT_CONFIG_PREFIX = "variant."  # --model_args variant=l1-pruned,variant.sparsity=0.3
-CHAT_MODES = ("auto", "true", "false")
+AUTO_TRUE_FALSE = ("auto", "true", "false")
 DEFAULT_MAX_GEN_TOKS = 512
 GEN_KWARGS = {"until", "max_gen_toks", "do_sample", "temperature", "top_p"}
 
@@ -74,6 +75,7 @@ class CodegenLM(TemplateLM):
         seed: int = 1234,
         revision: str | None = None,
         trust_remote_code: bool = False,
+        prepack: str | bool = "auto",
         max_batch_size: int | None = None,  # passed by lm-eval's CLI; unused
         **unknown,
     ) -> None:
@@ -87,7 +89,7 @@ class CodegenLM(TemplateLM):
             raise CodegenBenchError(
                 f"unknown model_args {sorted(unknown)} for --model codegen: known are pretrained, variant, "
                 "variant.<config key>, dtype, batch_size, max_length, device, chat, seed, revision, "
-                "trust_remote_code"
+                "trust_remote_code, prepack"
             )
         self.batch_size = _as_batch_size(batch_size)
         config = LoadConfig(
@@ -102,11 +104,20 @@ class CodegenLM(TemplateLM):
         base = BaseModel(self.pretrained, config)
         self.model, self.variant_manifest = load_variant(str(variant), base, variant_overrides)
         self.variant = self.variant_manifest["variant"]
+        prepack_mode = _as_bool_choice(prepack, "prepack", AUTO_TRUE_FALSE)
+        if prepack_mode == "true" and not can_prepack(self.model):
+            raise CodegenBenchError(
+                "prepack=true needs a float32 model on CPU with oneDNN and no unmerged adapter: "
+                "use prepack=auto"
+            )
+        self.prepacked_linears = (
+            prepack_linears_(self.model) if prepack_mode != "false" and can_prepack(self.model) else 0
+        )
         self._device = self.model.device
         self._max_length = max_length or min(
             getattr(self.model.config, "max_position_embeddings", 2048), 32768
         )
-        chat_mode = _as_bool_choice(chat, "chat", CHAT_MODES)
+        chat_mode = _as_bool_choice(chat, "chat", AUTO_TRUE_FALSE)
         has_template = bool(getattr(self.tokenizer, "chat_template", None))
         if chat_mode == "true" and not has_template:
             raise CodegenBenchError(
@@ -119,13 +130,14 @@ class CodegenLM(TemplateLM):
         self.generation_stats = GenerationStats()
         self.loaded_memory_bytes = loaded_memory_bytes(self._device)
         log.info(
-            "codegen: %s variant=%s dtype=%s device=%s chat=%s batch_size=%d",
+            "codegen: %s variant=%s dtype=%s device=%s chat=%s batch_size=%d prepacked_linears=%d",
             self.pretrained,
             variant,
             self.model.dtype,
             self._device,
             self.chat,
             self.batch_size,
+            self.prepacked_linears,
         )
 
     # ---- lm-eval's TemplateLM contract -------------------------------------------------------
@@ -195,38 +207,39 @@ class CodegenLM(TemplateLM):
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         prepared = [self._prepare_generation(*request.args, doc=request.doc) for request in requests]
-        # Requests with the same settings share batches; longest prompts first (least padding).
+        # Requests with the same settings are generated together, `batch_size` rows at a time, a
+        # finished row's slot going to the next waiting request (continuous batching).
         groups: dict[GenerationSettings, list[int]] = defaultdict(list)
         for i, (_, settings) in enumerate(prepared):
             groups[settings].append(i)
         results: list[str | None] = [None] * len(requests)
         stats = self.generation_stats
         with tqdm(total=len(requests), disable=disable_tqdm, desc="generate_until") as progress:
-
-            def row_done(row: int, n_tokens: int) -> None:
-                stats.requests += 1
-                stats.tokens += n_tokens
-                progress.set_postfix_str(f"{stats.tokens / (time.perf_counter() - started):.1f} tok/s")
-                progress.update(1)
-
             for settings, indices in groups.items():
-                indices.sort(key=lambda i: -len(prepared[i][0]))
-                for start in range(0, len(indices), self.batch_size):
-                    batch = indices[start : start + self.batch_size]
-                    started = time.perf_counter() - stats.seconds
-                    texts = generate_batch(
-                        self.model,
-                        self.tokenizer,
-                        [prepared[i][0] for i in batch],
-                        settings,
-                        self.eos_token_ids,
-                        self.generator,
-                        on_row_done=row_done,
-                    )
-                    stats.seconds = time.perf_counter() - started
-                    for i, text in zip(batch, texts, strict=True):
-                        results[i] = text
-                        self.cache_hook.add_partial("generate_until", requests[i].args, text)
+                started = time.perf_counter() - stats.seconds
+
+                def row_done(row: int, text: str, n_tokens: int, indices=indices, started=started) -> None:
+                    # Stored at once: with --use_cache an interrupted run keeps every finished row.
+                    i = indices[row]
+                    results[i] = text
+                    self.cache_hook.add_partial("generate_until", requests[i].args, text)
+                    stats.requests += 1
+                    stats.tokens += n_tokens
+                    stats.prompt_tokens += len(prepared[i][0])
+                    progress.set_postfix_str(f"{stats.tokens / (time.perf_counter() - started):.1f} tok/s")
+                    progress.update(1)
+
+                generate(
+                    self.model,
+                    self.tokenizer,
+                    [prepared[i][0] for i in indices],
+                    settings,
+                    self.eos_token_ids,
+                    max_batch_size=self.batch_size,
+                    generator=self.generator,
+                    on_row_done=row_done,
+                )
+                stats.seconds = time.perf_counter() - started
         if requests:
             log.info(
                 "codegen: generated %d tokens for %d requests in %.1f s: %.2f tokens/s",
@@ -295,6 +308,7 @@ class CodegenLM(TemplateLM):
             "variant_config": self.variant_manifest.get("config"),
             "dtype": str(self.model.dtype),
             "chat": self.chat,
+            "prepacked_linears": self.prepacked_linears,
             "codegen_bench_version": version("codegen-bench"),
             # What the variant costs on disk and how sparse it is, from its manifest (None for base).
             "variant_size_on_disk_bytes": self.variant_manifest.get("size_on_disk_bytes"),

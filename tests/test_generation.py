@@ -1,17 +1,25 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
-from codegen_bench.harness.generation import GenerationSettings, generate_batch, truncate_at_stop
+from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.harness.generation import GenerationSettings, generate, truncate_at_stop
 
-PROMPTS = ["def add(a, b):\n", "from typing import List\n\n\ndef has_close_elements(", "import math\n"]
+PROMPTS = [
+    "def add(a, b):\n",
+    "from typing import List\n\n\ndef has_close_elements(",
+    "import math\n",
+    "    return sorted(",
+    "class Stack:\n    def push(self, item):\n",
+]
 
 
 def _encode(tokenizer, texts):
     return [tokenizer.encode(t, add_special_tokens=False) for t in texts]
 
 
-def _hf_greedy(model, tokenizer, prompt_ids, max_new_tokens):
+def _hf_greedy_ids(model, tokenizer, prompt_ids, max_new_tokens) -> list[int]:
     out = model.generate(
         torch.tensor([prompt_ids]),
         attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
@@ -20,7 +28,27 @@ def _hf_greedy(model, tokenizer, prompt_ids, max_new_tokens):
         eos_token_id=None,
         pad_token_id=tokenizer.pad_token_id,
     )
-    return tokenizer.decode(out[0, len(prompt_ids) :], skip_special_tokens=True)
+    return out[0, len(prompt_ids) :].tolist()
+
+
+def _hf_greedy(model, tokenizer, prompt_ids, max_new_tokens) -> str:
+    ids = _hf_greedy_ids(model, tokenizer, prompt_ids, max_new_tokens)
+    return tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def _generate_counting(model, tokenizer, ids, settings, eos=frozenset(), **kwargs):
+    """generate(), also returning how many tokens each row was reported to have generated."""
+    counts = {}
+    texts = generate(
+        model,
+        tokenizer,
+        ids,
+        settings,
+        eos_token_ids=set(eos),
+        on_row_done=lambda row, text, n: counts.__setitem__(row, n),
+        **kwargs,
+    )
+    return texts, [counts[i] for i in range(len(ids))]
 
 
 def test_truncate_at_stop_cuts_before_earliest_stop():
@@ -28,67 +56,137 @@ def test_truncate_at_stop_cuts_before_earliest_stop():
     assert truncate_at_stop("no stop here", ["\ndef "]) == "no stop here"
 
 
-def test_greedy_matches_transformers_generate(tiny):
+@pytest.mark.parametrize("max_batch_size", [1, 2, 5])
+def test_greedy_matches_transformers_generate(tiny, max_batch_size):
     model, tokenizer = tiny
     ids = _encode(tokenizer, PROMPTS)
-    settings = GenerationSettings(max_new_tokens=12)
-    ours = generate_batch(model, tokenizer, ids, settings, eos_token_ids=set())
+    ours = generate(model, tokenizer, ids, GenerationSettings(max_new_tokens=12), set(), max_batch_size)
     reference = [_hf_greedy(model, tokenizer, p, 12) for p in ids]
     assert ours == reference
 
 
-def test_completions_do_not_depend_on_batch_composition(tiny):
+def test_completions_do_not_depend_on_batch_size_or_prefill_chunks(tiny):
     model, tokenizer = tiny
     ids = _encode(tokenizer, PROMPTS)
     settings = GenerationSettings(max_new_tokens=10)
-    batched = generate_batch(model, tokenizer, ids, settings, eos_token_ids=set())
-    one_by_one = [generate_batch(model, tokenizer, [p], settings, eos_token_ids=set())[0] for p in ids]
-    assert batched == one_by_one
+    one_by_one = [generate(model, tokenizer, [p], settings, set())[0] for p in ids]
+    for max_batch_size in (2, 3, 8):
+        assert generate(model, tokenizer, ids, settings, set(), max_batch_size) == one_by_one
+    chunked = generate(model, tokenizer, ids, settings, set(), 3, prefill_chunk_tokens=2)
+    assert chunked == one_by_one
 
 
-def test_row_stops_at_its_own_stop_string(tiny):
+def test_each_row_stops_at_its_own_stop_string(tiny):
+    model, tokenizer = tiny
+    ids = _encode(tokenizer, PROMPTS[:2])
+    full = generate(model, tokenizer, ids, GenerationSettings(max_new_tokens=16), set(), 2)
+    stop = full[0][5:8]  # a string row 0 is known to produce
+    assert stop not in full[1]
+    stopped, counts = _generate_counting(
+        model, tokenizer, ids, GenerationSettings(max_new_tokens=16, stop_strings=(stop,)), max_batch_size=2
+    )
+    assert stopped[0] == full[0][: full[0].find(stop)]
+    assert counts[0] < 16
+    assert stopped[1] == full[1] and counts[1] == 16  # row 1 runs on to its own budget
+
+
+def test_stop_string_spanning_two_tokens_ends_the_row_at_the_second(tiny):
     model, tokenizer = tiny
     ids = _encode(tokenizer, PROMPTS[:1])
-    full = generate_batch(model, tokenizer, ids, GenerationSettings(max_new_tokens=16), eos_token_ids=set())[
-        0
-    ]
-    stop = full[5:8]  # a string the model is known to produce
-    stopped = generate_batch(
-        model,
-        tokenizer,
-        ids,
-        GenerationSettings(max_new_tokens=16, stop_strings=(stop,)),
-        eos_token_ids=set(),
-    )[0]
-    assert stopped == full[: full.find(stop)]
+    tokens = _hf_greedy_ids(model, tokenizer, ids[0], 16)
+    pieces = [tokenizer.decode([t], skip_special_tokens=True) for t in tokens]
+    text = "".join(pieces)
+    # The last character of one token and the first of the next, first occurring right there.
+    for i in range(len(pieces) - 1):
+        stop = pieces[i][-1:] + pieces[i + 1][:1]
+        cut = len("".join(pieces[: i + 1])) - 1
+        if len(stop) == 2 and text.find(stop) == cut:
+            break
+    else:
+        pytest.fail("no token boundary usable for this test")
+    stopped, counts = _generate_counting(
+        model, tokenizer, ids, GenerationSettings(max_new_tokens=16, stop_strings=(stop,))
+    )
+    assert stopped == [text[:cut]]
+    assert counts == [i + 2]  # stopped as soon as the token completing the stop string came
 
 
-def test_finished_rows_leave_the_batch(tiny):
+def test_end_of_sequence_ends_only_its_row(tiny):
+    model, tokenizer = tiny
+    ids = _encode(tokenizer, PROMPTS[:3])
+    first_tokens = [_hf_greedy_ids(model, tokenizer, p, 3) for p in ids]
+    eos = first_tokens[0][1]  # row 0's second token
+    assert all(eos not in tokens[:3] for tokens in first_tokens[1:])
+    texts, counts = _generate_counting(
+        model, tokenizer, ids, GenerationSettings(max_new_tokens=3), {eos}, max_batch_size=3
+    )
+    assert texts[0] == tokenizer.decode(first_tokens[0][:1], skip_special_tokens=True)
+    assert counts == [2, 3, 3]  # the end-of-sequence token counts as generated
+
+
+def test_max_new_tokens_bounds_every_row(tiny):
     model, tokenizer = tiny
     ids = _encode(tokenizer, PROMPTS)
-    # Make row 0 finish after its first token: its first greedy token is an end-of-sequence id.
-    first = generate_batch(
-        model, tokenizer, ids[:1], GenerationSettings(max_new_tokens=1), eos_token_ids=set()
+    texts, counts = _generate_counting(
+        model, tokenizer, ids, GenerationSettings(max_new_tokens=4), max_batch_size=2
     )
-    first_token = tokenizer.encode(first[0], add_special_tokens=False)[0]
+    assert counts == [4] * len(PROMPTS)
+    assert texts == [_hf_greedy(model, tokenizer, p, 4) for p in ids]
+
+
+def test_finished_rows_hand_their_slot_to_waiting_prompts(tiny):
+    model, tokenizer = tiny
+    ids = _encode(tokenizer, PROMPTS)
     batch_sizes = []
     hook = model.register_forward_pre_hook(
-        lambda module, args, kwargs: batch_sizes.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+        lambda module, args, kwargs: batch_sizes.append(kwargs["input_ids"].shape), with_kwargs=True
     )
     try:
-        generate_batch(
-            model, tokenizer, ids, GenerationSettings(max_new_tokens=6), eos_token_ids={first_token}
-        )
+        # Each row: its first token from the prefill, then 2 decoding steps.
+        generate(model, tokenizer, ids, GenerationSettings(max_new_tokens=3), set(), max_batch_size=2)
     finally:
         hook.remove()
-    assert batch_sizes[0] == 3  # prefill
-    assert max(batch_sizes[1:]) < 3  # row 0 was dropped before the first decoding step
+    prefills = [shape for shape in batch_sizes if shape[1] > 1 or shape[0] == 1]
+    decodes = [shape[0] for shape in batch_sizes if shape[1] == 1]
+    assert all(shape[0] == 1 for shape in prefills)  # each prompt is prefilled on its own
+    assert max(decodes) == 2
+    # 5 rows x 2 decoding steps each = 10 row-steps; a full batch of 2 needs 5 steps, no more.
+    assert sum(decodes) == 10 and len(decodes) <= 6
+
+
+def test_prefix_shared_by_every_prompt_is_computed_once(tiny):
+    model, tokenizer = tiny
+    instruction = "# Complete the following function and keep its signature.\n"
+    ids = _encode(tokenizer, [instruction + p for p in PROMPTS[:3]])
+    shared = len(_encode(tokenizer, [instruction])[0])
+    assert shared >= 16 and all(p[:shared] == ids[0][:shared] for p in ids)
+    settings = GenerationSettings(max_new_tokens=8)
+    one_by_one = [generate(model, tokenizer, [p], settings, set())[0] for p in ids]
+    prefill_tokens = []
+
+    def count_prefill(module, args, kwargs):
+        if kwargs["input_ids"].shape[1] > 1:
+            prefill_tokens.append(kwargs["input_ids"].shape[1])
+
+    hook = model.register_forward_pre_hook(count_prefill, with_kwargs=True)
+    try:
+        together = generate(model, tokenizer, ids, settings, set(), max_batch_size=2)
+    finally:
+        hook.remove()
+    assert together == one_by_one
+    assert sum(prefill_tokens) == shared + sum(len(p) - shared for p in ids)
 
 
 def test_sampling_is_reproducible_with_a_seeded_generator(tiny):
     model, tokenizer = tiny
     ids = _encode(tokenizer, PROMPTS)
     settings = GenerationSettings(max_new_tokens=8, do_sample=True, temperature=0.8, top_p=0.95)
-    a = generate_batch(model, tokenizer, ids, settings, set(), torch.Generator().manual_seed(7))
-    b = generate_batch(model, tokenizer, ids, settings, set(), torch.Generator().manual_seed(7))
+    a = generate(model, tokenizer, ids, settings, set(), 3, torch.Generator().manual_seed(7))
+    b = generate(model, tokenizer, ids, settings, set(), 3, torch.Generator().manual_seed(7))
     assert a == b
+
+
+def test_empty_prompt_is_a_clear_error(tiny):
+    model, tokenizer = tiny
+    with pytest.raises(CodegenBenchError, match="prompt is empty"):
+        generate(model, tokenizer, [[1, 2], []], GenerationSettings(max_new_tokens=2), set())

@@ -32,6 +32,8 @@ def test_generation_throughput_and_peak_memory_reach_the_results(tiny_lm, monkey
     info = tiny_lm.get_model_info()  # lm-eval copies this into results["config"]
     assert info["generation"]["requests"] - before["requests"] == 3
     assert info["generation"]["tokens"] - before["tokens"] == 18
+    prompt_tokens = sum(len(tiny_lm.tok_encode(p)) for p in ["a", "b c", "d"])
+    assert info["generation"]["prompt_tokens"] - before["prompt_tokens"] == prompt_tokens
     assert info["generation"]["seconds"] > before["seconds"]
     assert info["generation"]["tokens_per_second"] > 0
     assert info["peak_memory_bytes"] > 50 * 2**20  # at least torch itself is resident
@@ -131,23 +133,27 @@ def test_interrupted_generation_resumes_from_lm_evals_cache(tiny_model_dir, tmp_
     requests = [
         _request("generate_until", (p, gen_kwargs), idx=i) for i, p in enumerate(["a = ", "b = ", "c = "])
     ]
-    real_generate = lm_model.generate_batch
-    calls = []
+    real_generate = lm_model.generate
 
-    def interrupted_after_two(*args, **kwargs):
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        calls.append(args[2])
-        return real_generate(*args, **kwargs)
+    def interrupted_after_two(*args, on_row_done, **kwargs):
+        finished = []
 
-    monkeypatch.setattr(lm_model, "generate_batch", interrupted_after_two)
+        def row_done(row, text, n_tokens):
+            if len(finished) == 2:
+                raise KeyboardInterrupt
+            finished.append(row)
+            on_row_done(row, text, n_tokens)
+
+        return real_generate(*args, on_row_done=row_done, **kwargs)
+
+    monkeypatch.setattr(lm_model, "generate", interrupted_after_two)
     with pytest.raises(KeyboardInterrupt):
         CachingLM(lm, str(tmp_path / "cache.db")).generate_until(requests)
 
-    calls.clear()
+    prompts_generated = []
     monkeypatch.setattr(
-        lm_model, "generate_batch", lambda *a, **k: calls.append(a[2]) or real_generate(*a, **k)
+        lm_model, "generate", lambda *a, **k: prompts_generated.extend(a[2]) or real_generate(*a, **k)
     )
     texts = CachingLM(lm, str(tmp_path / "cache.db")).generate_until(requests)
     assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
-    assert len(calls) == 1  # only the request that was interrupted is generated again
+    assert len(prompts_generated) == 1  # only the request that was interrupted is generated again

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from codegen_bench.harness.generation import GenerationSettings, generate
+from codegen_bench.harness.prepack import PrepackedLinear, can_prepack, prepack_linears_
+
+pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
+
+
+def _fresh(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+
+
+def test_prepacked_model_computes_the_same_logits_and_completions(tiny, tiny_model_dir):
+    reference, tokenizer = tiny
+    model = _fresh(tiny_model_dir)
+    assert can_prepack(model)
+    linears = sum(type(m) is torch.nn.Linear for m in model.modules())
+    assert prepack_linears_(model) == linears == 2 * 7 + 1  # q k v o gate up down per layer, lm_head
+    assert not any(type(m) is torch.nn.Linear for m in model.modules())
+
+    ids = torch.tensor([tokenizer.encode("def add(a, b):\n    return a + b\n")])
+    with torch.inference_mode():
+        torch.testing.assert_close(model(ids).logits, reference(ids).logits, rtol=1e-4, atol=1e-4)
+    prompts = [tokenizer.encode(p) for p in ["import os\n", "def f(x):\n", "class A:\n"]]
+    settings = GenerationSettings(max_new_tokens=12)
+    assert generate(model, tokenizer, prompts, settings, set(), 2) == generate(
+        reference, tokenizer, prompts, settings, set(), 2
+    )
+
+
+def test_tied_output_weights_are_not_copied(tiny_model_dir):
+    model = _fresh(tiny_model_dir)
+    model.lm_head.weight = model.model.embed_tokens.weight  # tied, as in many small models
+    prepack_linears_(model)
+    assert type(model.lm_head) is torch.nn.Linear  # shared with the embeddings: left as it is
+    assert isinstance(model.model.layers[0].mlp.up_proj, PrepackedLinear)
+
+
+def test_codegen_model_prepacks_by_default_and_can_be_told_not_to(tiny_model_dir):
+    from codegen_bench.harness.lm_model import CodegenLM
+
+    packed = CodegenLM(pretrained=str(tiny_model_dir), max_length=256)
+    plain = CodegenLM(pretrained=str(tiny_model_dir), max_length=256, prepack="false")
+    assert packed.get_model_info()["prepacked_linears"] == 15
+    assert plain.get_model_info()["prepacked_linears"] == 0
