@@ -23,12 +23,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/codegen-bench provision
 	$(BIN)/lm_eval --model codegen --tasks humaneval_custom --confirm_run_unsafe_code \
-		--batch_size 8 --limit $(LIMIT) --output_path results/demo
+		--batch_size 16 --limit $(LIMIT) --output_path results/demo
 
 humaneval-full: $(STAMP)
 	$(BIN)/codegen-bench provision
 	$(BIN)/lm_eval --model codegen --tasks humaneval_custom --confirm_run_unsafe_code \
-		--batch_size 8 --output_path results/humaneval-full
+		--batch_size 32 --output_path results/humaneval-full
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
