@@ -1,0 +1,240 @@
+"""`codegen-bench matrix`: every (variant, task) cell through lm-eval, resumable.
+
+    codegen-bench matrix --variants base int8-dynamic --tasks humaneval_custom humaneval_nll \
+        --limit 10 --out results/RUN
+
+Each cell is one `lm_eval.simple_evaluate` call with our `codegen` model, loaded once per variant.
+A cell's record (its metrics, time, generation counts and the model's memory and size) is appended
+to RUN/records.jsonl as soon as the cell finishes, with a fingerprint of everything that decides its
+result: the base model's checksum, the variant and its resolved config, the task, the limit and the
+batch size. A rerun skips every cell whose latest record has the same fingerprint, so an interrupted
+run loses at most the cell it was in, and changing one variant's config reruns only that variant.
+Generated samples go to RUN/samples/<variant>/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from codegen_bench.harness.errors import CodegenBenchError
+
+log = logging.getLogger(__name__)
+
+RECORDS_FILE = "records.jsonl"
+VARIANT_CONFIG_PREFIX = "variant."
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One row of the matrix: a display name, the variant (registered name or artifact folder) and
+    config overrides, written NAME=VARIANT[,variant.KEY=VALUE...] (NAME alone means VARIANT=NAME)."""
+
+    name: str
+    variant: str
+    overrides: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> VariantSpec:
+        name, _, spec = text.partition("=")
+        variant, *items = (spec or name).split(",")
+        overrides = []
+        for item in items:
+            key, sep, value = item.partition("=")
+            if not sep or not key.startswith(VARIANT_CONFIG_PREFIX):
+                raise CodegenBenchError(
+                    f"variant {text!r}: {item!r} is not variant.KEY=VALUE, "
+                    "e.g. l1=l1-pruned,variant.sparsity=0.3"
+                )
+            overrides.append((key[len(VARIANT_CONFIG_PREFIX) :], value))
+        if not name or not variant:
+            raise CodegenBenchError(f"variant {text!r} is empty: use NAME or NAME=VARIANT")
+        return cls(name, variant, tuple(overrides))
+
+    def model_args(self) -> dict[str, str]:
+        return {"variant": self.variant, **{VARIANT_CONFIG_PREFIX + k: v for k, v in self.overrides}}
+
+
+@dataclass(frozen=True)
+class MatrixConfig:
+    variants: tuple[VariantSpec, ...]
+    tasks: tuple[str, ...]
+    out: Path
+    limit: int | None = None
+    batch_size: int = 16
+    pretrained: str | None = None  # None: the embedded default model
+    model_args: dict[str, Any] = field(default_factory=dict)  # more `codegen` arguments (dtype, chat...)
+    gen_kwargs: dict[str, Any] = field(default_factory=dict)  # overrides of the tasks' generation_kwargs
+
+
+def variant_identity(spec: VariantSpec) -> dict[str, Any]:
+    """What decides a variant's weights, resolved without building it: the registered variant and its
+    full config, or an artifact folder's manifest (its variant, config, base and build time)."""
+    from codegen_bench.variants import get_variant
+    from codegen_bench.variants.artifact import read_manifest
+    from codegen_bench.variants.registry import config_to_dict, make_config
+
+    folder = Path(spec.variant).expanduser()
+    if folder.is_dir():
+        manifest = read_manifest(folder)
+        keys = ("variant", "config", "base_model", "created_unix")
+        return {"artifact": str(folder.resolve()), **{k: manifest.get(k) for k in keys}}
+    variant = get_variant(spec.variant)
+    return {"variant": spec.variant, "config": config_to_dict(make_config(variant, dict(spec.overrides)))}
+
+
+def cell_fingerprint(base_sha256: str, identity: dict, task: str, config: MatrixConfig) -> str:
+    key = {
+        "base": base_sha256,
+        "variant": identity,
+        "task": task,
+        "limit": config.limit,
+        "batch_size": config.batch_size,
+        "model_args": config.model_args,
+        "gen_kwargs": config.gen_kwargs,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class RecordStore:
+    """An append-only JSONL file of finished cells. Each record is written with one `write` and
+    fsynced; a line left incomplete by a crash is skipped when reading (and the next record starts
+    on a fresh line), so earlier records are never lost or corrupted."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def read(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        records = []
+        for number, line in enumerate(self.path.read_text(errors="replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("%s line %d is incomplete (an interrupted write): ignored", self.path, number)
+        return records
+
+    def latest(self) -> dict[tuple[str, str], dict]:
+        """The newest record of each (variant, task) cell."""
+        return {(r["variant"], r["task"]): r for r in self.read()}
+
+    def append(self, record: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(record, sort_keys=True) + "\n"
+        with open(self.path, "ab+") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell():
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    line = "\n" + line  # after a torn line
+            f.write(line.encode())
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def task_metrics(results: dict) -> dict[str, dict[str, float]]:
+    """lm-eval's results as {task: {metric: value}}: filter suffixes and stderr entries dropped,
+    groups and their subtasks each listed."""
+    metrics: dict[str, dict[str, float]] = {}
+    for task, values in results["results"].items():
+        for key, value in values.items():
+            name, _, _ = key.partition(",")
+            if name.endswith("_stderr") or not isinstance(value, int | float) or isinstance(value, bool):
+                continue
+            if name in ("sample_len",):
+                continue
+            metrics.setdefault(task, {})[name] = value
+    return metrics
+
+
+def _default_evaluate(lm, task: str, config: MatrixConfig) -> dict:
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    return simple_evaluate(
+        model=lm,
+        tasks=[task],
+        limit=config.limit,
+        gen_kwargs=config.gen_kwargs or None,
+        confirm_run_unsafe_code=True,
+        task_manager=TaskManager(),
+    )
+
+
+def _default_load(config: MatrixConfig, spec: VariantSpec):
+    from codegen_bench.harness.lm_model import CodegenLM
+
+    return CodegenLM(
+        pretrained=config.pretrained, batch_size=config.batch_size, **config.model_args, **spec.model_args()
+    )
+
+
+def run_matrix(
+    config: MatrixConfig,
+    load: Callable[[MatrixConfig, VariantSpec], Any] = _default_load,
+    evaluate: Callable[[Any, str, MatrixConfig], dict] = _default_evaluate,
+) -> list[dict]:
+    """Run every cell that has no up-to-date record; return the records of all cells, in order."""
+    from tqdm import tqdm
+
+    from codegen_bench.harness.lm_eval_hook import SAMPLES_DIR_ENV
+    from codegen_bench.harness.loading import resolve_pretrained
+    from codegen_bench.variants.artifact import base_fingerprint
+
+    store = RecordStore(config.out / RECORDS_FILE)
+    done = store.latest()
+    base_sha256 = base_fingerprint(resolve_pretrained(config.pretrained))
+    plan = []  # (spec, task, fingerprint)
+    for spec in config.variants:
+        identity = variant_identity(spec)
+        plan += [(spec, task, cell_fingerprint(base_sha256, identity, task, config)) for task in config.tasks]
+    todo = [cell for cell in plan if done.get((cell[0].name, cell[1]), {}).get("fingerprint") != cell[2]]
+    log.info("matrix: %d cells, %d already done, %d to run", len(plan), len(plan) - len(todo), len(todo))
+
+    bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="matrix", unit="cell")
+    lm, loaded = None, None
+    try:
+        for spec, task, fingerprint in todo:
+            bar.set_description(f"matrix: {spec.name} × {task}")
+            if loaded != spec:
+                lm, loaded = None, None  # free the previous variant before loading the next
+                lm, loaded = load(config, spec), spec
+            os.environ[SAMPLES_DIR_ENV] = str(config.out / "samples" / spec.name)
+            generation_before = dict(lm.generation_stats.as_dict()) if hasattr(lm, "generation_stats") else {}
+            started = time.perf_counter()
+            results = evaluate(lm, task, config)
+            seconds = time.perf_counter() - started
+            info = lm.get_model_info() if hasattr(lm, "get_model_info") else {}
+            generation = info.get("generation") or {}
+            record = {
+                "variant": spec.name,
+                "task": task,
+                "fingerprint": fingerprint,
+                "variant_spec": spec.model_args(),
+                "limit": config.limit,
+                "batch_size": config.batch_size,
+                "metrics": task_metrics(results),
+                "seconds": round(seconds, 3),
+                "generation": {
+                    k: generation.get(k, 0) - generation_before.get(k, 0)
+                    for k in ("requests", "tokens", "prompt_tokens", "seconds")
+                },
+                "model": {k: v for k, v in info.items() if k != "generation"},
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+            store.append(record)
+            done[(spec.name, task)] = record
+            bar.update(1)
+    finally:
+        bar.close()
+    return [done[(spec.name, task)] for spec, task, _ in plan]

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.harness.matrix import MatrixConfig, RecordStore, VariantSpec, run_matrix, task_metrics
+
+
+def test_variant_spec_parses_name_variant_and_overrides():
+    assert VariantSpec.parse("base") == VariantSpec("base", "base")
+    assert VariantSpec.parse("l1=l1-pruned,variant.sparsity=0.3") == VariantSpec(
+        "l1", "l1-pruned", (("sparsity", "0.3"),)
+    )
+    assert VariantSpec.parse("lora=/tmp/a").model_args() == {"variant": "/tmp/a"}
+    with pytest.raises(CodegenBenchError, match=r"variant\.KEY=VALUE"):
+        VariantSpec.parse("l1=l1-pruned,sparsity=0.3")
+
+
+def test_record_store_skips_a_torn_line_and_keeps_appending_cleanly(tmp_path):
+    store = RecordStore(tmp_path / "records.jsonl")
+    store.append({"variant": "base", "task": "a", "n": 1})
+    with open(store.path, "a") as f:
+        f.write('{"variant": "base", "task": "b", "n"')  # a write cut short by a crash
+    store.append({"variant": "base", "task": "c", "n": 3})
+    assert [r["task"] for r in store.read()] == ["a", "c"]
+    assert store.latest()[("base", "c")]["n"] == 3
+
+
+def test_task_metrics_drops_filters_stderr_and_counts():
+    results = {
+        "results": {
+            "code_explain": {"alias": "code_explain", "bleu,none": 4.0, "bleu_stderr,none": 0.1},
+            "humaneval_custom": {"pass@1,none": 0.5, "pass@1_stderr,none": "N/A", "sample_len": 2},
+        }
+    }
+    assert task_metrics(results) == {"code_explain": {"bleu": 4.0}, "humaneval_custom": {"pass@1": 0.5}}
+
+
+class FakeLM:
+    def __init__(self, spec):
+        self.spec = spec
+
+    def get_model_info(self):
+        return {"variant": self.spec.variant, "peak_memory_bytes": 123}
+
+
+def _fake_evaluate(calls, fail_at=None):
+    def evaluate(lm, task, config):
+        if fail_at is not None and len(calls) == fail_at:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of a cell
+        calls.append((lm.spec.name, task))
+        return {"results": {task: {"score,none": len(calls) / 10}}}
+
+    return evaluate
+
+
+def test_interrupted_matrix_resumes_without_redoing_finished_cells(tiny_model_dir, tmp_path):
+    config = MatrixConfig(
+        variants=(VariantSpec.parse("base"), VariantSpec.parse("l1=l1-pruned,variant.sparsity=0.3")),
+        tasks=("task_a", "task_b"),
+        out=tmp_path / "run",
+        pretrained=str(tiny_model_dir),
+        limit=2,
+    )
+    calls = []
+    with pytest.raises(KeyboardInterrupt):
+        run_matrix(config, load=lambda c, s: FakeLM(s), evaluate=_fake_evaluate(calls, fail_at=3))
+    assert calls == [("base", "task_a"), ("base", "task_b"), ("l1", "task_a")]
+    lines = (tmp_path / "run" / "records.jsonl").read_text().splitlines()
+    assert [json.loads(line)["task"] for line in lines] == ["task_a", "task_b", "task_a"]
+
+    calls.clear()
+    records = run_matrix(config, load=lambda c, s: FakeLM(s), evaluate=_fake_evaluate(calls))
+    assert calls == [("l1", "task_b")]  # only the cell that was cut off
+    assert [(r["variant"], r["task"]) for r in records] == [
+        ("base", "task_a"),
+        ("base", "task_b"),
+        ("l1", "task_a"),
+        ("l1", "task_b"),
+    ]
+    assert records[0]["metrics"] == {"task_a": {"score": 0.1}}
+    assert records[0]["model"]["peak_memory_bytes"] == 123
+
+
+def test_changing_one_variants_config_reruns_only_its_cells(tiny_model_dir, tmp_path):
+    def config(sparsity):
+        return MatrixConfig(
+            variants=(
+                VariantSpec.parse("base"),
+                VariantSpec.parse(f"l1=l1-pruned,variant.sparsity={sparsity}"),
+            ),
+            tasks=("task_a",),
+            out=tmp_path / "run",
+            pretrained=str(tiny_model_dir),
+        )
+
+    calls = []
+    run_matrix(config(0.3), load=lambda c, s: FakeLM(s), evaluate=_fake_evaluate(calls))
+    run_matrix(config(0.3), load=lambda c, s: FakeLM(s), evaluate=_fake_evaluate(calls))
+    assert calls == [("base", "task_a"), ("l1", "task_a")]  # the second run had nothing to do
+    run_matrix(config(0.5), load=lambda c, s: FakeLM(s), evaluate=_fake_evaluate(calls))
+    assert calls[2:] == [("l1", "task_a")]
+
+
+def test_matrix_runs_a_real_cell_through_lm_eval(tiny_model_dir, tmp_path, monkeypatch):
+    from codegen_bench.tasks.humaneval import utils
+
+    monkeypatch.setattr(utils, "SAMPLE_LOG", utils.SampleLog())
+    config = MatrixConfig(
+        variants=(VariantSpec.parse("base"),),
+        tasks=("humaneval_custom",),
+        out=tmp_path / "run",
+        pretrained=str(tiny_model_dir),
+        limit=2,
+        batch_size=2,
+        model_args={"max_length": 256, "chat": "false"},
+        gen_kwargs={"max_gen_toks": 16},
+    )
+    (record,) = run_matrix(config)
+    assert set(record["metrics"]) == {"humaneval_custom"}
+    assert 0.0 <= record["metrics"]["humaneval_custom"]["pass@1"] <= 1.0
+    assert record["generation"]["requests"] == 2 and record["generation"]["tokens"] > 0
+    (samples,) = (tmp_path / "run" / "samples" / "base").glob("humaneval_custom_*.jsonl")
+    assert len(samples.read_text().splitlines()) == 2
