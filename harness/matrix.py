@@ -224,6 +224,11 @@ def run_matrix(
                 "limit": config.limit,
                 "batch_size": config.batch_size,
                 "metrics": task_metrics(results),
+                "higher_is_better": results.get("higher_is_better", {}),
+                "versions": {
+                    "lm_eval": results.get("lm_eval_version"),
+                    "transformers": results.get("transformers_version"),
+                },
                 "seconds": round(seconds, 3),
                 "generation": {
                     k: generation.get(k, 0) - generation_before.get(k, 0)

@@ -63,3 +63,37 @@ def test_build_with_an_unknown_config_key_exits_2_with_one_line(tiny_model_dir, 
         "codegen-bench: error: variant 'nf4' has no config key 'bits': "
         "its keys are quant_type, double_quant, compute_dtype"
     )
+
+
+def test_matrix_writes_records_and_reports_then_leaderboard_rebuilds_them(
+    tiny_model_dir, tmp_path, capsys, monkeypatch
+):
+    from codegen_bench.tasks.humaneval import utils
+
+    monkeypatch.setattr(utils, "SAMPLE_LOG", utils.SampleLog())
+    run = tmp_path / "run"
+    args = [
+        "matrix",
+        "--variants",
+        "base",
+        "--tasks",
+        "humaneval_custom",
+        "--limit",
+        "2",
+        "--batch-size",
+        "2",
+    ]
+    args += ["--pretrained", str(tiny_model_dir), "--model-args", "max_length=256,chat=false"]
+    args += ["--gen-kwargs", "max_gen_toks=8", "--out", str(run)]
+    assert main(args) == 0
+    assert "leaderboard: " in capsys.readouterr().out
+    assert (run / "records.jsonl").is_file() and (run / "matrix.csv").is_file()
+    (run / "LEADERBOARD.md").unlink()
+    assert main(["leaderboard", str(run)]) == 0
+    assert "| base |" in (run / "LEADERBOARD.md").read_text()
+
+
+def test_leaderboard_of_a_folder_without_records_exits_2_with_one_line(tmp_path, capsys):
+    assert main(["leaderboard", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "has no records" in err

@@ -104,12 +104,12 @@ def test_changing_one_variants_config_reruns_only_its_cells(tiny_model_dir, tmp_
     assert calls[2:] == [("l1", "task_a")]
 
 
-def test_matrix_runs_a_real_cell_through_lm_eval(tiny_model_dir, tmp_path, monkeypatch):
+def test_matrix_runs_real_cells_through_lm_eval(tiny_model_dir, tmp_path, monkeypatch):
     from codegen_bench.tasks.humaneval import utils
 
     monkeypatch.setattr(utils, "SAMPLE_LOG", utils.SampleLog())
     config = MatrixConfig(
-        variants=(VariantSpec.parse("base"),),
+        variants=(VariantSpec.parse("base"), VariantSpec.parse("again=base")),
         tasks=("humaneval_custom",),
         out=tmp_path / "run",
         pretrained=str(tiny_model_dir),
@@ -118,9 +118,13 @@ def test_matrix_runs_a_real_cell_through_lm_eval(tiny_model_dir, tmp_path, monke
         model_args={"max_length": 256, "chat": "false"},
         gen_kwargs={"max_gen_toks": 16},
     )
-    (record,) = run_matrix(config)
-    assert set(record["metrics"]) == {"humaneval_custom"}
-    assert 0.0 <= record["metrics"]["humaneval_custom"]["pass@1"] <= 1.0
-    assert record["generation"]["requests"] == 2 and record["generation"]["tokens"] > 0
-    (samples,) = (tmp_path / "run" / "samples" / "base").glob("humaneval_custom_*.jsonl")
-    assert len(samples.read_text().splitlines()) == 2
+    records = run_matrix(config)
+    assert [r["variant"] for r in records] == ["base", "again"]
+    for record in records:
+        assert set(record["metrics"]) == {"humaneval_custom"}
+        assert 0.0 <= record["metrics"]["humaneval_custom"]["pass@1"] <= 1.0
+        assert record["generation"]["requests"] == 2 and record["generation"]["tokens"] > 0
+        # Each variant's samples in its own folder, though one process ran both.
+        (samples,) = (tmp_path / "run" / "samples" / record["variant"]).glob("humaneval_custom_*.jsonl")
+        assert len(samples.read_text().splitlines()) == 2
+    assert records[0]["metrics"] == records[1]["metrics"]  # same model, greedy

@@ -49,35 +49,41 @@ def load_dataset(**metadata) -> dict[str, datasets.Dataset]:
 class SampleLog:
     """Appends one human-eval-format record per sample to <dir>/<task>_<time>_<pid>.jsonl.
 
-    The directory is $CODEGEN_BENCH_SAMPLES_DIR, else lm-eval's --output_path, else ./results/samples.
+    The directory is $CODEGEN_BENCH_SAMPLES_DIR, else lm-eval's --output_path, else ./results/samples,
+    read at each write: a process that evaluates several models (the matrix) points each at its own
+    folder, and each gets its own file.
     """
 
     def __init__(self) -> None:
-        self.paths: dict[str, Path] = {}
-        self.counts: dict[str, int] = {}
-        self.reported: set[str] = set()
+        self.paths: dict[tuple[str, str], Path] = {}  # (folder, task) -> file
+        self.counts: dict[tuple[str, str], int] = {}
+        self.reported: set[tuple[str, str]] = set()
+
+    def _key(self, task: str) -> tuple[str, str]:
+        return os.environ.get(SAMPLES_DIR_ENV) or "results/samples", task
 
     def path(self, task: str) -> Path:
-        if task not in self.paths:
-            folder = Path(os.environ.get(SAMPLES_DIR_ENV) or "results/samples")
+        key = self._key(task)
+        if key not in self.paths:
+            folder = Path(key[0])
             folder.mkdir(parents=True, exist_ok=True)
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            self.paths[task] = folder / f"{task}_{stamp}_{os.getpid()}.jsonl"
-            self.counts[task] = 0
-        return self.paths[task]
+            self.paths[key] = folder / f"{task}_{stamp}_{os.getpid()}.jsonl"
+            self.counts[key] = 0
+        return self.paths[key]
 
     def append(self, task: str, records: list[dict]) -> None:
         with open(self.path(task), "a", encoding="utf-8") as f:
             for record in records:
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self.counts[task] += len(records)
+        self.counts[self._key(task)] += len(records)
 
     def report(self) -> None:
         """Say once where each task's samples went (lm-eval prints the scores themselves)."""
-        for task, path in self.paths.items():
-            if task not in self.reported:
-                print(f"{task}: {self.counts[task]} samples written to {path}", file=sys.stderr)
-                self.reported.add(task)
+        for key, path in self.paths.items():
+            if key not in self.reported:
+                print(f"{key[1]}: {self.counts[key]} samples written to {path}", file=sys.stderr)
+                self.reported.add(key)
 
 
 SAMPLE_LOG = SampleLog()

@@ -1,0 +1,255 @@
+"""Reports from matrix records: RUN/matrix.csv, RUN/LEADERBOARD.md and RUN/quality_vs_cost.png.
+
+Everything here is rebuilt from the stored records (`codegen-bench leaderboard RUN...`), never by
+rerunning a model. One row per variant; one column per task metric (`task/metric`) plus what the
+variant costs, with units in the column names.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+# Cost columns: name -> higher is better.
+COST_COLUMNS = {
+    "size_on_disk_MB": False,
+    "peak_rss_GiB": False,
+    "generation_tokens_per_s": True,
+    "wall_s": False,
+}
+# Quality metrics plotted against cost, in order of preference (those present are used).
+PLOTTED_QUALITY = (
+    "humaneval_custom/pass@1",
+    "code_explain_humaneval/bertscore_f1",
+    "code_explain/bertscore_f1",
+)
+
+
+def _weights_size_bytes(pretrained: str | None) -> int | None:
+    folder = Path(pretrained) if pretrained else None
+    if folder is None or not folder.is_dir():
+        return None
+    return sum(f.stat().st_size for f in folder.glob("*.safetensors")) or None
+
+
+def matrix_rows(records: Sequence[dict]) -> tuple[list[str], dict[str, dict[str, float | None]], dict]:
+    """(columns, {variant: {column: value}}, {column: higher_is_better or None}), variants in the
+    order they first appear, metric columns in the order tasks first report them, cost columns last."""
+    rows: dict[str, dict[str, float | None]] = {}
+    direction: dict[str, bool | None] = {}
+    metric_columns: list[str] = []
+    totals: dict[str, dict[str, float]] = {}
+    for record in records:
+        row = rows.setdefault(record["variant"], {})
+        for task, metrics in record["metrics"].items():
+            for metric, value in metrics.items():
+                column = f"{task}/{metric}"
+                if column not in direction:
+                    metric_columns.append(column)
+                    direction[column] = record.get("higher_is_better", {}).get(task, {}).get(metric)
+                row[column] = value
+        model = record.get("model", {})
+        size = model.get("variant_size_on_disk_bytes")
+        if size is None and model.get("variant") == "base":
+            size = _weights_size_bytes(model.get("pretrained"))
+        if size is not None:
+            row["size_on_disk_MB"] = size / 1e6
+        peak = model.get("peak_memory_bytes")
+        if peak is not None:
+            row["peak_rss_GiB"] = max(row.get("peak_rss_GiB") or 0.0, peak / 2**30)
+        total = totals.setdefault(record["variant"], {"tokens": 0, "seconds": 0.0, "wall": 0.0})
+        generation = record.get("generation", {})
+        total["tokens"] += generation.get("tokens", 0)
+        total["seconds"] += generation.get("seconds", 0.0)
+        total["wall"] += record.get("seconds", 0.0)
+    for variant, total in totals.items():
+        if total["seconds"]:
+            rows[variant]["generation_tokens_per_s"] = total["tokens"] / total["seconds"]
+        rows[variant]["wall_s"] = total["wall"]
+    present = [c for c in COST_COLUMNS if any(c in row for row in rows.values())]
+    direction.update({c: COST_COLUMNS[c] for c in present})
+    return metric_columns + present, rows, direction
+
+
+def best_values(columns: Sequence[str], rows: dict, direction: dict) -> dict[str, float]:
+    best = {}
+    for column in columns:
+        values = [row[column] for row in rows.values() if row.get(column) is not None]
+        if values and direction.get(column) is not None:
+            best[column] = max(values) if direction[column] else min(values)
+    return best
+
+
+def pareto_front(points: dict[str, tuple[float, float]], higher_x: bool) -> list[str]:
+    """Names of the points no other point beats on both quality (y, higher is better) and cost
+    (x: higher is better when `higher_x`, e.g. tokens/s; lower, e.g. size)."""
+
+    def beats(a, b):  # a dominates b
+        better_x = a[0] >= b[0] if higher_x else a[0] <= b[0]
+        strictly = a[1] > b[1] or (a[0] > b[0] if higher_x else a[0] < b[0])
+        return better_x and a[1] >= b[1] and strictly
+
+    return [n for n, p in points.items() if not any(beats(q, p) for m, q in points.items() if m != n)]
+
+
+def _format(value: float | None) -> str:
+    if value is None:
+        return ""
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3f}"
+
+
+def write_csv(path: Path, columns: Sequence[str], rows: dict) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["variant", *columns])
+    for variant, row in rows.items():
+        writer.writerow([variant, *("" if row.get(c) is None else f"{row[c]:.6g}" for c in columns)])
+    Path(path).write_text(buffer.getvalue())
+
+
+def sort_key_column(columns: Sequence[str], direction: dict) -> str | None:
+    for column in PLOTTED_QUALITY:
+        if column in columns:
+            return column
+    return next((c for c in columns if direction.get(c) is True and c not in COST_COLUMNS), None)
+
+
+def leaderboard_markdown(title: str, settings: dict[str, str], columns, rows, direction) -> str:
+    key = sort_key_column(columns, direction)
+    order = sorted(
+        rows,
+        key=lambda v: (rows[v].get(key) is None, -(rows[v].get(key) or 0.0) if key else 0.0),
+    )
+    best = best_values(columns, rows, direction)
+    lines = [f"# {title}", ""]
+    lines += [f"- {name}: {value}" for name, value in settings.items()]
+    lines += [
+        "",
+        f"Sorted by `{key}`. **Bold**: the best value of a column (↑ higher is better, ↓ lower).",
+        "",
+        "| variant | "
+        + " | ".join(
+            f"{c} {'↑' if direction.get(c) else '↓' if direction.get(c) is False else ''}".rstrip()
+            for c in columns
+        )
+        + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for variant in order:
+        cells = []
+        for column in columns:
+            text = _format(rows[variant].get(column))
+            cells.append(f"**{text}**" if text and rows[variant].get(column) == best.get(column) else text)
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_quality_vs_cost(path: Path, columns, rows) -> bool:
+    """Quality against generation speed and against size, one point per variant, Pareto front
+    joined. Returns False (and writes nothing) when the run has no quality or cost to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    qualities = [c for c in PLOTTED_QUALITY if c in columns]
+    costs = [(c, COST_COLUMNS[c]) for c in ("generation_tokens_per_s", "size_on_disk_MB") if c in columns]
+    if not qualities or not costs:
+        return False
+    figure, axes = plt.subplots(
+        len(qualities), len(costs), figsize=(6 * len(costs), 4.5 * len(qualities)), squeeze=False
+    )
+    for i, quality in enumerate(qualities):
+        for j, (cost, higher_x) in enumerate(costs):
+            ax = axes[i][j]
+            points = {
+                v: (row[cost], row[quality])
+                for v, row in rows.items()
+                if row.get(cost) is not None and row.get(quality) is not None
+            }
+            front = sorted(pareto_front(points, higher_x), key=lambda v: points[v][0])
+            for variant, (x, y) in points.items():
+                on_front = variant in front
+                ax.scatter(x, y, s=60, color="tab:red" if on_front else "tab:blue", zorder=3)
+                ax.annotate(variant, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            if len(front) > 1:
+                ax.plot(
+                    [points[v][0] for v in front],
+                    [points[v][1] for v in front],
+                    color="tab:red",
+                    alpha=0.5,
+                    label="Pareto front",
+                )
+                ax.legend(fontsize=8)
+            ax.set_xlabel(cost + (" (higher is better)" if higher_x else " (lower is better)"))
+            ax.set_ylabel(quality)
+            ax.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return True
+
+
+def run_settings(records: Sequence[dict]) -> dict[str, str]:
+    """The settings a run's records share (or list), for the top of its leaderboard."""
+
+    def values(get):
+        seen = []
+        for record in records:
+            value = get(record)
+            if value is not None and value not in seen:
+                seen.append(value)
+        return ", ".join(str(v) for v in seen) or "-"
+
+    return {
+        "model": values(lambda r: r.get("model", {}).get("pretrained")),
+        "tasks": values(lambda r: r["task"]),
+        "limit": values(lambda r: r.get("limit") or "all"),
+        "batch size": values(lambda r: r.get("batch_size")),
+        "dtype": values(lambda r: r.get("model", {}).get("dtype")),
+        "codegen-bench": values(lambda r: r.get("model", {}).get("codegen_bench_version")),
+        "lm-eval / transformers": values(
+            lambda r: f"{r.get('versions', {}).get('lm_eval')} / {r.get('versions', {}).get('transformers')}"
+        ),
+        "finished": values(lambda r: r.get("finished", "")[:10] or None),
+    }
+
+
+def build_reports(runs: Sequence[Path], out: Path | None = None) -> dict[str, Path]:
+    """Write matrix.csv, LEADERBOARD.md and the plot for one run (into it) or several side by side
+    (rows named RUN:variant, into `out`). Returns the paths written."""
+    from codegen_bench.harness.errors import CodegenBenchError
+    from codegen_bench.harness.matrix import RECORDS_FILE, RecordStore
+
+    runs = [Path(r) for r in runs]
+    if len(runs) > 1 and out is None:
+        raise CodegenBenchError("several runs side by side need --out DIR for the combined reports")
+    records = []
+    for run in runs:
+        found = list(RecordStore(run / RECORDS_FILE).latest().values())
+        if not found:
+            raise CodegenBenchError(
+                f"{run / RECORDS_FILE} has no records: run `codegen-bench matrix --out {run}`"
+            )
+        if len(runs) > 1:
+            found = [{**r, "variant": f"{run.name}:{r['variant']}"} for r in found]
+        records += found
+    out = Path(out) if out else runs[0]
+    out.mkdir(parents=True, exist_ok=True)
+    columns, rows, direction = matrix_rows(records)
+    paths = {"csv": out / "matrix.csv", "leaderboard": out / "LEADERBOARD.md"}
+    write_csv(paths["csv"], columns, rows)
+    title = "Leaderboard: " + ", ".join(r.name for r in runs)
+    paths["leaderboard"].write_text(
+        leaderboard_markdown(title, run_settings(records), columns, rows, direction)
+    )
+    plot = out / "quality_vs_cost.png"
+    if plot_quality_vs_cost(plot, columns, rows):
+        paths["plot"] = plot
+    return paths

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.harness.matrix import RECORDS_FILE, RecordStore
+from codegen_bench.harness.reports import build_reports, matrix_rows, pareto_front
+
+
+def _record(variant, task, metrics, *, size=None, peak=2 * 2**30, tokens=100, seconds=10.0, wall=12.0):
+    return {
+        "variant": variant,
+        "task": task,
+        "limit": 5,
+        "batch_size": 16,
+        "metrics": {task: metrics},
+        "higher_is_better": {task: {m: m != "nll_per_token" for m in metrics}},
+        "generation": {"tokens": tokens, "seconds": seconds},
+        "seconds": wall,
+        "model": {"variant": variant, "variant_size_on_disk_bytes": size, "peak_memory_bytes": peak},
+        "versions": {"lm_eval": "0.4.13", "transformers": "5.24"},
+        "finished": "2026-11-26T04:00:00+0000",
+    }
+
+
+RECORDS = [
+    _record("base", "humaneval_custom", {"pass@1": 0.6}, size=2.5e9, tokens=100, seconds=10.0),
+    _record("base", "humaneval_nll", {"nll_per_token": 0.68}, size=2.5e9, tokens=0, seconds=0.0),
+    _record(
+        "int8", "humaneval_custom", {"pass@1": 0.6}, size=1.3e9, peak=1.5 * 2**30, tokens=100, seconds=4.0
+    ),
+    _record(
+        "int8", "humaneval_nll", {"nll_per_token": 0.69}, size=1.3e9, peak=1.5 * 2**30, tokens=0, seconds=0
+    ),
+    _record("l1", "humaneval_custom", {"pass@1": 0.05}, size=2.5e9, tokens=400, seconds=50.0),
+    _record("l1", "humaneval_nll", {"nll_per_token": 3.6}, size=2.5e9, tokens=0, seconds=0),
+]
+
+
+def test_matrix_rows_have_one_row_per_variant_and_units_in_cost_columns():
+    columns, rows, direction = matrix_rows(RECORDS)
+    assert columns == [
+        "humaneval_custom/pass@1",
+        "humaneval_nll/nll_per_token",
+        "size_on_disk_MB",
+        "peak_rss_GiB",
+        "generation_tokens_per_s",
+        "wall_s",
+    ]
+    assert list(rows) == ["base", "int8", "l1"]
+    assert rows["int8"]["generation_tokens_per_s"] == pytest.approx(25.0)  # 100 tokens in 4 s
+    assert rows["base"]["size_on_disk_MB"] == pytest.approx(2500.0)
+    assert rows["int8"]["peak_rss_GiB"] == pytest.approx(1.5)
+    assert rows["base"]["wall_s"] == pytest.approx(24.0)
+    assert direction["humaneval_nll/nll_per_token"] is False and direction["size_on_disk_MB"] is False
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    points = {"base": (10.0, 0.6), "int8": (25.0, 0.6), "l1": (8.0, 0.05), "fast_bad": (40.0, 0.1)}
+    assert sorted(pareto_front(points, higher_x=True)) == ["fast_bad", "int8"]
+    sizes = {"base": (2500.0, 0.6), "int8": (1300.0, 0.6), "nf4": (1200.0, 0.55)}
+    assert sorted(pareto_front(sizes, higher_x=False)) == ["int8", "nf4"]
+
+
+def test_reports_are_rebuilt_from_stored_records(tmp_path):
+    run = tmp_path / "run"
+    store = RecordStore(run / RECORDS_FILE)
+    for record in RECORDS:
+        store.append(record)
+    paths = build_reports([run])
+    with open(paths["csv"]) as f:
+        table = list(csv.DictReader(f))
+    assert [row["variant"] for row in table] == ["base", "int8", "l1"]
+    assert float(table[1]["humaneval_nll/nll_per_token"]) == pytest.approx(0.69)
+    leaderboard = paths["leaderboard"].read_text()
+    assert "- lm-eval / transformers: 0.4.13 / 5.24" in leaderboard
+    rows = [line for line in leaderboard.splitlines() if line.startswith("| ") and "variant" not in line]
+    assert [row.split(" | ")[0] for row in rows] == ["| base", "| int8", "| l1"]  # by pass@1, ties in order
+    assert "**0.680**" in rows[0] and "**25.0**" in rows[1]  # best nll (lowest), best speed
+    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_several_runs_side_by_side_need_an_output_folder(tmp_path):
+    for name in ("a", "b"):
+        RecordStore(tmp_path / name / RECORDS_FILE).append(RECORDS[0])
+    with pytest.raises(CodegenBenchError, match="--out"):
+        build_reports([tmp_path / "a", tmp_path / "b"])
+    paths = build_reports([tmp_path / "a", tmp_path / "b"], out=tmp_path / "both")
+    assert "| a:base |" in paths["leaderboard"].read_text()
+    assert "| b:base |" in paths["leaderboard"].read_text()
