@@ -1,0 +1,48 @@
+"""Options of the latency/memory benchmark suite (benchmarks/test_latency.py)."""
+
+from __future__ import annotations
+
+
+def pytest_addoption(parser) -> None:
+    group = parser.getgroup("codegen-bench latency")
+    group.addoption(
+        "--variants",
+        nargs="+",
+        default=["base"],
+        help="NAME[=VARIANT[,variant.KEY=VALUE...]] as `codegen-bench matrix` takes them; base first "
+        "(every speed is also given as a ratio to the first variant)",
+    )
+    group.addoption("--pretrained", default=None, help="base model folder (default: the embedded model)")
+    group.addoption("--prompt-tokens", type=int, default=256, help="prompt length for prefill latency")
+    group.addoption("--new-tokens", type=int, default=32, help="tokens decoded per row")
+    group.addoption("--large-batch", type=int, default=16, help="the larger decode batch")
+    group.addoption("--latency-rounds", type=int, default=3, help="timed rounds per measurement")
+
+
+def pytest_generate_tests(metafunc) -> None:
+    if "variant_spec" in metafunc.fixturenames:
+        specs = metafunc.config.getoption("--variants")
+        metafunc.parametrize("variant_spec", specs, ids=[s.partition("=")[0] for s in specs], scope="module")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    import sys
+
+    module = sys.modules.get("test_latency") or sys.modules.get("benchmarks.test_latency")
+    if module is None:
+        return
+    for line in module.summary_lines():
+        terminalreporter.write_line(line)
+
+
+def pytest_benchmark_update_machine_info(config, machine_info) -> None:
+    """Library versions next to pytest-benchmark's machine description in the JSON."""
+    from importlib.metadata import version
+
+    import torch
+
+    machine_info["libraries"] = {
+        name: version(name)
+        for name in ("torch", "transformers", "lm_eval", "bitsandbytes", "peft", "codegen-bench")
+    }
+    machine_info["torch_threads"] = torch.get_num_threads()

@@ -1,0 +1,158 @@
+"""Latency and memory of each variant, with pytest-benchmark (not part of `make test`):
+
+    .venv/bin/pytest benchmarks/test_latency.py --variants base int8-dynamic nf4 \
+        --benchmark-json results/RUN/latency.json
+
+For each variant, loaded as `lm_eval --model codegen` loads it (prepacked weights included):
+- prefill latency of a fixed --prompt-tokens prompt (one forward pass, last-position logits);
+- time to first token for the first HumanEval prompt as the model is prompted (chat template);
+- decode tokens/s at batch 1 and at --large-batch: --new-tokens tokens per row, end of sequence
+  ignored, after the first HumanEval prompts; the prefill of the same batch, timed apart, is
+  subtracted;
+- weight memory (resident set right after loading), peak resident set while generating, size on
+  disk (the artifact's weights; the base model's safetensors).
+pytest-benchmark runs one warm-up round and --latency-rounds timed rounds and reports min, median
+and spread; the derived figures sit in each benchmark's `extra_info` in the JSON, and the summary
+at the end gives every speed also as a ratio to the first variant (put `base` first) measured in
+this same run: absolute times drift between machines and runs, ratios much less.
+"""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import pytest
+import torch
+
+SUMMARY: dict[str, dict] = {}  # variant name -> figures, for the terminal summary and the matrix
+
+
+@pytest.fixture(scope="module")
+def lm(variant_spec, pytestconfig):
+    from codegen_bench.harness.lm_model import CodegenLM
+    from codegen_bench.harness.matrix import VariantSpec
+
+    spec = VariantSpec.parse(variant_spec)
+    model = CodegenLM(
+        pretrained=pytestconfig.getoption("--pretrained"),
+        batch_size=pytestconfig.getoption("--large-batch"),
+        **spec.model_args(),
+    )
+    figures = SUMMARY.setdefault(spec.name, {})
+    figures["weight_memory_bytes"] = model.loaded_memory_bytes
+    figures["size_on_disk_bytes"] = model.variant_manifest.get("size_on_disk_bytes") or _weights_size(
+        model.pretrained
+    )
+    yield spec.name, model
+    del model
+    gc.collect()
+
+
+def _weights_size(folder: str) -> int | None:
+    path = Path(folder)
+    return sum(f.stat().st_size for f in path.glob("*.safetensors")) or None if path.is_dir() else None
+
+
+def _prompts(model, count: int) -> list[list[int]]:
+    from codegen_bench.tasks.humaneval.utils import load_dataset
+
+    docs = list(load_dataset()["test"])[:count]
+    gen_kwargs = {"until": [], "max_gen_toks": 1}
+    return [model._prepare_generation(doc["prompt"], gen_kwargs, doc=doc)[0] for doc in docs]
+
+
+def _rounds(pytestconfig) -> int:
+    return pytestconfig.getoption("--latency-rounds")
+
+
+def test_prefill_latency(benchmark, lm, pytestconfig):
+    name, model = lm
+    length = pytestconfig.getoption("--prompt-tokens")
+    vocab = model.model.config.vocab_size
+    ids = torch.randint(0, vocab, (1, length), generator=torch.Generator().manual_seed(0))
+
+    @torch.inference_mode()
+    def prefill():
+        model.model(input_ids=ids.to(model.model.device), logits_to_keep=1)
+
+    benchmark.pedantic(prefill, rounds=_rounds(pytestconfig), warmup_rounds=1)
+    median = benchmark.stats.stats.median
+    figures = {"prefill_seconds": median, "prefill_tokens_per_s": length / median}
+    SUMMARY[name].update(figures)
+    benchmark.extra_info.update(variant=name, prompt_tokens=length, **figures)
+
+
+def test_time_to_first_token(benchmark, lm, pytestconfig):
+    from codegen_bench.harness.generation import GenerationSettings, generate
+
+    name, model = lm
+    (prompt,) = _prompts(model, 1)
+
+    def first_token():
+        generate(model.model, model.tokenizer, [prompt], GenerationSettings(max_new_tokens=1), set(), 1)
+
+    benchmark.pedantic(first_token, rounds=_rounds(pytestconfig), warmup_rounds=1)
+    SUMMARY[name]["time_to_first_token_seconds"] = benchmark.stats.stats.median
+    benchmark.extra_info.update(variant=name, prompt_tokens=len(prompt))
+
+
+@pytest.mark.parametrize("batch", ["1", "large"])
+def test_decode_throughput(benchmark, lm, pytestconfig, batch):
+    import statistics
+    import time
+
+    from codegen_bench.harness.generation import GenerationSettings, generate
+    from codegen_bench.harness.memory import peak_memory_bytes
+
+    name, model = lm
+    rows = 1 if batch == "1" else pytestconfig.getoption("--large-batch")
+    new_tokens = pytestconfig.getoption("--new-tokens")
+    prompts = _prompts(model, rows)
+
+    def run(max_new_tokens: int) -> None:
+        settings = GenerationSettings(max_new_tokens=max_new_tokens)
+        generate(model.model, model.tokenizer, prompts, settings, set(), max_batch_size=rows)
+
+    prefill_times = []
+    for _ in range(_rounds(pytestconfig)):
+        started = time.perf_counter()
+        run(1)
+        prefill_times.append(time.perf_counter() - started)
+    benchmark.pedantic(run, args=(new_tokens,), rounds=_rounds(pytestconfig), warmup_rounds=1)
+    decode_seconds = benchmark.stats.stats.median - statistics.median(prefill_times)
+    figures = {
+        f"decode_tokens_per_s_batch{rows}": rows * (new_tokens - 1) / decode_seconds,
+        "peak_memory_bytes": max(
+            SUMMARY[name].get("peak_memory_bytes", 0), peak_memory_bytes(model.model.device)
+        ),
+    }
+    SUMMARY[name].update(figures)
+    benchmark.extra_info.update(variant=name, rows=rows, new_tokens=new_tokens, **figures)
+    benchmark.extra_info.update(
+        {k: v for k, v in SUMMARY[name].items() if k in ("weight_memory_bytes", "size_on_disk_bytes")}
+    )
+
+
+def summary_lines() -> list[str]:
+    """The summary lines (called from conftest): every variant's figures and speed ratios to the first."""
+    if not SUMMARY:
+        return []
+    names = list(SUMMARY)
+    reference = SUMMARY[names[0]]
+    speed_keys = sorted({k for f in SUMMARY.values() for k in f if "_per_s" in k})
+    lines = [f"speeds as measured, and (x the first variant, {names[0]}):"]
+    for name in names:
+        figures = SUMMARY[name]
+        parts = []
+        for key in speed_keys:
+            if key in figures:
+                ratio = figures[key] / reference[key] if reference.get(key) else float("nan")
+                parts.append(f"{key} {figures[key]:.1f} ({ratio:.2f}x)")
+        for key in ("weight_memory_bytes", "peak_memory_bytes", "size_on_disk_bytes"):
+            if figures.get(key):
+                parts.append(f"{key[: -len('_bytes')]} {figures[key] / 2**30:.2f} GiB")
+        if "time_to_first_token_seconds" in figures:
+            parts.append(f"time to first token {figures['time_to_first_token_seconds']:.2f} s")
+        lines.append(f"  {name}: " + ", ".join(parts))
+    return lines
