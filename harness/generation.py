@@ -25,12 +25,15 @@ so a step that carries 32 rows costs little more than one that carries 4. Theref
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from codegen_bench.harness.errors import CodegenBenchError
+
+log = logging.getLogger(__name__)
 
 # Keys and values of all slots together stay under this; more slots than fit are not opened.
 KV_CACHE_BUDGET_BYTES = 6 * 2**30
@@ -189,8 +192,8 @@ def generate(
     `on_row_done(row, text, n_tokens)` is called as each row finishes, with its text and the number
     of tokens the model generated for it (its end-of-sequence token included), so a caller can store
     each result at once."""
-    if not prompts:
-        return []
+    if not prompts or settings.max_new_tokens < 1:
+        return [""] * len(prompts)
     config = model.config
     if "sliding_attention" in (getattr(config, "layer_types", None) or []):
         raise CodegenBenchError(
@@ -203,6 +206,14 @@ def generate(
     capacity = max(len(p) for p in prompts) + settings.max_new_tokens
     per_slot = SlotCache.bytes_per_position(model) * capacity
     slots = max(1, min(max_batch_size, len(prompts), KV_CACHE_BUDGET_BYTES // per_slot))
+    if slots < min(max_batch_size, len(prompts)):
+        log.warning(
+            "generation: %d rows at once instead of %d: %d-token sequences fill the %.0f GiB KV cache budget",
+            slots,
+            max_batch_size,
+            capacity,
+            KV_CACHE_BUDGET_BYTES / 2**30,
+        )
     # The tokens every prompt starts with (a chat template's system turn, a task's instruction) are
     # run once, into one extra slot, and copied into each slot before its own prompt.
     shared = _shared_prefix_length(prompts)

@@ -190,3 +190,24 @@ def test_empty_prompt_is_a_clear_error(tiny):
     model, tokenizer = tiny
     with pytest.raises(CodegenBenchError, match="prompt is empty"):
         generate(model, tokenizer, [[1, 2], []], GenerationSettings(max_new_tokens=2), set())
+
+
+def test_kv_cache_budget_limits_the_rows_at_once_not_the_results(tiny, monkeypatch, caplog):
+    from codegen_bench.harness import generation
+
+    model, tokenizer = tiny
+    ids = _encode(tokenizer, PROMPTS)
+    settings = GenerationSettings(max_new_tokens=6)
+    unlimited = generate(model, tokenizer, ids, settings, set(), max_batch_size=5)
+    capacity = max(map(len, ids)) + 6
+    per_position = generation.SlotCache.bytes_per_position(model)
+    monkeypatch.setattr(generation, "KV_CACHE_BUDGET_BYTES", 2 * capacity * per_position)
+    with caplog.at_level("WARNING"):
+        assert generate(model, tokenizer, ids, settings, set(), max_batch_size=5) == unlimited
+    assert "2 rows at once instead of 5" in caplog.text
+
+
+def test_zero_token_budget_generates_nothing(tiny):
+    model, tokenizer = tiny
+    ids = _encode(tokenizer, PROMPTS[:2])
+    assert generate(model, tokenizer, ids, GenerationSettings(max_new_tokens=0), set()) == ["", ""]
