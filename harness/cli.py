@@ -102,7 +102,7 @@ def _cmd_matrix(args: argparse.Namespace) -> None:
 
     from lm_eval.utils import simple_parse_args_string
 
-    from codegen_bench.harness.matrix import MatrixConfig, VariantSpec, run_matrix
+    from codegen_bench.harness.matrix import MatrixConfig, VariantSpec, run_latency, run_matrix
     from codegen_bench.harness.reports import build_reports
 
     out = Path(args.out or time.strftime("results/run-%Y%m%d-%H%M%S"))
@@ -117,6 +117,8 @@ def _cmd_matrix(args: argparse.Namespace) -> None:
         gen_kwargs=simple_parse_args_string(args.gen_kwargs or ""),
     )
     run_matrix(config)
+    if not args.no_latency:
+        run_latency(config)
     for name, path in build_reports([out]).items():
         print(f"{name}: {path}")
 
@@ -202,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-args", default=None, help="more `codegen` model_args, lm-eval style: k=v,k=v")
     p.add_argument(
         "--gen-kwargs", default=None, help="generation kwargs for every task, lm-eval style: k=v,k=v"
+    )
+    p.add_argument(
+        "--no-latency",
+        action="store_true",
+        help="skip the latency/memory benchmark (benchmarks/test_latency.py)",
     )
     p.set_defaults(run=_cmd_matrix)
 

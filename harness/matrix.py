@@ -58,6 +58,12 @@ class VariantSpec:
             raise CodegenBenchError(f"variant {text!r} is empty: use NAME or NAME=VARIANT")
         return cls(name, variant, tuple(overrides))
 
+    def text(self) -> str:
+        """The NAME=VARIANT[,variant.KEY=VALUE...] form `parse` reads."""
+        return ",".join(
+            [f"{self.name}={self.variant}", *(f"{VARIANT_CONFIG_PREFIX}{k}={v}" for k, v in self.overrides)]
+        )
+
     def model_args(self) -> dict[str, str]:
         return {"variant": self.variant, **{VARIANT_CONFIG_PREFIX + k: v for k, v in self.overrides}}
 
@@ -243,3 +249,50 @@ def run_matrix(
     finally:
         bar.close()
     return [done[(spec.name, task)] for spec, task, _ in plan]
+
+
+LATENCY_FILE = "latency.json"
+LATENCY_SUITE = Path(__file__).resolve().parent.parent / "benchmarks" / "test_latency.py"
+
+
+def latency_variants(path: Path) -> set[str]:
+    """The variants a stored latency.json covers."""
+    if not path.is_file():
+        return set()
+    try:
+        benchmarks = json.loads(path.read_text())["benchmarks"]
+    except (json.JSONDecodeError, KeyError):
+        return set()
+    return {b["extra_info"]["variant"] for b in benchmarks if "variant" in b.get("extra_info", {})}
+
+
+def run_latency(config: MatrixConfig) -> Path | None:
+    """Every variant through benchmarks/test_latency.py (pytest-benchmark) into RUN/latency.json,
+    in a process of its own; skipped when the file already covers every variant. The suite lives in
+    the repository's benchmarks/, so an installed package without it skips this with a warning."""
+    import subprocess
+    import sys
+
+    out = config.out / LATENCY_FILE
+    names = {spec.name for spec in config.variants}
+    if names <= latency_variants(out):
+        log.info("matrix: %s already covers %s", out, ", ".join(sorted(names)))
+        return out
+    if not LATENCY_SUITE.is_file():
+        log.warning(
+            "matrix: %s not found (not a repository checkout): no latency/memory figures", LATENCY_SUITE
+        )
+        return None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "pytest", str(LATENCY_SUITE), "-q", "-p", "no:cacheprovider"]
+    command += ["--benchmark-json", str(out), "--variants", *(spec.text() for spec in config.variants)]
+    command += ["--large-batch", str(config.batch_size)]
+    if config.pretrained:
+        command += ["--pretrained", config.pretrained]
+    log.info("matrix: latency and memory: %s", " ".join(command))
+    result = subprocess.run(command)
+    if result.returncode != 0:
+        raise CodegenBenchError(
+            f"the latency benchmark failed (exit {result.returncode}): {' '.join(command)}"
+        )
+    return out

@@ -73,6 +73,41 @@ def matrix_rows(records: Sequence[dict]) -> tuple[list[str], dict[str, dict[str,
     return metric_columns + present, rows, direction
 
 
+def latency_rows(path: Path) -> tuple[list[str], dict[str, dict[str, float]], dict[str, bool]]:
+    """Columns from a pytest-benchmark latency.json (benchmarks/test_latency.py): speeds, time to
+    first token, weight memory, each speed also as a ratio to the suite's first variant."""
+    import json
+
+    benchmarks = json.loads(Path(path).read_text()).get("benchmarks", [])
+    rows: dict[str, dict[str, float]] = {}
+    direction: dict[str, bool] = {}
+    for bench in benchmarks:
+        info = bench.get("extra_info", {})
+        variant = info.get("variant")
+        if variant is None:
+            continue
+        row = rows.setdefault(variant, {})
+        if bench["name"].startswith("test_time_to_first_token"):
+            row["time_to_first_token_s"] = bench["stats"]["median"]
+            direction["time_to_first_token_s"] = False
+        for key, value in info.items():
+            if "_per_s" in key:
+                row[key] = value
+                direction[key] = True
+            elif key == "weight_memory_bytes" and value:
+                row["weight_memory_GiB"] = value / 2**30
+                direction["weight_memory_GiB"] = False
+    if rows:
+        reference = rows[next(iter(rows))]
+        for key in [k for k in direction if "_per_s" in k]:
+            for row in rows.values():
+                if key in row and reference.get(key):
+                    row[f"{key}_x_{next(iter(rows))}"] = row[key] / reference[key]
+                    direction[f"{key}_x_{next(iter(rows))}"] = True
+    columns = sorted(direction, key=lambda c: (c.replace("_x_", "~"), c))
+    return columns, rows, direction
+
+
 def best_values(columns: Sequence[str], rows: dict, direction: dict) -> dict[str, float]:
     best = {}
     for column in columns:
@@ -225,7 +260,7 @@ def build_reports(runs: Sequence[Path], out: Path | None = None) -> dict[str, Pa
     """Write matrix.csv, LEADERBOARD.md and the plot for one run (into it) or several side by side
     (rows named RUN:variant, into `out`). Returns the paths written."""
     from codegen_bench.harness.errors import CodegenBenchError
-    from codegen_bench.harness.matrix import RECORDS_FILE, RecordStore
+    from codegen_bench.harness.matrix import LATENCY_FILE, RECORDS_FILE, RecordStore
 
     runs = [Path(r) for r in runs]
     if len(runs) > 1 and out is None:
@@ -243,6 +278,15 @@ def build_reports(runs: Sequence[Path], out: Path | None = None) -> dict[str, Pa
     out = Path(out) if out else runs[0]
     out.mkdir(parents=True, exist_ok=True)
     columns, rows, direction = matrix_rows(records)
+    for run in runs:
+        latency = run / LATENCY_FILE
+        if latency.is_file():
+            extra_columns, extra_rows, extra_direction = latency_rows(latency)
+            prefix = f"{run.name}:" if len(runs) > 1 else ""
+            for variant, values in extra_rows.items():
+                rows.setdefault(prefix + variant, {}).update(values)
+            columns += [c for c in extra_columns if c not in columns]
+            direction.update(extra_direction)
     paths = {"csv": out / "matrix.csv", "leaderboard": out / "LEADERBOARD.md"}
     write_csv(paths["csv"], columns, rows)
     title = "Leaderboard: " + ", ".join(r.name for r in runs)

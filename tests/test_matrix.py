@@ -128,3 +128,20 @@ def test_matrix_runs_real_cells_through_lm_eval(tiny_model_dir, tmp_path, monkey
         (samples,) = (tmp_path / "run" / "samples" / record["variant"]).glob("humaneval_custom_*.jsonl")
         assert len(samples.read_text().splitlines()) == 2
     assert records[0]["metrics"] == records[1]["metrics"]  # same model, greedy
+
+
+def test_latency_suite_runs_once_per_run_folder(tiny_model_dir, tmp_path):
+    from codegen_bench.harness.matrix import LATENCY_FILE, latency_variants, run_latency
+
+    config = MatrixConfig(
+        variants=(VariantSpec.parse("base"),),
+        tasks=("humaneval_custom",),
+        out=tmp_path / "run",
+        pretrained=str(tiny_model_dir),
+        batch_size=2,
+    )
+    path = run_latency(config)
+    assert latency_variants(path) == {"base"}
+    stamp = path.stat().st_mtime_ns
+    assert run_latency(config) == tmp_path / "run" / LATENCY_FILE
+    assert path.stat().st_mtime_ns == stamp  # covered already: not measured again

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 
@@ -90,3 +91,39 @@ def test_several_runs_side_by_side_need_an_output_folder(tmp_path):
     paths = build_reports([tmp_path / "a", tmp_path / "b"], out=tmp_path / "both")
     assert "| a:base |" in paths["leaderboard"].read_text()
     assert "| b:base |" in paths["leaderboard"].read_text()
+
+
+def _latency_json(path):
+    def bench(name, variant, **info):
+        return {"name": name, "stats": {"median": 0.5}, "extra_info": {"variant": variant, **info}}
+
+    benchmarks = [
+        bench("test_time_to_first_token[base]", "base"),
+        bench(
+            "test_decode_throughput[base-1]",
+            "base",
+            decode_tokens_per_s_batch1=10.0,
+            weight_memory_bytes=2**31,
+        ),
+        bench(
+            "test_decode_throughput[int8-1]",
+            "int8",
+            decode_tokens_per_s_batch1=25.0,
+            weight_memory_bytes=2**30,
+        ),
+    ]
+    path.write_text(json.dumps({"benchmarks": benchmarks}))
+
+
+def test_latency_figures_join_the_matrix_with_ratios_to_the_first_variant(tmp_path):
+    run = tmp_path / "run"
+    for record in RECORDS:
+        RecordStore(run / RECORDS_FILE).append(record)
+    _latency_json(run / "latency.json")
+    paths = build_reports([run])
+    with open(paths["csv"]) as f:
+        table = {row["variant"]: row for row in csv.DictReader(f)}
+    assert float(table["int8"]["decode_tokens_per_s_batch1_x_base"]) == pytest.approx(2.5)
+    assert float(table["base"]["weight_memory_GiB"]) == pytest.approx(2.0)
+    assert float(table["base"]["time_to_first_token_s"]) == pytest.approx(0.5)
+    assert table["l1"]["decode_tokens_per_s_batch1"] == ""  # not in the latency run
