@@ -208,6 +208,7 @@ def run_matrix(
     log.info("matrix: %d cells, %d already done, %d to run", len(plan), len(plan) - len(todo), len(todo))
 
     bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="matrix", unit="cell")
+    samples_dir_before = os.environ.get(SAMPLES_DIR_ENV)
     lm, loaded = None, None
     try:
         for spec, task, fingerprint in todo:
@@ -248,6 +249,10 @@ def run_matrix(
             bar.update(1)
     finally:
         bar.close()
+        if samples_dir_before is None:
+            os.environ.pop(SAMPLES_DIR_ENV, None)
+        else:
+            os.environ[SAMPLES_DIR_ENV] = samples_dir_before
     return [done[(spec.name, task)] for spec, task, _ in plan]
 
 

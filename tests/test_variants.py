@@ -170,7 +170,10 @@ def test_third_party_variant_registers_through_the_entry_point_group(base, tmp_p
 def test_codegen_model_loads_a_variant_with_its_config(tiny_model_dir):
     from codegen_bench.harness.lm_model import CodegenLM
 
-    lm = CodegenLM(pretrained=str(tiny_model_dir), variant="l1-pruned", **{"variant.sparsity": 0.3})
+    # prepack=false: sparsity is measured on plain Linear weights (prepacked ones are opaque oneDNN tensors).
+    lm = CodegenLM(
+        pretrained=str(tiny_model_dir), variant="l1-pruned", prepack="false", **{"variant.sparsity": 0.3}
+    )
     assert lm.variant == "l1-pruned"
     assert abs(measure_sparsity(lm.model)["total"] - 0.3) < 0.001
     info = lm.get_model_info()  # what lm-eval writes to the results' config
