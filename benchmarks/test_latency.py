@@ -20,7 +20,6 @@ this same run: absolute times drift between machines and runs, ratios much less.
 from __future__ import annotations
 
 import gc
-from pathlib import Path
 
 import pytest
 import torch
@@ -32,6 +31,7 @@ SUMMARY: dict[str, dict] = {}  # variant name -> figures, for the terminal summa
 def lm(variant_spec, pytestconfig):
     from codegen_bench.harness.lm_model import CodegenLM
     from codegen_bench.harness.matrix import VariantSpec
+    from codegen_bench.variants.artifact import weights_size_bytes
 
     spec = VariantSpec.parse(variant_spec)
     model = CodegenLM(
@@ -41,17 +41,12 @@ def lm(variant_spec, pytestconfig):
     )
     figures = SUMMARY.setdefault(spec.name, {})
     figures["weight_memory_bytes"] = model.loaded_memory_bytes
-    figures["size_on_disk_bytes"] = model.variant_manifest.get("size_on_disk_bytes") or _weights_size(
+    figures["size_on_disk_bytes"] = model.variant_manifest.get("size_on_disk_bytes") or weights_size_bytes(
         model.pretrained
     )
     yield spec.name, model
     del model
     gc.collect()
-
-
-def _weights_size(folder: str) -> int | None:
-    path = Path(folder)
-    return sum(f.stat().st_size for f in path.glob("*.safetensors")) or None if path.is_dir() else None
 
 
 def _prompts(model, count: int) -> list[list[int]]:

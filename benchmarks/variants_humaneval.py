@@ -76,8 +76,10 @@ def row(name: str, results_path: Path) -> str:
     metrics = results["results"][TASK]
     passed = metrics.get("pass@1,none", metrics.get("pass@1"))
     size = config.get("variant_size_on_disk_bytes")
-    if size is None and config.get("variant") == "base" and Path(config["pretrained"]).is_dir():
-        size = sum(f.stat().st_size for f in Path(config["pretrained"]).glob("*.safetensors"))
+    if size is None and config.get("variant") == "base":
+        from codegen_bench.variants.artifact import weights_size_bytes
+
+        size = weights_size_bytes(config["pretrained"])
     sparsity = config.get("variant_sparsity")
     generation = config.get("generation", {})
     cells = [

@@ -27,16 +27,11 @@ PLOTTED_QUALITY = (
 )
 
 
-def _weights_size_bytes(pretrained: str | None) -> int | None:
-    folder = Path(pretrained) if pretrained else None
-    if folder is None or not folder.is_dir():
-        return None
-    return sum(f.stat().st_size for f in folder.glob("*.safetensors")) or None
-
-
 def matrix_rows(records: Sequence[dict]) -> tuple[list[str], dict[str, dict[str, float | None]], dict]:
     """(columns, {variant: {column: value}}, {column: higher_is_better or None}), variants in the
     order they first appear, metric columns in the order tasks first report them, cost columns last."""
+    from codegen_bench.variants.artifact import weights_size_bytes
+
     rows: dict[str, dict[str, float | None]] = {}
     direction: dict[str, bool | None] = {}
     metric_columns: list[str] = []
@@ -53,7 +48,7 @@ def matrix_rows(records: Sequence[dict]) -> tuple[list[str], dict[str, dict[str,
         model = record.get("model", {})
         size = model.get("variant_size_on_disk_bytes")
         if size is None and model.get("variant") == "base":
-            size = _weights_size_bytes(model.get("pretrained"))
+            size = weights_size_bytes(model.get("pretrained"))
         if size is not None:
             row["size_on_disk_MB"] = size / 1e6
         peak = model.get("peak_memory_bytes")

@@ -71,6 +71,14 @@ def folder_size_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
+def weights_size_bytes(name_or_path: str | None) -> int | None:
+    """Size on disk of a model folder's safetensors weights; None for a hub id or a folder without any."""
+    folder = Path(name_or_path) if name_or_path else None
+    if folder is None or not folder.is_dir():
+        return None
+    return sum(f.stat().st_size for f in folder.glob("*.safetensors")) or None
+
+
 def parameter_count(model) -> int:
     """Logical weights, whatever their storage."""
     from codegen_bench.variants.quantize import int8_linears
