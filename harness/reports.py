@@ -86,7 +86,7 @@ def latency_rows(path: Path) -> tuple[list[str], dict[str, dict[str, float]], di
             row["time_to_first_token_s"] = bench["stats"]["median"]
             direction["time_to_first_token_s"] = False
         for key, value in info.items():
-            if "_per_s" in key:
+            if "_per_s" in key and value is not None:
                 row[key] = value
                 direction[key] = True
             elif key == "weight_memory_bytes" and value:
