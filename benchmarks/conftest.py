@@ -13,6 +13,11 @@ def pytest_addoption(parser) -> None:
         "(every speed is also given as a ratio to the first variant)",
     )
     group.addoption("--pretrained", default=None, help="base model folder (default: the embedded model)")
+    group.addoption(
+        "--model-args",
+        default="",
+        help="more `codegen` model_args for every variant, lm-eval style k=v,k=v (dtype, prepack...)",
+    )
     group.addoption("--prompt-tokens", type=int, default=256, help="prompt length for prefill latency")
     group.addoption("--new-tokens", type=int, default=32, help="tokens decoded per row")
     group.addoption("--large-batch", type=int, default=16, help="the larger decode batch")

@@ -29,14 +29,17 @@ SUMMARY: dict[str, dict] = {}  # variant name -> figures, for the terminal summa
 
 @pytest.fixture(scope="module")
 def lm(variant_spec, pytestconfig):
+    from lm_eval.utils import simple_parse_args_string
+
     from codegen_bench.harness.lm_model import CodegenLM
-    from codegen_bench.harness.matrix import VariantSpec
+    from codegen_bench.harness.variant_spec import VariantSpec
     from codegen_bench.variants.artifact import weights_size_bytes
 
     spec = VariantSpec.parse(variant_spec)
     model = CodegenLM(
         pretrained=pytestconfig.getoption("--pretrained"),
         batch_size=pytestconfig.getoption("--large-batch"),
+        **simple_parse_args_string(pytestconfig.getoption("--model-args")),
         **spec.model_args(),
     )
     figures = SUMMARY.setdefault(spec.name, {})

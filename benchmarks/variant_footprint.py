@@ -25,8 +25,10 @@ import sys
 import time
 from pathlib import Path
 
+from codegen_bench.harness.variant_spec import VariantSpec
 
-def measure(spec: str, new_tokens: int, batch_size: int, repeats: int) -> dict:
+
+def measure(spec_text: str, new_tokens: int, batch_size: int, repeats: int) -> dict:
     """Runs inside the child process."""
     from codegen_bench.harness.generation import GenerationSettings, generate
     from codegen_bench.harness.loading import LoadConfig, load_tokenizer, resolve_pretrained
@@ -37,7 +39,8 @@ def measure(spec: str, new_tokens: int, batch_size: int, repeats: int) -> dict:
     pretrained = resolve_pretrained(None)
     tokenizer = load_tokenizer(pretrained, LoadConfig())
     started = time.perf_counter()
-    model, manifest = load_variant(spec, BaseModel(pretrained, LoadConfig()))
+    spec = VariantSpec.parse(spec_text)
+    model, manifest = load_variant(spec.variant, BaseModel(pretrained, LoadConfig()), dict(spec.overrides))
     load_seconds = time.perf_counter() - started
     loaded = loaded_memory_bytes(model.device)  # and the peak restarts from here
 
@@ -72,7 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("variants", nargs="+", help="NAME or NAME=SPEC (what --model_args variant= takes)")
+    parser.add_argument("variants", nargs="+", help="NAME[=VARIANT[,variant.KEY=VALUE...]]")
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
@@ -86,12 +89,13 @@ def main() -> None:
         return
     rows = {}
     for item in args.variants:
-        name, _, spec = item.partition("=")
+        spec = VariantSpec.parse(item)
+        name = spec.name
         command = [
             sys.executable,
             __file__,
             "--child",
-            spec or name,
+            spec.text(),
             "--new-tokens",
             str(args.new_tokens),
             "--batch-size",

@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/variants_humaneval.py --limit 40 \
         --variant base --variant int8-dynamic --variant lora=artifacts/lora
 
-Each variant is NAME or NAME=SPEC, where SPEC is what `--model_args variant=` takes (a registered
-name, an artifact folder, plus `,variant.<key>=<value>` config overrides). Named variants are built
+Each variant is NAME[=VARIANT[,variant.KEY=VALUE...]] as for `codegen-bench matrix`: VARIANT is a
+registered name or an artifact folder, with config overrides. Named variants are built
 on first use and cached. Each run writes lm-eval's results to OUT/NAME/; a variant whose results
 exist is not run again, so an interrupted sweep resumes where it stopped. The table (Markdown, to
 stdout and OUT/table.md) has pass@1, size on disk, peak memory, generation tokens/s and sparsity,
@@ -25,12 +25,9 @@ import sys
 import time
 from pathlib import Path
 
+from codegen_bench.harness.variant_spec import VariantSpec
+
 TASK = "humaneval_custom"
-
-
-def parse_variant(text: str) -> tuple[str, str]:
-    name, _, spec = text.partition("=")
-    return name, spec or name
 
 
 def results_file(folder: Path) -> Path | None:
@@ -38,7 +35,8 @@ def results_file(folder: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def run(name: str, spec: str, args: argparse.Namespace) -> Path:
+def run(spec: VariantSpec, args: argparse.Namespace) -> Path:
+    name = spec.name
     out = args.out / name
     existing = results_file(out)
     if existing is not None:
@@ -49,7 +47,7 @@ def run(name: str, spec: str, args: argparse.Namespace) -> Path:
         "--model",
         "codegen",
         "--model_args",
-        f"variant={spec}",
+        spec.model_args_string(),
         "--tasks",
         TASK,
         "--confirm_run_unsafe_code",
@@ -100,14 +98,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--variant", action="append", required=True, help="NAME or NAME=SPEC, repeatable")
+    parser.add_argument(
+        "--variant", action="append", required=True, help="NAME[=VARIANT[,variant.KEY=VALUE...]], repeatable"
+    )
     parser.add_argument("--limit", type=int, default=40, help="first N HumanEval problems")
     parser.add_argument("--batch_size", type=int, default=40)
     parser.add_argument("--out", type=Path, default=Path("results/variants"))
     args = parser.parse_args()
 
-    variants = [parse_variant(v) for v in args.variant]
-    paths = {name: run(name, spec, args) for name, spec in variants}
+    paths = {spec.name: run(spec, args) for spec in map(VariantSpec.parse, args.variant)}
     header = [
         f"HumanEval, first {args.limit} problems, greedy, batch {args.batch_size}",
         "",

@@ -31,11 +31,11 @@ from codegen_bench.harness.likelihood import rolling_windows, score_continuation
 from codegen_bench.harness.loading import LoadConfig, load_tokenizer, resolve_pretrained
 from codegen_bench.harness.memory import loaded_memory_bytes, peak_memory_bytes
 from codegen_bench.harness.prepack import can_prepack, prepack_linears_
+from codegen_bench.harness.variant_spec import VARIANT_CONFIG_PREFIX  # variant.sparsity=0.3
 from codegen_bench.variants import BaseModel, load_variant
 
 log = logging.getLogger(__name__)
 
-VARIANT_CONFIG_PREFIX = "variant."  # --model_args variant=l1-pruned,variant.sparsity=0.3
 AUTO_TRUE_FALSE = ("auto", "true", "false")
 DEFAULT_MAX_GEN_TOKS = 512
 GEN_KWARGS = {"until", "max_gen_toks", "do_sample", "temperature", "top_p"}
