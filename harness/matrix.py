@@ -25,47 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.harness.variant_spec import VariantSpec
 
 log = logging.getLogger(__name__)
 
 RECORDS_FILE = "records.jsonl"
-VARIANT_CONFIG_PREFIX = "variant."
-
-
-@dataclass(frozen=True)
-class VariantSpec:
-    """One row of the matrix: a display name, the variant (registered name or artifact folder) and
-    config overrides, written NAME=VARIANT[,variant.KEY=VALUE...] (NAME alone means VARIANT=NAME)."""
-
-    name: str
-    variant: str
-    overrides: tuple[tuple[str, str], ...] = ()
-
-    @classmethod
-    def parse(cls, text: str) -> VariantSpec:
-        name, _, spec = text.partition("=")
-        variant, *items = (spec or name).split(",")
-        overrides = []
-        for item in items:
-            key, sep, value = item.partition("=")
-            if not sep or not key.startswith(VARIANT_CONFIG_PREFIX):
-                raise CodegenBenchError(
-                    f"variant {text!r}: {item!r} is not variant.KEY=VALUE, "
-                    "e.g. l1=l1-pruned,variant.sparsity=0.3"
-                )
-            overrides.append((key[len(VARIANT_CONFIG_PREFIX) :], value))
-        if not name or not variant:
-            raise CodegenBenchError(f"variant {text!r} is empty: use NAME or NAME=VARIANT")
-        return cls(name, variant, tuple(overrides))
-
-    def text(self) -> str:
-        """The NAME=VARIANT[,variant.KEY=VALUE...] form `parse` reads."""
-        return ",".join(
-            [f"{self.name}={self.variant}", *(f"{VARIANT_CONFIG_PREFIX}{k}={v}" for k, v in self.overrides)]
-        )
-
-    def model_args(self) -> dict[str, str]:
-        return {"variant": self.variant, **{VARIANT_CONFIG_PREFIX + k: v for k, v in self.overrides}}
 
 
 @dataclass(frozen=True)
@@ -231,6 +195,8 @@ def run_matrix(
                 "limit": config.limit,
                 "batch_size": config.batch_size,
                 "metrics": task_metrics(results),
+                # Items each task scored: the gate sizes its tolerances by it.
+                "samples": {t: n.get("effective") for t, n in results.get("n-samples", {}).items()},
                 "higher_is_better": results.get("higher_is_better", {}),
                 "versions": {
                     "lm_eval": results.get("lm_eval_version"),
@@ -294,6 +260,8 @@ def run_latency(config: MatrixConfig) -> Path | None:
     command += ["--large-batch", str(config.batch_size)]
     if config.pretrained:
         command += ["--pretrained", config.pretrained]
+    if config.model_args:
+        command += ["--model-args", ",".join(f"{k}={v}" for k, v in config.model_args.items())]
     log.info("matrix: latency and memory: %s", " ".join(command))
     result = subprocess.run(command)
     if result.returncode != 0:

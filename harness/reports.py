@@ -285,9 +285,13 @@ def build_reports(runs: Sequence[Path], out: Path | None = None) -> dict[str, Pa
     paths = {"csv": out / "matrix.csv", "leaderboard": out / "LEADERBOARD.md"}
     write_csv(paths["csv"], columns, rows)
     title = "Leaderboard: " + ", ".join(r.name for r in runs)
-    paths["leaderboard"].write_text(
-        leaderboard_markdown(title, run_settings(records), columns, rows, direction)
-    )
+    settings = run_settings(records)
+    for run in runs:
+        commands = run / "commands.txt"  # written by `codegen-bench matrix`, one line per invocation
+        if commands.is_file() and commands.read_text().strip():
+            label = f"command ({run.name})" if len(runs) > 1 else "command"
+            settings[label] = "`" + commands.read_text().splitlines()[-1].split(" ", 1)[1] + "`"
+    paths["leaderboard"].write_text(leaderboard_markdown(title, settings, columns, rows, direction))
     plot = out / "quality_vs_cost.png"
     if plot_quality_vs_cost(plot, columns, rows):
         paths["plot"] = plot

@@ -1,0 +1,261 @@
+"""`codegen-bench check`: the regression gate. A matrix run against a committed baseline.
+
+    codegen-bench check results/ci-gate --baseline results/baseline.json           # gate
+    codegen-bench check results/ci-gate --baseline results/baseline.json --update  # (re)write it
+
+The baseline is a JSON list of checks, one per (variant, task, metric), each with the baseline
+value, an absolute tolerance and the direction that counts as a regression. It is written from a
+run with the rules below and may then be edited by hand (a tolerance widened, a check removed).
+
+Tolerances (chosen when the baseline is written):
+- Quality metrics: absolute points, sized to the number of items n the cell scored. The metric may
+  move by what `flips` items changing completely would move it: `flips / n × scale`, with
+  `flips = max(1, 2% of n)` (greedy decoding is deterministic, but another CPU or library version
+  can flip a few completions through floating-point noise). `scale` is the metric's range per item:
+  1 for pass@k, exact match, similarities and BERTScore, 100 for sacrebleu's BLEU and chrF.
+- Likelihood metrics (NLL per token, bits per character) score fixed reference text: no
+  generation, nothing to flip, only rounding moves them. 1% of the baseline value.
+- Generated tokens per cell: the same rule, in either direction: a change in stopping shows here
+  even when pass@1 does not move.
+- Speed: only as a ratio to the run's reference variant (its first, normally `base`) measured in
+  the same run, never absolute seconds, which drift between machines. Generation tokens/s from the
+  matrix, and every `..._x_<reference>` ratio of the latency suite when the run has one. A ratio
+  may fall by 35% of its baseline value (SPEED_TOLERANCE).
+
+A check fails when the run is worse than the baseline by more than the tolerance, or when the run
+lacks a checked cell or metric, or scored a different number of items (not comparable). A change
+for the better beyond the tolerance passes, marked "improved": refresh the baseline with --update.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from codegen_bench.harness.errors import CodegenBenchError
+
+FLIP_FRACTION = 0.02
+SPEED_TOLERANCE = 0.35
+# Range of one item's contribution, for metrics not in [0, 1].
+METRIC_SCALE = {"bleu": 100.0, "chrf": 100.0}
+# Metrics of fixed text (no generation): a fraction of the value.
+RELATIVE_TOLERANCE = {"nll_per_token": 0.01, "bits_per_char": 0.01}
+SPEED_TASK = "(speed)"
+TOKENS_METRIC = "generated_tokens"
+
+
+@dataclass(frozen=True)
+class Check:
+    variant: str
+    task: str
+    metric: str
+    value: float
+    tolerance: float
+    direction: str  # "higher" or "lower" is better; "either": any change beyond tolerance fails
+    n: int | None = None  # items the cell scored (quality checks)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    check: Check
+    observed: float | None
+    verdict: str  # ok, improved, REGRESSED, CHANGED, MISSING, NOT COMPARABLE
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict not in ("ok", "improved")
+
+
+def _flips(n: int) -> int:
+    return max(1, round(FLIP_FRACTION * n))
+
+
+def _quality_tolerance(metric: str, value: float, n: int | None) -> float:
+    if metric in RELATIVE_TOLERANCE:
+        return RELATIVE_TOLERANCE[metric] * abs(value)
+    scale = METRIC_SCALE.get(metric, 1.0)
+    if not n:
+        return FLIP_FRACTION * scale  # item count unknown (older records): 2% of the range
+    return _flips(n) / n * scale
+
+
+def _run_records(run: Path) -> list[dict]:
+    from codegen_bench.harness.matrix import RECORDS_FILE, RecordStore
+
+    records = list(RecordStore(Path(run) / RECORDS_FILE).latest().values())
+    if not records:
+        raise CodegenBenchError(
+            f"{Path(run) / RECORDS_FILE} has no records: run `codegen-bench matrix --out {run}` first"
+        )
+    return records
+
+
+def _items(record: dict, task: str) -> int | None:
+    return (record.get("samples") or {}).get(task) or record.get("limit")
+
+
+def _speed_ratios(run: Path, records: list[dict]) -> dict[tuple[str, str], float]:
+    """{(variant, ratio name): value}: generation tokens/s over the first variant's, and the latency
+    suite's ratio columns."""
+    from codegen_bench.harness.matrix import LATENCY_FILE
+    from codegen_bench.harness.reports import latency_rows, matrix_rows
+
+    _, rows, _ = matrix_rows(records)
+    ratios = {}
+    reference = next(iter(rows))
+    reference_speed = rows[reference].get("generation_tokens_per_s")
+    for variant, row in rows.items():
+        if variant != reference and reference_speed and row.get("generation_tokens_per_s"):
+            name = f"generation_tokens_per_s_x_{reference}"
+            ratios[(variant, name)] = row["generation_tokens_per_s"] / reference_speed
+    latency = Path(run) / LATENCY_FILE
+    if latency.is_file():
+        columns, latency_by_variant, _ = latency_rows(latency)
+        first = next(iter(latency_by_variant), None)
+        for variant, row in latency_by_variant.items():
+            for column in columns:
+                if "_x_" in column and variant != first and row.get(column) is not None:
+                    ratios[(variant, column)] = row[column]
+    return ratios
+
+
+def observed_values(run: Path) -> dict[tuple[str, str, str], float]:
+    """Every value of a run the gate can check, keyed (variant, task, metric)."""
+    records = _run_records(run)
+    values = {}
+    for record in records:
+        for task, metrics in record["metrics"].items():
+            for metric, value in metrics.items():
+                values[(record["variant"], task, metric)] = float(value)
+        tokens = (record.get("generation") or {}).get("tokens")
+        if tokens:
+            values[(record["variant"], record["task"], TOKENS_METRIC)] = float(tokens)
+    for (variant, name), ratio in _speed_ratios(run, records).items():
+        values[(variant, SPEED_TASK, name)] = ratio
+    return values
+
+
+def _observed_items(run: Path) -> dict[tuple[str, str], int | None]:
+    items = {}
+    for record in _run_records(run):
+        for task in record["metrics"]:
+            items[(record["variant"], task)] = _items(record, task)
+        items[(record["variant"], record["task"])] = _items(record, record["task"])
+    return items
+
+
+def baseline_checks(run: Path) -> list[Check]:
+    """The checks a baseline written from `run` holds, with the tolerances described above."""
+    records = _run_records(run)
+    checks = []
+    for record in records:
+        directions = record.get("higher_is_better", {})
+        for task, metrics in record["metrics"].items():
+            n = _items(record, task)
+            for metric, value in metrics.items():
+                higher = directions.get(task, {}).get(metric)
+                direction = "either" if higher is None else "higher" if higher else "lower"
+                tolerance = _quality_tolerance(metric, value, n)
+                checks.append(Check(record["variant"], task, metric, value, tolerance, direction, n))
+        tokens = (record.get("generation") or {}).get("tokens")
+        if tokens:
+            n = _items(record, record["task"])
+            tolerance = (_flips(n) / n if n else FLIP_FRACTION) * tokens
+            checks.append(
+                Check(record["variant"], record["task"], TOKENS_METRIC, tokens, tolerance, "either", n)
+            )
+    for (variant, name), ratio in _speed_ratios(run, records).items():
+        checks.append(Check(variant, SPEED_TASK, name, ratio, SPEED_TOLERANCE * ratio, "higher"))
+    return checks
+
+
+def write_baseline(run: Path, path: Path, command: str | None = None) -> list[Check]:
+    from codegen_bench.harness.atomic import write_text_atomic
+
+    checks = baseline_checks(run)
+    document = {
+        "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "from_run": str(run),
+        "command": command,
+        "machine": f"{platform.machine()}, {platform.processor() or platform.system()}",
+        "rules": {  # how the tolerances below were set (codegen_bench.harness.gate explains them)
+            "flip_fraction": FLIP_FRACTION,
+            "metric_scale": METRIC_SCALE,
+            "relative_tolerance": RELATIVE_TOLERANCE,
+            "speed_tolerance": SPEED_TOLERANCE,
+        },
+        "checks": [asdict(c) for c in checks],
+    }
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(document, indent=1) + "\n")
+    return checks
+
+
+def read_baseline(path: Path) -> list[Check]:
+    path = Path(path)
+    if not path.is_file():
+        raise CodegenBenchError(
+            f"baseline {path} does not exist: write one from a run with "
+            f"`codegen-bench check RUN --baseline {path} --update`"
+        )
+    try:
+        return [Check(**c) for c in json.loads(path.read_text())["checks"]]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise CodegenBenchError(
+            f"baseline {path} is not a baseline file ({exc}): rewrite it with --update"
+        ) from None
+
+
+def judge(check: Check, observed: float | None, observed_items: int | None) -> Outcome:
+    if observed is None or (isinstance(observed, float) and math.isnan(observed)):
+        return Outcome(check, None, "MISSING")
+    if check.n is not None and observed_items is not None and observed_items != check.n:
+        return Outcome(check, observed, "NOT COMPARABLE")
+    change = observed - check.value
+    if abs(change) <= check.tolerance + 1e-12:
+        return Outcome(check, observed, "ok")
+    if check.direction == "either":
+        return Outcome(check, observed, "CHANGED")
+    better = change > 0 if check.direction == "higher" else change < 0
+    return Outcome(check, observed, "improved" if better else "REGRESSED")
+
+
+def check_run(run: Path, baseline: Path) -> list[Outcome]:
+    checks = read_baseline(baseline)
+    values = observed_values(run)
+    items = _observed_items(run)
+    return [
+        judge(c, values.get((c.variant, c.task, c.metric)), items.get((c.variant, c.task))) for c in checks
+    ]
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
+def format_outcomes(outcomes: Sequence[Outcome], only_notable: bool = False) -> str:
+    """A Markdown table: variant, task, metric, baseline ± tolerance, run value, change, verdict."""
+    lines = [
+        "| variant | task | metric | baseline | tolerance | run | change | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for o in outcomes:
+        if only_notable and o.verdict == "ok":
+            continue
+        c = o.check
+        change = "-" if o.observed is None else f"{o.observed - c.value:+.4g}"
+        verdict = f"**{o.verdict}**" if o.failed else o.verdict
+        lines.append(
+            f"| {c.variant} | {c.task} | {c.metric} | {_number(c.value)} | ±{_number(c.tolerance)} "
+            f"| {_number(o.observed)} | {change} | {verdict} |"
+        )
+    if len(lines) == 2:
+        return "Every check is within its tolerance (--all lists them)."
+    return "\n".join(lines)
