@@ -265,14 +265,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from codegen_bench.harness.signals import sigterm_raises_keyboard_interrupt
+
     args = build_parser().parse_args(argv)
+    sigterm_raises_keyboard_interrupt()
     try:
         status = args.run(args)
     except CodegenBenchError as exc:
         print(f"codegen-bench: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, a read-only or vanished folder: no traceback, the cause
+        print(
+            f"codegen-bench: error: {exc}: check that path, its permissions and free space", file=sys.stderr
+        )
+        return 2
     except KeyboardInterrupt:
-        print("codegen-bench: interrupted", file=sys.stderr)
+        print("codegen-bench: interrupted (finished results are kept; rerun to resume)", file=sys.stderr)
         return 130
     return status or 0
 

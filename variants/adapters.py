@@ -42,7 +42,20 @@ def _attach(model, adapter: str | Path, base: BaseModel, variant: str):
         )
     if (folder / "variant.json").is_file():
         check_base(read_manifest(folder), folder, base)
-    return PeftModel.from_pretrained(model, str(folder)).eval()
+    try:
+        return PeftModel.from_pretrained(model, str(folder)).eval()
+    except (RuntimeError, ValueError, KeyError) as exc:
+        # A plain PEFT folder (no variant.json) made for another base: peft fails on the first
+        # weight whose shape or name differs, with a multi-page message.
+        import json
+
+        trained_on = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        first_line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise CodegenBenchError(
+            f"variant {variant!r}: adapter {folder} does not fit the base model {base.name_or_path} "
+            f"({type(exc).__name__}: {first_line}); it was trained on {trained_on!r}: pass that model "
+            "as pretrained=, or train an adapter for this one"
+        ) from None
 
 
 def save_adapter_or_model(model, folder: Path) -> None:
