@@ -27,6 +27,7 @@ from codegen_bench.harness.executor import (
     PRIVATE_DIRS,
     SANDBOX_UID_BASE,
     SANDBOX_UIDS_PER_PROCESS,
+    SITE_DIRS,
     ExecutionLimits,
     check_program,
     execute_program,
@@ -71,6 +72,20 @@ def _sandbox_processes() -> list[psutil.Process]:
     return found
 
 
+def _our_exec_dirs() -> set[Path]:
+    """Sample directories of this process (another harness on the machine has its own users)."""
+    first = SANDBOX_UID_BASE + os.getpid() * SANDBOX_UIDS_PER_PROCESS
+    found = set()
+    for folder in Path(tempfile.gettempdir()).glob("codegen-bench-exec-*"):
+        try:
+            owner = (folder / "work").stat().st_uid
+        except OSError:
+            continue
+        if first <= owner < first + SANDBOX_UIDS_PER_PROCESS or (not AS_ROOT and owner == os.getuid()):
+            found.add(folder)
+    return found
+
+
 def _marked(marker: str) -> list[Path]:
     return [p for folder in PRIVATE_DIRS if Path(folder).is_dir() for p in Path(folder).glob(f"*{marker}*")]
 
@@ -82,7 +97,7 @@ def host(tmp_path):
 
     marker = f"codegen-bench-hostile-{uuid.uuid4().hex[:12]}"
     host = SimpleNamespace(marker=marker, canary=Path.home() / f".{marker}-canary")
-    exec_dirs_before = set(Path(tempfile.gettempdir()).glob("codegen-bench-exec-*"))
+    exec_dirs_before = _our_exec_dirs()
     host.canary.write_text("do not delete")
     yield host
     try:
@@ -93,8 +108,7 @@ def host(tmp_path):
         assert psutil.Process().is_running()
         assert host.canary.read_text() == "do not delete", "the sample changed a file under our HOME"
         assert _marked(host.marker) == [], "the sample left files in a shared temporary folder"
-        exec_dirs = set(Path(tempfile.gettempdir()).glob("codegen-bench-exec-*"))
-        assert exec_dirs <= exec_dirs_before, "the sample's private directory was not removed"
+        assert _our_exec_dirs() <= exec_dirs_before, "the sample's private directory was not removed"
     finally:
         host.canary.unlink(missing_ok=True)
 
@@ -286,15 +300,24 @@ def test_a_run_goes_on_after_every_hostile_sample(add, host):
 
 @needs_root
 def test_sample_runs_as_an_unprivileged_user_in_a_private_tmp(add, host):
+    on_host = Path("/tmp") / f"{host.marker}-on-host"
+    on_host.write_text("the host's /tmp")
     program = (
         "import json, os\n"
         "raise AssertionError(json.dumps({'uid': os.getuid(), 'groups': os.getgroups(), "
         "'cwd': os.getcwd(), 'tmp': sorted(os.listdir('/tmp')), 'home': os.environ['HOME']}))"
     )
-    result = run(add, after_correct_body(add, program))
+    try:
+        result = run(add, after_correct_body(add, program))
+    finally:
+        on_host.unlink()
     seen = json.loads(result.result.removeprefix("failed: AssertionError: "))
     assert seen["uid"] >= SANDBOX_UID_BASE and seen["groups"] == []
-    assert seen["cwd"] == seen["home"] == "/tmp" and seen["tmp"] == []
+    assert seen["cwd"] == seen["home"] == "/tmp"
+    # The private /tmp holds none of the host's files, only the folders through which site-packages
+    # that live under /tmp (a checkout there) are bound back.
+    bound_back = {Path(p).parts[2] for p in map(os.path.realpath, SITE_DIRS) if p.startswith("/tmp/")}
+    assert set(seen["tmp"]) <= bound_back
 
 
 def test_a_completion_of_megabytes_fails_without_running(add, host):
