@@ -25,6 +25,7 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
+from codegen_bench.harness.distributed import gather_object, make_accelerator
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.generation import GenerationSettings, GenerationStats, generate
 from codegen_bench.harness.likelihood import rolling_windows, score_continuations
@@ -92,6 +93,14 @@ class CodegenLM(TemplateLM):
                 "trust_remote_code, prepack"
             )
         self.batch_size = _as_batch_size(batch_size)
+        # Under `accelerate launch`: this process's rank, and its own device (GPU i for rank i).
+        self.accelerator = make_accelerator()
+        if self.accelerator is not None:
+            self._rank = self.accelerator.process_index
+            self._world_size = self.accelerator.num_processes
+            if device == "auto" or device.startswith("cuda"):
+                accelerator_device = self.accelerator.device
+                device = "cpu" if accelerator_device.type == "cpu" else str(accelerator_device)
         config = LoadConfig(
             pretrained=pretrained,
             dtype=dtype,
@@ -143,6 +152,19 @@ class CodegenLM(TemplateLM):
         )
 
     # ---- lm-eval's TemplateLM contract -------------------------------------------------------
+
+    # Data parallelism: lm-eval shards the documents by rank and calls these to synchronise.
+    def all_gather(self, tensor):
+        return tensor if self.accelerator is None else self.accelerator.gather(tensor)
+
+    def gather_object(self, obj, dst: int = 0):
+        if self.accelerator is None:
+            return [obj]
+        return gather_object(obj, self.world_size, self.rank, dst)
+
+    def barrier(self) -> None:
+        if self.accelerator is not None:
+            self.accelerator.wait_for_everyone()
 
     @property
     def eot_token_id(self) -> int:

