@@ -39,8 +39,8 @@ MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
-# Exit status when isolation that the parent asked for could not be set up: the parent stops the
-# run with an error instead of recording the sample as failed.
+# Exit status when isolation that the parent asked for could not be set up (the program did not
+# run): the parent warns once and runs it, and the rest, with the limits only.
 SETUP_FAILED = 121
 # The verdict is read by the parent only after this process ends; a short message always fits the pipe.
 MAX_VERDICT_CHARS = 2000
