@@ -328,3 +328,25 @@ def test_a_completion_of_megabytes_fails_without_running(add, host):
         r"\(ExecutionLimits\.max_program_bytes\); not run",
         result.result,
     ), result.result
+
+
+@needs_root
+def test_a_machine_that_refuses_isolation_gets_one_warning_and_the_limits(add, monkeypatch, tmp_path, caplog):
+    from codegen_bench.harness import executor
+
+    # A runner that refuses isolation the way a container without setuid would, else is the real one.
+    runner = tmp_path / "refusing_runner.py"
+    runner.write_text(
+        "import os, sys\n"
+        "if int(sys.argv[8]) >= 0:\n"
+        "    os.write(int(sys.argv[1]), b'sandbox setup failed: setuid: Operation not permitted')\n"
+        "    os._exit(121)\n"
+        f"exec(compile(open({executor.RUNNER_PATH!r}).read(), 'sandbox_runner.py', 'exec'))\n"
+    )
+    monkeypatch.setattr(executor, "RUNNER_PATH", str(runner))
+    monkeypatch.setattr(executor, "ISOLATION", executor._Isolation())
+    with caplog.at_level("WARNING"):
+        results = [run(add, "    return x + y\n") for _ in range(2)]
+    assert [r.passed for r in results] == [True, True]  # the program ran, without isolation
+    warnings = [r.getMessage() for r in caplog.records if "sandbox setup failed" in r.getMessage()]
+    assert len(warnings) == 1 and "runs as root with the limits only" in warnings[0]
