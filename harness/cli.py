@@ -103,6 +103,7 @@ def _cmd_matrix(args: argparse.Namespace) -> None:
 
     from lm_eval.utils import simple_parse_args_string
 
+    from codegen_bench.harness.distributed import launched_rank
     from codegen_bench.harness.matrix import MatrixConfig, VariantSpec, run_latency, run_matrix
     from codegen_bench.harness.reports import build_reports
 
@@ -119,9 +120,12 @@ def _cmd_matrix(args: argparse.Namespace) -> None:
     )
     # The exact command, every invocation (resumes too): the run's provenance in the reports.
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "commands.txt", "a") as f:
-        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} codegen-bench {shlex.join(sys.argv[1:])}\n")
+    if launched_rank() == 0:
+        with open(out / "commands.txt", "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} codegen-bench {shlex.join(sys.argv[1:])}\n")
     run_matrix(config)
+    if launched_rank() != 0:
+        return  # a data-parallel run: rank 0 measures latency and writes the reports
     if not args.no_latency:
         run_latency(config)
     for name, path in build_reports([out]).items():

@@ -10,6 +10,10 @@ result: the base model's checksum, the variant and its resolved config, the task
 batch size. A rerun skips every cell whose latest record has the same fingerprint, so an interrupted
 run loses at most the cell it was in, and changing one variant's config reruns only that variant.
 Generated samples go to RUN/samples/<variant>/.
+
+Under `accelerate launch --multi_gpu --num_processes N` every cell runs data-parallel (lm-eval shards
+its documents over the ranks); all ranks walk the same cells, and rank 0 alone writes the records
+and the reports, so a resumed run skips finished cells exactly as in one process.
 """
 
 from __future__ import annotations
@@ -120,6 +124,7 @@ def run_matrix(
     """Run every cell that has no up-to-date record; return the records of all cells, in order."""
     from tqdm import tqdm
 
+    from codegen_bench.harness.distributed import launched_rank
     from codegen_bench.harness.lm_eval_hook import SAMPLES_DIR_ENV
     from codegen_bench.harness.loading import resolve_pretrained
     from codegen_bench.variants.artifact import base_fingerprint
@@ -134,7 +139,13 @@ def run_matrix(
     todo = [cell for cell in plan if done.get((cell[0].name, cell[1]), {}).get("fingerprint") != cell[2]]
     log.info("matrix: %d cells, %d already done, %d to run", len(plan), len(plan) - len(todo), len(todo))
 
-    bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="matrix", unit="cell")
+    bar = tqdm(
+        total=len(plan),
+        initial=len(plan) - len(todo),
+        desc="matrix",
+        unit="cell",
+        disable=launched_rank() != 0,
+    )
     samples_dir_before = os.environ.get(SAMPLES_DIR_ENV)
     lm, loaded = None, None
     try:
@@ -148,6 +159,10 @@ def run_matrix(
             started = time.perf_counter()
             results = evaluate(lm, task, config)
             seconds = time.perf_counter() - started
+            if results is None:
+                # Another rank of a data-parallel run (`accelerate launch`): rank 0 keeps the record.
+                bar.update(1)
+                continue
             info = lm.get_model_info() if hasattr(lm, "get_model_info") else {}
             generation = info.get("generation") or {}
             record = {
@@ -157,6 +172,7 @@ def run_matrix(
                 "variant_spec": spec.model_args(),
                 "limit": config.limit,
                 "batch_size": config.batch_size,
+                "world_size": getattr(lm, "world_size", 1),  # generation counts are rank 0's share
                 "metrics": task_metrics(results),
                 # Items each task scored: the gate sizes its tolerances by it.
                 "samples": {t: n.get("effective") for t, n in results.get("n-samples", {}).items()},
@@ -182,7 +198,7 @@ def run_matrix(
             os.environ.pop(SAMPLES_DIR_ENV, None)
         else:
             os.environ[SAMPLES_DIR_ENV] = samples_dir_before
-    return [done[(spec.name, task)] for spec, task, _ in plan]
+    return [done[(spec.name, task)] for spec, task, _ in plan if (spec.name, task) in done]
 
 
 LATENCY_FILE = "latency.json"

@@ -110,3 +110,29 @@ def test_a_crashed_rank_fails_the_run_and_writes_no_results(tiny_model_dir, tmp_
     assert "rank 1 crashed" in result.stderr
     assert not list(out.glob("*/results_*.json"))
     assert not list(out.glob("humaneval_custom_*.jsonl"))
+
+
+def test_the_matrix_runs_each_cell_data_parallel_and_resumes(tiny_model_dir, tmp_path):
+    def matrix(out: Path, processes: int) -> subprocess.CompletedProcess:
+        command = ["-m", "codegen_bench.harness.cli", "matrix", "--variants", "base", "--tasks"]
+        command += ["humaneval_custom", "humaneval_nll", "--limit", "5", "--batch-size", "2", "--no-latency"]
+        command += ["--pretrained", str(tiny_model_dir), "--model-args", "max_length=256,chat=false"]
+        command += ["--gen-kwargs", "max_gen_toks=16", "--out", str(out)]
+        launcher = [*LAUNCH, "--num_processes", str(processes)] if processes > 1 else [sys.executable]
+        return _run([*launcher, *command])
+
+    def records(out: Path) -> list[dict]:
+        return [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert matrix(one, 1).returncode == 0
+    result = matrix(two, 2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [(r["task"], r["metrics"], r["world_size"]) for r in records(two)] == [
+        (r["task"], r["metrics"], 2) for r in records(one)
+    ]
+    assert len((two / "commands.txt").read_text().splitlines()) == 1  # written by rank 0 only
+    assert (two / "LEADERBOARD.md").is_file()
+    # Resumed with the same command: nothing left to run, no record added.
+    assert matrix(two, 2).returncode == 0
+    assert len(records(two)) == 2
