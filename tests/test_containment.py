@@ -159,27 +159,6 @@ def test_killing_the_parent_is_refused(add, host):
     assert result.result == "failed: PermissionError: [Errno 1] Operation not permitted"
 
 
-def test_killing_its_own_process_group_only_ends_itself(add, host):
-    result = run(add, after_correct_body(add, "import os\nos.killpg(0, 9)"))
-    assert (result.passed, result.result) == (False, "failed: killed by signal SIGKILL")
-
-
-def test_sys_exit_before_the_tests_fails(add, host):
-    result = run(add, after_correct_body(add, "import sys\nsys.exit(0)"))
-    assert (result.passed, result.result) == (
-        False,
-        "failed: exited early via sys.exit(0) before the tests finished",
-    )
-
-
-def test_os_exit_zero_before_the_tests_fails(add, host):
-    result = run(add, after_correct_body(add, "import os\nos._exit(0)"))
-    assert (result.passed, result.result) == (
-        False,
-        "failed: exited early (status 0) before the tests finished",
-    )
-
-
 @needs_root
 def test_writes_to_tmp_vanish_and_home_is_out_of_reach(add, host):
     program = (
@@ -195,6 +174,34 @@ def test_writes_to_tmp_vanish_and_home_is_out_of_reach(add, host):
     assert re.match(r"failed: (FileNotFoundError|PermissionError): \[Errno (2|13)\]", result.result), (
         result.result
     )
+
+
+# Module-level code after a correct body, and the one verdict each must get.
+EXACT_VERDICTS = {
+    "killing its own process group ends only itself": (
+        "import os\nos.killpg(0, 9)",
+        "failed: killed by signal SIGKILL",
+    ),
+    "sys.exit(0) before the tests": (
+        "import sys\nsys.exit(0)",
+        "failed: exited early via sys.exit(0) before the tests finished",
+    ),
+    "os._exit(0) before the tests": (
+        "import os\nos._exit(0)",
+        "failed: exited early (status 0) before the tests finished",
+    ),
+    "unbounded recursion": (
+        "def f(n):\n    return f(n + 1)\nf(0)",
+        "failed: RecursionError: maximum recursion depth exceeded",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(EXACT_VERDICTS))
+def test_hostile_module_code_gets_its_verdict(add, host, case):
+    code, verdict = EXACT_VERDICTS[case]
+    result = run(add, after_correct_body(add, code))
+    assert (result.passed, result.result) == (False, verdict)
 
 
 @pytest.mark.skipif(not AS_ROOT, reason="a network namespace needs root (CAP_SYS_ADMIN)")
@@ -214,14 +221,6 @@ def test_stdout_flood_hits_the_output_limit(add, host):
     result = run(add, after_correct_body(add, "while True:\n    print('x' * 1000)"), limits)
     assert not result.passed
     assert result.result.startswith("failed: output limit")
-
-
-def test_unbounded_recursion_fails(add, host):
-    result = run(add, after_correct_body(add, "def f(n):\n    return f(n + 1)\nf(0)"))
-    assert (result.passed, result.result) == (
-        False,
-        "failed: RecursionError: maximum recursion depth exceeded",
-    )
 
 
 def test_recursion_without_a_limit_ends_only_the_sample(add, host):
