@@ -124,9 +124,8 @@ def _speed_ratios(run: Path, records: list[dict]) -> dict[tuple[str, str], float
     return ratios
 
 
-def observed_values(run: Path) -> dict[tuple[str, str, str], float]:
-    """Every value of a run the gate can check, keyed (variant, task, metric)."""
-    records = _run_records(run)
+def observed_values(run: Path, records: list[dict]) -> dict[tuple[str, str, str], float]:
+    """Every value of a run (its `records`) the gate can check, keyed (variant, task, metric)."""
     values = {}
     for record in records:
         for task, metrics in record["metrics"].items():
@@ -140,9 +139,9 @@ def observed_values(run: Path) -> dict[tuple[str, str, str], float]:
     return values
 
 
-def _observed_items(run: Path) -> dict[tuple[str, str], int | None]:
+def _observed_items(records: list[dict]) -> dict[tuple[str, str], int | None]:
     items = {}
-    for record in _run_records(run):
+    for record in records:
         for task in record["metrics"]:
             items[(record["variant"], task)] = _items(record, task)
         items[(record["variant"], record["task"])] = _items(record, record["task"])
@@ -227,8 +226,9 @@ def judge(check: Check, observed: float | None, observed_items: int | None) -> O
 
 def check_run(run: Path, baseline: Path) -> list[Outcome]:
     checks = read_baseline(baseline)
-    values = observed_values(run)
-    items = _observed_items(run)
+    records = _run_records(run)
+    values = observed_values(run, records)
+    items = _observed_items(records)
     return [
         judge(c, values.get((c.variant, c.task, c.metric)), items.get((c.variant, c.task))) for c in checks
     ]
