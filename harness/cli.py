@@ -62,11 +62,14 @@ def _cmd_data_build(args: argparse.Namespace) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from codegen_bench.harness.configs import config_from
+    from codegen_bench.harness.distributed import launched_rank
     from codegen_bench.trainers.sft import TrainConfig, train
 
     overrides = {**_parse_overrides(args.config), "kind": args.kind}
     config = config_from(TrainConfig, overrides, owner=f"train {args.kind}")
-    print(train(args.data, _base_model(args), config, args.out, push_to_hub=args.push_to_hub))
+    out = train(args.data, _base_model(args), config, args.out, push_to_hub=args.push_to_hub)
+    if launched_rank() == 0:  # under accelerate launch, once
+        print(out)
 
 
 def _add_config_arg(p: argparse.ArgumentParser, help: str) -> None:

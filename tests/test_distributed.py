@@ -1,5 +1,6 @@
-"""Data-parallel evaluation: `accelerate launch --cpu --num_processes 2 -m lm_eval --model codegen`
-gives the same metrics and the same per-sample completions as one process, on the tiny model."""
+"""Data-parallel evaluation and training under `accelerate launch` with 2 processes, on the tiny
+model: evaluation gives the same metrics and per-sample completions as one process, and training
+(DDP over gloo) gives a loadable adapter with the one-process validation loss, and resumes."""
 
 from __future__ import annotations
 
@@ -136,3 +137,64 @@ def test_the_matrix_runs_each_cell_data_parallel_and_resumes(tiny_model_dir, tmp
     # Resumed with the same command: nothing left to run, no record added.
     assert matrix(two, 2).returncode == 0
     assert len(records(two)) == 2
+
+
+# Dropout off: the two runs then differ only in how the gradient of the same global batch is summed.
+TRAIN_CONFIG = dict(r=4, alpha=8, dropout=0.0, max_steps=4, batch_size=4, save_steps=2, logging_steps=1)
+
+
+def test_two_process_training_matches_one_process_and_resumes(tiny_model_dir, base, tmp_path, monkeypatch):
+    import torch
+
+    from codegen_bench.trainers.sft import TrainConfig, train
+    from codegen_bench.variants import load_variant
+
+    monkeypatch.setenv("CODEGEN_BENCH_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": f"def add_{i}(a, b):\n", "completion": f"    return a + b + {i}\n"} for i in range(24)]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    one = train(data, base, TrainConfig(**TRAIN_CONFIG), tmp_path / "one")
+
+    # 2 processes, each with half of the global batch of 4; both stop at step 3, after checkpoint-2.
+    script = tmp_path / "train_stopping_at_step_3.py"
+    script.write_text(
+        "import sys, trl\n"
+        "from transformers import TrainerCallback\n"
+        "from codegen_bench.harness.cli import main\n"
+        "class Stop(TrainerCallback):\n"
+        "    def on_step_begin(self, args, state, control, **kwargs):\n"
+        "        if state.global_step == 3:\n"
+        "            raise KeyboardInterrupt\n"
+        "real = trl.SFTTrainer.__init__\n"
+        "def init(self, *a, **k):\n"
+        "    real(self, *a, **k)\n"
+        "    self.add_callback(Stop())\n"
+        "trl.SFTTrainer.__init__ = init\n"
+        "sys.exit(main())\n"
+    )
+    out = tmp_path / "two"
+    arguments = ["train", "lora", "--data", str(data), "--out", str(out), "--pretrained", str(tiny_model_dir)]
+    arguments += [arg for key, value in TRAIN_CONFIG.items() for arg in ("--config", f"{key}={value}")]
+    launch = [*LAUNCH, "--num_processes", "2"]
+    stopped = _run([*launch, str(script), *arguments])
+    assert stopped.returncode != 0
+    assert not out.exists()  # no artifact from an unfinished run
+    checkpoints = tmp_path / "two.checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-2"]
+
+    resumed = _run([*launch, "-m", "codegen_bench.harness.cli", *arguments])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.splitlines().count(str(out)) == 1  # printed once, by rank 0
+    training = json.loads((out / "variant.json").read_text())["training"]
+    assert training["world_size"] == 2 and training["resumed_from"].endswith("checkpoint-2")
+    one_training = json.loads((one / "variant.json").read_text())["training"]
+    assert training["examples"] == one_training["examples"]
+    # The same optimizer steps over the same examples: the validation loss agrees to float noise.
+    one_loss, two_loss = one_training["metrics"]["validation_loss"], training["metrics"]["validation_loss"]
+    assert two_loss == pytest.approx(one_loss, rel=1e-4)
+    model, manifest = load_variant(str(out), base)
+    assert manifest["variant"] == "lora"
+    tokens = torch.tensor([[5, 17, 42, 99]])
+    with torch.no_grad():
+        trained, untrained = model(tokens).logits, base.load()(tokens).logits
+    assert not torch.allclose(trained, untrained)

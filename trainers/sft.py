@@ -7,6 +7,15 @@ form the HumanEval task prompts with), split into train/validation/test with a f
 trained with the loss on the completion only. Checkpoints go to `<out>.checkpoints/`, and a rerun
 of the same command resumes from the last one. The adapter is saved as a `lora` (or `qlora`)
 artifact; `--model_args variant=<out>` evaluates it.
+
+Data-parallel under accelerate (DDP: gloo on CPU, NCCL on GPUs; or FSDP from an accelerate config):
+
+    accelerate launch --multi_gpu --num_processes 2 -m codegen_bench.harness.cli train lora ...
+
+The Trainer joins the launcher's process group itself. `batch_size` is the global batch, split evenly
+over the processes, so a run on N processes takes the same optimizer steps over the same examples as
+one process. The main process alone writes checkpoints and the artifact; a rerun resumes from the
+last checkpoint under the launcher too.
 """
 
 from __future__ import annotations
@@ -14,11 +23,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from codegen_bench.harness.distributed import launched_world_size
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.variants.artifact import BaseModel, write_artifact
 from codegen_bench.variants.quantize import Nf4
@@ -41,7 +52,7 @@ class TrainConfig:
     learning_rate: float = 2e-4
     epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides epochs
-    batch_size: int = 4
+    batch_size: int = 4  # examples per step over all processes (split evenly among them)
     grad_accum: int = 1
     max_seq_len: int = 512
     validation_fraction: float = 0.05
@@ -131,10 +142,6 @@ def load_splits(data_path: Path, config: TrainConfig, chat: bool):
     return train, validation, test
 
 
-def _save_adapter(model, folder: Path) -> None:
-    model.save_pretrained(folder)  # adapter_model.safetensors + adapter_config.json
-
-
 def train(
     data_path: str | Path,
     base: BaseModel,
@@ -143,8 +150,8 @@ def train(
     push_to_hub: str | None = None,
 ) -> Path:
     """Train a LoRA/QLoRA adapter on `data_path` and save it as a variant artifact in `out_dir`."""
-    import torch
     from peft import LoraConfig, prepare_model_for_kbit_training
+    from transformers import set_seed
     from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTConfig, SFTTrainer
 
@@ -155,12 +162,23 @@ def train(
         raise CodegenBenchError(
             f"--data {data_path} does not exist: build one with `codegen-bench data build`"
         )
+    world_size = launched_world_size()
+    if config.batch_size % world_size:
+        raise CodegenBenchError(
+            f"batch_size={config.batch_size} does not split over {world_size} processes: "
+            f"use a multiple of {world_size} (it is the global batch)"
+        )
+    base = _on_this_rank(base)
     tokenizer = load_tokenizer(base.name_or_path, base.load_config)
     chat = bool(getattr(tokenizer, "chat_template", None))
     train_set, validation_set, test_set = load_splits(data_path, config, chat)
 
+    # peft initialises the LoRA matrices when the trainer wraps the model, before the Trainer seeds:
+    # seed here so that a run is repeatable (under DDP rank 0's initial weights are broadcast).
+    set_seed(config.seed)
     if config.kind == "qlora":
-        model = base.load(quantization_config=config.nf4.to_transformers())
+        placement = {"device_map": {"": base.load_config.device}} if on_gpu(base) else {}
+        model = base.load(quantization_config=config.nf4.to_transformers(), **placement)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     else:
         model = base.load()
@@ -171,8 +189,8 @@ def train(
         output_dir=str(checkpoints),
         max_steps=config.max_steps,
         num_train_epochs=config.epochs,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
+        per_device_train_batch_size=config.batch_size // world_size,
+        per_device_eval_batch_size=config.batch_size // world_size,
         gradient_accumulation_steps=config.grad_accum,
         learning_rate=config.learning_rate,
         logging_steps=config.logging_steps,
@@ -225,33 +243,76 @@ def train(
     if tokens:
         metrics["train_tokens"] = tokens
         metrics["train_tokens_per_s"] = tokens / train_seconds
-    with torch.no_grad():
-        trainer.model.eval()
-    training = {
-        "config": _jsonable(config),
-        "data": {"path": str(data_path.resolve()), "sha256": _file_sha256(data_path)},
-        "examples": {"train": len(train_set), "validation": len(validation_set), "test": len(test_set)},
-        "chat_format": chat,
-        "metrics": metrics,
-        "resumed_from": resume,
-    }
+    # Every process takes part in saving (FSDP gathers the sharded adapter); the Trainer writes it
+    # from the main process only, into a fixed folder the artifact is then made from.
+    adapter_dir = checkpoints / "final-adapter"
+    trainer.save_model(str(adapter_dir))
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        _write_adapter_artifact(
+            trainer.model,
+            adapter_dir,
+            out_dir,
+            base=base,
+            config=config,
+            training={
+                "config": _jsonable(config),
+                "data": {"path": str(data_path.resolve()), "sha256": _file_sha256(data_path)},
+                "examples": {
+                    "train": len(train_set),
+                    "validation": len(validation_set),
+                    "test": len(test_set),
+                },
+                "chat_format": chat,
+                "metrics": metrics,
+                "resumed_from": resume,
+                "world_size": world_size,
+            },
+        )
+        if push_to_hub:
+            trainer.push_to_hub()  # real hub code: needs a token and network
+        log.info("adapter saved to %s: %s", out_dir, json.dumps(metrics))
+    trainer.accelerator.wait_for_everyone()  # no process returns before the artifact exists
+    return out_dir
+
+
+def _write_adapter_artifact(model, adapter_dir: Path, out_dir: Path, *, base, config, training) -> None:
     # The variant's own config (variants/adapters.py): where the adapter is, and for qlora the 4-bit
     # base it was trained on, which is also the base it is evaluated on.
     variant_config = {"adapter": str(out_dir.resolve())}
     variant_config.update(asdict(config.nf4) if config.kind == "qlora" else {"merge": False})
     write_artifact(
-        trainer.model,
+        model,
         out_dir,
         variant=config.kind,
         config=variant_config,
         base=base,
-        save=_save_adapter,
+        save=lambda _, folder: _copy_adapter(adapter_dir, folder),
         extra={"training": training},
     )
-    if push_to_hub:
-        trainer.push_to_hub()  # real hub code: needs a token and network
-    log.info("adapter saved to %s: %s", out_dir, json.dumps(metrics))
-    return out_dir
+
+
+def _copy_adapter(adapter_dir: Path, folder: Path) -> None:
+    """The adapter the Trainer saved (adapter_model.safetensors + adapter_config.json), without the
+    tokenizer and training-arguments files it puts beside it: the artifact's base has those."""
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        shutil.copy2(adapter_dir / name, folder / name)
+
+
+def _on_this_rank(base: BaseModel) -> BaseModel:
+    """Under a launcher on GPUs, each process trains on its own GPU (cuda:LOCAL_RANK), not cuda:0."""
+    if launched_world_size() < 2 or not on_gpu(base):
+        return base
+    import os
+
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return replace(base, load_config=replace(base.load_config, device=device))
+
+
+def on_gpu(base: BaseModel) -> bool:
+    from codegen_bench.harness.loading import resolve_device
+
+    return resolve_device(base.load_config.device).type == "cuda"
 
 
 def _jsonable(config: TrainConfig) -> dict:
