@@ -198,3 +198,19 @@ def test_two_process_training_matches_one_process_and_resumes(tiny_model_dir, ba
     with torch.no_grad():
         trained, untrained = model(tokens).logits, base.load()(tokens).logits
     assert not torch.allclose(trained, untrained)
+
+
+def test_the_readme_accelerate_configs_load_in_accelerate(tmp_path):
+    import re
+
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, flags=re.S)
+    kinds = []
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"config{i}.yaml"
+        path.write_text(block)
+        config = load_config_from_file(str(path))  # refuses unknown keys
+        kinds.append(config.distributed_type.value)
+    assert kinds == ["MULTI_GPU", "FSDP"]
