@@ -10,6 +10,10 @@ They live in the docs, not in `generation_kwargs`, so lm-eval's `hf` model can r
 (it would pass unknown generation kwargs on to `generate` and fail). lm-eval's own
 `--apply_chat_template` is honoured: its rendered history (system instruction included) is
 re-rendered with the doc's chat fields applied to the last user turn, so both paths agree.
+
+Engines: `backend=hf` (the default) runs our own continuous-batching engine and likelihood code on
+transformers models, CPU or GPU; `backend=vllm` hands the same token ids and stop settings to vLLM on
+a GPU (harness/vllm_backend.py).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
-from codegen_bench.harness.distributed import gather_object, make_accelerator
+from codegen_bench.harness.distributed import gather_object, launched_world_size, make_accelerator
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.generation import GenerationSettings, GenerationStats, generate
 from codegen_bench.harness.likelihood import rolling_windows, score_continuations
@@ -33,6 +37,7 @@ from codegen_bench.harness.loading import LoadConfig, load_tokenizer, resolve_pr
 from codegen_bench.harness.memory import loaded_memory_bytes, peak_memory_bytes
 from codegen_bench.harness.prepack import can_prepack, prepack_linears_
 from codegen_bench.harness.variant_spec import VARIANT_CONFIG_PREFIX  # variant.sparsity=0.3
+from codegen_bench.harness.vllm_backend import BACKENDS
 from codegen_bench.variants import BaseModel, check_variant_spec, load_variant
 
 log = logging.getLogger(__name__)
@@ -77,6 +82,9 @@ class CodegenLM(TemplateLM):
         revision: str | None = None,
         trust_remote_code: bool = False,
         prepack: str | bool = "auto",
+        backend: str = "hf",
+        gpu_memory_utilization: float = 0.9,  # backend=vllm: the share of the GPU vLLM takes
+        tensor_parallel_size: int = 1,  # backend=vllm: GPUs one model is split over
         max_batch_size: int | None = None,  # passed by lm-eval's CLI; unused
         **unknown,
     ) -> None:
@@ -90,9 +98,14 @@ class CodegenLM(TemplateLM):
             raise CodegenBenchError(
                 f"unknown model_args {sorted(unknown)} for --model codegen: known are pretrained, variant, "
                 "variant.<config key>, dtype, batch_size, max_length, device, chat, seed, revision, "
-                "trust_remote_code, prepack"
+                "trust_remote_code, prepack, backend, gpu_memory_utilization, tensor_parallel_size"
             )
         self.batch_size = _as_batch_size(batch_size)
+        self.backend = _as_bool_choice(backend, "backend", BACKENDS)
+        prepack_mode = _as_bool_choice(prepack, "prepack", AUTO_TRUE_FALSE)
+        self.engine = None
+        if self.backend == "vllm":
+            _check_vllm_args(prepack_mode)
         # Under `accelerate launch`: this process's rank, and its own device (GPU i for rank i).
         self.accelerator = make_accelerator()
         if self.accelerator is not None:
@@ -113,21 +126,30 @@ class CodegenLM(TemplateLM):
         self.pretrained = resolve_pretrained(config.pretrained)
         self.tokenizer = load_tokenizer(self.pretrained, config)
         base = BaseModel(self.pretrained, config)
-        self.model, self.variant_manifest = load_variant(str(variant), base, variant_overrides)
-        self.variant = self.variant_manifest["variant"]
-        prepack_mode = _as_bool_choice(prepack, "prepack", AUTO_TRUE_FALSE)
-        if prepack_mode == "true" and not can_prepack(self.model):
-            raise CodegenBenchError(
-                "prepack=true needs a float32 model on CPU with oneDNN and no unmerged adapter: "
-                "use prepack=auto"
+        if self.backend == "vllm":
+            self._load_vllm(
+                base,
+                str(variant),
+                variant_overrides,
+                max_length,
+                seed,
+                gpu_memory_utilization,
+                tensor_parallel_size,
             )
-        self.prepacked_linears = (
-            prepack_linears_(self.model) if prepack_mode != "false" and can_prepack(self.model) else 0
-        )
-        self._device = self.model.device
-        self._max_length = max_length or min(
-            getattr(self.model.config, "max_position_embeddings", 2048), 32768
-        )
+        else:
+            self.model, self.variant_manifest = load_variant(str(variant), base, variant_overrides)
+            if prepack_mode == "true" and not can_prepack(self.model):
+                raise CodegenBenchError(
+                    "prepack=true needs a float32 model on CPU with oneDNN and no unmerged adapter: "
+                    "use prepack=auto"
+                )
+            self.prepacked_linears = (
+                prepack_linears_(self.model) if prepack_mode != "false" and can_prepack(self.model) else 0
+            )
+            self._device = self.model.device
+            self.dtype_name = str(self.model.dtype)
+            self._max_length = max_length or _context_length(self.model.config)
+        self.variant = self.variant_manifest["variant"]
         chat_mode = _as_bool_choice(chat, "chat", AUTO_TRUE_FALSE)
         has_template = bool(getattr(self.tokenizer, "chat_template", None))
         if chat_mode == "true" and not has_template:
@@ -139,12 +161,14 @@ class CodegenLM(TemplateLM):
         self.eos_token_ids = self._eos_token_ids()
         self._chat_histories: dict[str, list[dict]] = {}
         self.generation_stats = GenerationStats()
-        self.loaded_memory_bytes = loaded_memory_bytes(self._device)
+        # vLLM's engine holds the model in a process of its own: this process's counters say nothing.
+        self.loaded_memory_bytes = None if self.engine else loaded_memory_bytes(self._device)
         log.info(
-            "codegen: %s variant=%s dtype=%s device=%s chat=%s batch_size=%d prepacked_linears=%d",
+            "codegen: %s variant=%s backend=%s dtype=%s device=%s chat=%s batch_size=%d prepacked_linears=%d",
             self.pretrained,
             variant,
-            self.model.dtype,
+            self.backend,
+            self.dtype_name,
             self._device,
             self.chat,
             self.batch_size,
@@ -202,11 +226,7 @@ class CodegenLM(TemplateLM):
         for start in tqdm(range(0, len(order), self.batch_size), disable=disable_tqdm, desc="loglikelihood"):
             batch = order[start : start + self.batch_size]
             pairs = [(requests[i][1], requests[i][2]) for i in batch]
-            for i, result in zip(
-                batch,
-                score_continuations(self.model, pairs, self.max_length, self.tokenizer.pad_token_id),
-                strict=True,
-            ):
+            for i, result in zip(batch, self._score(pairs), strict=True):
                 results[i] = result
                 self.cache_hook.add_partial("loglikelihood", requests[i][0], result)
         return results
@@ -218,12 +238,7 @@ class CodegenLM(TemplateLM):
             windows = rolling_windows(self.tok_encode(text), self.prefix_token_id, self.max_length)
             total = 0.0
             for start in range(0, len(windows), self.batch_size):
-                scored = score_continuations(
-                    self.model,
-                    windows[start : start + self.batch_size],
-                    self.max_length,
-                    self.tokenizer.pad_token_id,
-                )
+                scored = self._score(windows[start : start + self.batch_size])
                 total += sum(logprob for logprob, _ in scored)
             results.append(total)
             self.cache_hook.add_partial("loglikelihood_rolling", (text,), total)
@@ -253,16 +268,20 @@ class CodegenLM(TemplateLM):
                     progress.set_postfix_str(f"{stats.tokens / (time.perf_counter() - started):.1f} tok/s")
                     progress.update(1)
 
-                generate(
-                    self.model,
-                    self.tokenizer,
-                    [prepared[i][0] for i in indices],
-                    settings,
-                    self.eos_token_ids,
-                    max_batch_size=self.batch_size,
-                    generator=self.generator,
-                    on_row_done=row_done,
-                )
+                prompts = [prepared[i][0] for i in indices]
+                if self.engine is not None:
+                    self.engine.generate(prompts, settings, self.eos_token_ids, on_row_done=row_done)
+                else:
+                    generate(
+                        self.model,
+                        self.tokenizer,
+                        prompts,
+                        settings,
+                        self.eos_token_ids,
+                        max_batch_size=self.batch_size,
+                        generator=self.generator,
+                        on_row_done=row_done,
+                    )
                 stats.seconds = time.perf_counter() - started
         if requests:
             log.info(
@@ -276,8 +295,54 @@ class CodegenLM(TemplateLM):
 
     # ---- helpers ------------------------------------------------------------------------------
 
+    def _load_vllm(
+        self, base, variant, overrides, max_length, seed, gpu_memory_utilization, tensor_parallel_size
+    ):
+        from transformers import AutoConfig
+
+        from codegen_bench.harness.vllm_backend import VllmEngine, vllm_quantization_methods, vllm_source
+        from codegen_bench.variants import resolve_artifact
+
+        folder, self.variant_manifest = resolve_artifact(variant, base, overrides)
+        torch.cuda.empty_cache()  # a variant just built here leaves the GPU to vLLM
+        source = vllm_source(folder, self.variant_manifest, base, vllm_quantization_methods())
+        model_config = AutoConfig.from_pretrained(
+            base.name_or_path,
+            revision=base.load_config.revision,
+            trust_remote_code=base.load_config.trust_remote_code,
+        )
+        self._max_length = max_length or _context_length(model_config)
+        self.engine = VllmEngine(
+            source,
+            dtype=base.load_config.dtype,
+            max_length=self._max_length,
+            seed=int(seed),
+            gpu_memory_utilization=float(gpu_memory_utilization),
+            tensor_parallel_size=int(tensor_parallel_size),
+            revision=base.load_config.revision,
+            trust_remote_code=base.load_config.trust_remote_code,
+        )
+        self.model = None
+        self.prepacked_linears = 0
+        self._device = torch.device("cpu")  # this process's side: token ids and the sampler seed
+        self.dtype_name = self.engine.dtype
+
+    def _score(self, pairs) -> list[tuple[float, bool]]:
+        if self.engine is not None:
+            return self.engine.score(pairs, self.max_length)
+        return score_continuations(self.model, pairs, self.max_length, self.tokenizer.pad_token_id)
+
     def _eos_token_ids(self) -> set[int]:
-        ids = self.model.generation_config.eos_token_id
+        if self.model is not None:
+            generation_config = self.model.generation_config
+        else:
+            from transformers import GenerationConfig
+
+            try:
+                generation_config = GenerationConfig.from_pretrained(self.pretrained)
+            except OSError:  # no generation_config.json: the tokenizer's EOS alone
+                generation_config = GenerationConfig()
+        ids = generation_config.eos_token_id
         ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
         if self.tokenizer.eos_token_id is not None:
             ids.add(self.tokenizer.eos_token_id)
@@ -330,7 +395,8 @@ class CodegenLM(TemplateLM):
             "pretrained": self.pretrained,
             "variant": self.variant,
             "variant_config": self.variant_manifest.get("config"),
-            "dtype": str(self.model.dtype),
+            "dtype": self.dtype_name,
+            "backend": self.backend,
             "chat": self.chat,
             "prepacked_linears": self.prepacked_linears,
             "codegen_bench_version": version("codegen-bench"),
@@ -339,5 +405,24 @@ class CodegenLM(TemplateLM):
             "variant_sparsity": (self.variant_manifest.get("sparsity") or {}).get("total"),
             "generation": self.generation_stats.as_dict(),
             "loaded_memory_bytes": self.loaded_memory_bytes,
-            "peak_memory_bytes": peak_memory_bytes(self._device),
+            "peak_memory_bytes": None if self.engine else peak_memory_bytes(self._device),
         }
+
+
+def _context_length(model_config) -> int:
+    return min(getattr(model_config, "max_position_embeddings", 2048), 32768)
+
+
+def _check_vllm_args(prepack_mode: str) -> None:
+    from codegen_bench.harness.vllm_backend import check_vllm_available
+
+    if prepack_mode == "true":
+        raise CodegenBenchError(
+            "prepack=true applies to backend=hf (our CPU engine): drop it with backend=vllm"
+        )
+    if launched_world_size() > 1:
+        raise CodegenBenchError(
+            "backend=vllm under accelerate launch: vLLM runs its own workers; run one process and give "
+            "tensor_parallel_size=N to split the model over N GPUs"
+        )
+    check_vllm_available()

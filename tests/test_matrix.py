@@ -145,3 +145,17 @@ def test_latency_suite_runs_once_per_run_folder(tiny_model_dir, tmp_path):
     stamp = path.stat().st_mtime_ns
     assert run_latency(config) == tmp_path / "run" / LATENCY_FILE
     assert path.stat().st_mtime_ns == stamp  # covered already: not measured again
+
+
+def test_latency_suite_is_skipped_for_backend_vllm(tiny_model_dir, tmp_path):
+    from codegen_bench.harness.matrix import run_latency
+
+    config = MatrixConfig(
+        variants=(VariantSpec.parse("base"),),
+        tasks=("humaneval_custom",),
+        out=tmp_path / "run",
+        pretrained=str(tiny_model_dir),
+        model_args={"backend": "vllm"},
+    )
+    assert run_latency(config) is None
+    assert not (tmp_path / "run").exists()

@@ -34,6 +34,7 @@ __all__ = [
     "get_variant",
     "load_variant",
     "register_variant",
+    "resolve_artifact",
 ]
 
 
@@ -103,3 +104,24 @@ def load_variant(spec: str, base: BaseModel, overrides: dict[str, Any] | None = 
         return variant.load(cached, base, config), read_manifest(cached)
     model, folder = build_artifact(spec, base, overrides, cached)
     return model, read_manifest(folder)
+
+
+def resolve_artifact(
+    spec: str, base: BaseModel, overrides: dict[str, Any] | None = None
+) -> tuple[Path | None, dict]:
+    """The artifact folder for `spec` and its manifest, built (and cached) if needed but not loaded:
+    for engines that read the folder themselves (vLLM). `base` gives (None, its manifest)."""
+    check_variant_spec(spec, overrides)
+    folder = Path(spec).expanduser()
+    if folder.is_dir():
+        manifest = read_manifest(folder)
+        check_base(manifest, folder, base)
+        return folder, manifest
+    variant = get_variant(spec)
+    config = make_config(variant, overrides)
+    if spec == "base":
+        return None, {"variant": "base", "config": config_to_dict(config)}
+    folder = cached_artifact_dir(spec, config_to_dict(config), base)
+    if not (folder / "variant.json").is_file():
+        build_artifact(spec, base, overrides, folder)
+    return folder, read_manifest(folder)

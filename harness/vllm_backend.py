@@ -1,0 +1,299 @@
+"""`backend=vllm`: the `codegen` model's generation and likelihood on vLLM, on NVIDIA GPUs.
+
+    lm_eval --model codegen --model_args backend=vllm,variant=l1-pruned --tasks humaneval_custom ...
+
+Everything but the engine stays ours: the tasks, the prompts (chat forms included), the stop
+strings and EOS ids, the prompt budget, the samples file. vLLM gets token ids and sampling settings
+and returns text with the stop strings cut off, as our engine does.
+
+What vLLM loads of each variant, decided from the artifact itself, so third-party variants follow
+the same rules:
+- `base`: the model folder.
+- an artifact folder holding a transformers model (config.json + weights): that folder. The pruned
+  variants are this (dense weights with zeros), so is anything saved already merged.
+- `lora`: the base plus the adapter through vLLM's LoRA support; with `merge=True`, the adapter
+  merged into the weights once (cached) and loaded as a plain model.
+- `nf4`, `qlora` (bitsandbytes 4-bit): with `quantization="bitsandbytes"` when the installed vLLM
+  lists it (vLLM 0.5-0.1x did; 0.33 does not), else refused with the reason.
+- `int8-dynamic` (torch dynamic quantization) or any folder without config.json: refused; vLLM has no
+  loader for torch's quantized modules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.harness.generation import GenerationSettings
+from codegen_bench.variants.artifact import BaseModel
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("hf", "vllm")
+# vLLM allocates LoRA buffers for one of these ranks (vllm.config.lora.MaxLoRARanks).
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+INSTALL_HINT = "pip install vllm (Linux with an NVIDIA GPU)"
+
+
+@dataclass(frozen=True)
+class VllmSource:
+    """What `vllm.LLM` loads: a model folder (or hub id), its tokenizer, and how."""
+
+    model: str
+    tokenizer: str
+    quantization: str | None = None
+    adapter: str | None = None  # a LoRA adapter folder, served with vLLM's LoRA support
+    max_lora_rank: int = 0
+
+
+def check_vllm_available() -> None:
+    """Fail in one line, before anything loads, where vLLM cannot run."""
+    try:
+        import vllm  # noqa: F401
+    except ImportError as exc:
+        raise CodegenBenchError(
+            f"backend=vllm needs the vllm package, which is not importable ({exc}): {INSTALL_HINT}, "
+            "or use backend=hf (the default, CPU or GPU)"
+        ) from None
+    import torch
+
+    if not torch.cuda.is_available():
+        raise CodegenBenchError(
+            "backend=vllm needs a CUDA GPU and torch sees none: use backend=hf (the default) on this machine"
+        )
+
+
+def vllm_quantization_methods() -> list[str]:
+    from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
+
+    return list(QUANTIZATION_METHODS)
+
+
+def vllm_source(
+    folder: Path | None,
+    manifest: dict,
+    base: BaseModel,
+    quantization_methods: Sequence[str],
+    merge_lora: Callable[[Path, BaseModel], Path] | None = None,
+) -> VllmSource:
+    """How vLLM loads the variant whose artifact is `folder` (None: the base model itself)."""
+    merge_lora = merge_lora or merged_lora_folder
+    tokenizer = base.name_or_path
+    variant = manifest.get("variant", "?")
+    if folder is None:
+        return VllmSource(model=base.name_or_path, tokenizer=tokenizer)
+    if (folder / "adapter_config.json").is_file():
+        adapter_config = json.loads((folder / "adapter_config.json").read_text())
+        if variant == "qlora":
+            _require_bitsandbytes(variant, quantization_methods)
+            return VllmSource(
+                model=base.name_or_path,
+                tokenizer=tokenizer,
+                quantization="bitsandbytes",
+                adapter=str(folder),
+                max_lora_rank=_lora_rank(adapter_config, folder),
+            )
+        if manifest.get("config", {}).get("merge"):
+            return VllmSource(model=str(merge_lora(folder, base)), tokenizer=tokenizer)
+        return VllmSource(
+            model=base.name_or_path,
+            tokenizer=tokenizer,
+            adapter=str(folder),
+            max_lora_rank=_lora_rank(adapter_config, folder),
+        )
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise CodegenBenchError(
+            f"variant {variant!r} ({folder}) is not a transformers model folder (no config.json; "
+            + (
+                "its weights are torch dynamic int8 modules, "
+                if variant == "int8-dynamic"
+                else "a format of its own, "
+            )
+            + "which vLLM has no loader for): evaluate it with backend=hf"
+        )
+    method = (json.loads(config_path.read_text()).get("quantization_config") or {}).get("quant_method")
+    if method == "bitsandbytes":
+        _require_bitsandbytes(variant, quantization_methods)
+        return VllmSource(model=str(folder), tokenizer=tokenizer, quantization="bitsandbytes")
+    # Unquantized, or a method vLLM reads from config.json itself (gptq, awq, fp8, ...).
+    return VllmSource(model=str(folder), tokenizer=tokenizer)
+
+
+def _require_bitsandbytes(variant: str, quantization_methods: Sequence[str]) -> None:
+    if "bitsandbytes" not in quantization_methods:
+        from importlib import metadata
+
+        try:
+            installed = metadata.version("vllm")
+        except metadata.PackageNotFoundError:
+            installed = "(version unknown)"
+        raise CodegenBenchError(
+            f"variant {variant!r} is bitsandbytes 4-bit, and the installed vLLM {installed} has no "
+            "bitsandbytes loader: evaluate it with backend=hf, or install a vLLM that lists "
+            "bitsandbytes among its quantization methods"
+        )
+
+
+def _lora_rank(adapter_config: dict, folder: Path) -> int:
+    r = int(adapter_config.get("r", 0))
+    for rank in VLLM_LORA_RANKS:
+        if rank >= r:
+            return rank
+    raise CodegenBenchError(
+        f"adapter {folder} has rank r={r}, above vLLM's largest LoRA rank {VLLM_LORA_RANKS[-1]}: "
+        "use variant.merge=true to serve it merged, or backend=hf"
+    )
+
+
+def merged_lora_folder(adapter: Path, base: BaseModel) -> Path:
+    """The base with the adapter folded in, saved once as a transformers folder in the cache (keyed
+    by the base's checksum and the adapter's weights) for vLLM to load as a plain model."""
+    from codegen_bench.harness.provision import cache_dir
+    from codegen_bench.variants.adapters import LoraAdapter, load_lora
+
+    digest = hashlib.sha256((adapter / "adapter_model.safetensors").read_bytes()).hexdigest()[:12]
+    folder = cache_dir() / "merged-lora" / base.fingerprint()[:12] / digest
+    if (folder / "config.json").is_file():
+        return folder
+    log.info("vllm: merging adapter %s into %s once, into %s", adapter, base.name_or_path, folder)
+    # On the CPU: the GPU is vLLM's.
+    cpu_base = BaseModel(base.name_or_path, _on_cpu(base.load_config))
+    model = load_lora(adapter, cpu_base, LoraAdapter(adapter=str(adapter), merge=True))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+    try:
+        model.save_pretrained(staging)
+        os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+def _on_cpu(load_config):
+    from dataclasses import replace
+
+    return replace(load_config, device="cpu")
+
+
+class VllmEngine:
+    """One `vllm.LLM` for a `codegen` model: generation and continuation scoring on token ids."""
+
+    def __init__(
+        self,
+        source: VllmSource,
+        *,
+        dtype: str,
+        max_length: int,
+        seed: int,
+        gpu_memory_utilization: float,
+        tensor_parallel_size: int,
+        revision: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        from vllm import LLM
+
+        kwargs = {}
+        if source.adapter:
+            from vllm.lora.request import LoRARequest
+
+            kwargs.update(enable_lora=True, max_lora_rank=source.max_lora_rank, max_loras=1)
+            self.lora_request = LoRARequest("adapter", 1, source.adapter)
+        else:
+            self.lora_request = None
+        if source.quantization:
+            kwargs["quantization"] = source.quantization
+        self.source = source
+        self.dtype = dtype
+        log.info("vllm: loading %s", source)
+        self.llm = LLM(
+            model=source.model,
+            tokenizer=source.tokenizer,
+            # Our "auto" is bf16 on a GPU (vLLM's would be fp16 for a float32 checkpoint).
+            dtype="bfloat16" if dtype == "auto" else dtype,
+            max_model_len=max_length,
+            seed=seed,
+            gpu_memory_utilization=gpu_memory_utilization,
+            tensor_parallel_size=tensor_parallel_size,
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+            **kwargs,
+        )
+
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        settings: GenerationSettings,
+        eos_token_ids: set[int],
+        on_row_done: Callable[[int, str, int], None],
+    ) -> None:
+        """Generate for every prompt (vLLM batches and schedules them itself), then report each row
+        as `on_row_done(row, text, n_tokens)`, like `generation.generate`."""
+        from vllm import SamplingParams, TokensPrompt
+
+        params = SamplingParams(
+            n=1,
+            max_tokens=settings.max_new_tokens,
+            # Greedy is temperature 0 in vLLM. Sampled rows draw from the engine's seeded generator:
+            # no per-request seed, or the n copies of a pass@k prompt would be identical.
+            temperature=settings.temperature if settings.do_sample else 0.0,
+            top_p=settings.top_p if settings.do_sample else 1.0,
+            stop=list(settings.stop_strings),
+            stop_token_ids=sorted(eos_token_ids),
+            include_stop_str_in_output=False,
+            skip_special_tokens=True,
+        )
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=list(ids)) for ids in prompts],
+            params,
+            use_tqdm=False,
+            lora_request=self.lora_request,
+        )
+        for row, output in enumerate(outputs):
+            completion = output.outputs[0]
+            on_row_done(row, completion.text, len(completion.token_ids))
+
+    def score(
+        self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], max_length: int
+    ) -> list[tuple[float, bool]]:
+        """For each (context ids, continuation ids): the continuation's summed log-prob and whether
+        each of its tokens is the argmax, from vLLM's prompt log-probs (the same windows as
+        `likelihood.score_continuations`: sequences over `max_length` keep their end)."""
+        from vllm import SamplingParams, TokensPrompt
+
+        rows = []
+        for context, continuation in pairs:
+            whole = (list(context) + list(continuation))[-(max_length + 1) :]
+            rows.append((whole, min(len(continuation), len(whole) - 1)))
+        # prompt_logprobs=1: each position holds the prompt token's log-prob and vocabulary rank.
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=whole) for whole, _ in rows],
+            params,
+            use_tqdm=False,
+            lora_request=self.lora_request,
+        )
+        return [
+            continuation_logprob(output.prompt_logprobs, whole, n_cont)
+            for output, (whole, n_cont) in zip(outputs, rows, strict=True)
+        ]
+
+
+def continuation_logprob(prompt_logprobs, token_ids: Sequence[int], n_cont: int) -> tuple[float, bool]:
+    """Sum and greediness of the last `n_cont` tokens' log-probs. vLLM's `prompt_logprobs[i]` maps
+    token ids to `Logprob(logprob, rank)` for position i given the tokens before it (None at 0)."""
+    total, greedy = 0.0, True
+    for position in range(len(token_ids) - n_cont, len(token_ids)):
+        entry = prompt_logprobs[position][token_ids[position]]
+        total += entry.logprob
+        greedy = greedy and entry.rank == 1
+    return total, greedy
