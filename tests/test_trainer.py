@@ -87,3 +87,11 @@ def test_qlora_trains_on_the_4bit_base_and_loads_on_it(base, data_file, tmp_path
     assert manifest["variant"] == "qlora" and manifest["config"]["quant_type"] == "nf4"
     model, _ = load_variant(str(out), base)
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+
+
+def test_a_global_batch_that_does_not_split_over_the_processes_is_refused(
+    base, data_file, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as under accelerate launch --num_processes 2
+    with pytest.raises(CodegenBenchError, match="batch_size=3 does not split over 2 processes"):
+        train(data_file, base, TrainConfig(**{**TINY, "batch_size": 3}), tmp_path / "lora")
