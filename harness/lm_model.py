@@ -101,10 +101,12 @@ class CodegenLM(TemplateLM):
                 "trust_remote_code, prepack, backend, gpu_memory_utilization, tensor_parallel_size"
             )
         self.batch_size = _as_batch_size(batch_size)
-        self.backend = _as_bool_choice(backend, "backend", BACKENDS)
+        # Not `self.backend`: lm-eval's TemplateLM reads that ("causal") to decide how a context and
+        # its continuation are tokenized for loglikelihood.
+        self.engine_name = _as_bool_choice(backend, "backend", BACKENDS)
         prepack_mode = _as_bool_choice(prepack, "prepack", AUTO_TRUE_FALSE)
         self.engine = None
-        if self.backend == "vllm":
+        if self.engine_name == "vllm":
             _check_vllm_args(prepack_mode)
         # Under `accelerate launch`: this process's rank, and its own device (GPU i for rank i).
         self.accelerator = make_accelerator()
@@ -126,7 +128,7 @@ class CodegenLM(TemplateLM):
         self.pretrained = resolve_pretrained(config.pretrained)
         self.tokenizer = load_tokenizer(self.pretrained, config)
         base = BaseModel(self.pretrained, config)
-        if self.backend == "vllm":
+        if self.engine_name == "vllm":
             self._load_vllm(
                 base,
                 str(variant),
@@ -167,7 +169,7 @@ class CodegenLM(TemplateLM):
             "codegen: %s variant=%s backend=%s dtype=%s device=%s chat=%s batch_size=%d prepacked_linears=%d",
             self.pretrained,
             variant,
-            self.backend,
+            self.engine_name,
             self.dtype_name,
             self._device,
             self.chat,
@@ -396,7 +398,7 @@ class CodegenLM(TemplateLM):
             "variant": self.variant,
             "variant_config": self.variant_manifest.get("config"),
             "dtype": self.dtype_name,
-            "backend": self.backend,
+            "backend": self.engine_name,
             "chat": self.chat,
             "prepacked_linears": self.prepacked_linears,
             "codegen_bench_version": version("codegen-bench"),

@@ -41,6 +41,12 @@ def test_backend_vllm_without_a_gpu_fails_in_one_line(tiny_model_dir, monkeypatc
         CodegenLM(pretrained=str(tiny_model_dir), backend="vllm")
 
 
+def test_the_backend_argument_leaves_lm_evals_causal_encoding_alone(tiny_lm):
+    # TemplateLM.backend == "causal" makes lm-eval tokenize context + continuation together for
+    # loglikelihood; our `backend` model argument lives elsewhere.
+    assert tiny_lm.backend == "causal" and tiny_lm.engine_name == "hf"
+
+
 def test_unknown_backend_is_refused(tiny_model_dir):
     with pytest.raises(CodegenBenchError, match="backend='tgi' is not valid: use one of hf, vllm"):
         CodegenLM(pretrained=str(tiny_model_dir), backend="tgi")
