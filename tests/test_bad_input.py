@@ -255,6 +255,33 @@ def test_sigterm_becomes_a_keyboard_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+def test_a_forked_child_dies_of_sigterm_even_one_sent_during_the_fork(tmp_path):
+    # A multiprocessing pool ends its workers with SIGTERM and waits for them. Here the SIGTERM is
+    # sent from inside the child's after-fork hooks, before ours has run: the window in which an
+    # inherited handler would lose it (lm-eval's bootstrap pool then hung the CI gate).
+    script = tmp_path / "fork.py"
+    script.write_text(
+        "import os, signal, sys, time\n"
+        "os.register_at_fork(after_in_child=lambda: os.kill(os.getpid(), signal.SIGTERM))\n"
+        "from codegen_bench.harness.signals import sigterm_raises_keyboard_interrupt\n"
+        "sigterm_raises_keyboard_interrupt()\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    time.sleep(5)\n"
+        "    os._exit(0)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "died = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM\n"
+        "print('child died of SIGTERM' if died else f'child ended with status {status}')\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(5)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('parent interrupted')\n"
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert result.stdout.splitlines() == ["child died of SIGTERM", "parent interrupted"], result.stderr
+
+
 def test_lm_eval_ends_an_interrupt_with_one_line(capsys):
     from types import SimpleNamespace
 
