@@ -24,16 +24,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.generation import GenerationSettings
-from codegen_bench.variants.artifact import BaseModel
+from codegen_bench.variants.artifact import BaseModel, staged_folder
 
 log = logging.getLogger(__name__)
 
@@ -168,14 +165,8 @@ def merged_lora_folder(adapter: Path, base: BaseModel) -> Path:
     # On the CPU: the GPU is vLLM's.
     cpu_base = BaseModel(base.name_or_path, _on_cpu(base.load_config))
     model = load_lora(adapter, cpu_base, LoraAdapter(adapter=str(adapter), merge=True))
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
-    try:
+    with staged_folder(folder) as staging:
         model.save_pretrained(staging)
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return folder
 
 

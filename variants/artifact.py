@@ -13,6 +13,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -109,9 +111,7 @@ def write_artifact(
     """Save `model` with `save(model, folder)` and write variant.json, atomically: the artifact is
     built in a temporary sibling folder and renamed into place when complete."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
-    try:
+    with staged_folder(out_dir) as staging:
         save(model, staging)
         manifest = {
             "variant": variant,
@@ -127,13 +127,23 @@ def write_artifact(
         # Size on disk of the weights: variant.json itself is not counted.
         manifest["size_on_disk_bytes"] = folder_size_bytes(staging)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return out_dir
+
+
+@contextmanager
+def staged_folder(out_dir: Path) -> Iterator[Path]:
+    """A temporary sibling of `out_dir` to write into; renamed into place (replacing any old one) when
+    the block succeeds, removed when it fails, so readers never see a half-written folder."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
+    try:
+        yield staging
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return out_dir
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
