@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import gc
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -48,3 +52,23 @@ def test_codegen_model_prepacks_by_default_and_can_be_told_not_to(tiny_model_dir
     plain = CodegenLM(pretrained=str(tiny_model_dir), max_length=256, prepack="false")
     assert packed.get_model_info()["prepacked_linears"] == 15
     assert plain.get_model_info()["prepacked_linears"] == 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads Linux's /proc/self/maps")
+def test_packing_lets_the_memory_mapped_weights_file_go(tiny_model_dir, tmp_path):
+    # A tensor still viewing the safetensors mapping would keep every packed fp32 weight's page
+    # resident: the resident set would count the weights twice.
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "model")  # mapped by this test's model only
+    weights = str((folder / "model.safetensors").resolve())
+
+    def mapped() -> bool:
+        return weights in Path("/proc/self/maps").read_text()
+
+    model = _fresh(folder)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    assert mapped()  # loaded memory-mapped, as transformers does
+    prepack_linears_(model)
+    gc.collect()
+    assert not mapped()
+    for name, param in model.named_parameters():  # what was copied out is unchanged
+        torch.testing.assert_close(param, before[name], rtol=0, atol=0)
