@@ -19,8 +19,6 @@ this same run: absolute times drift between machines and runs, ratios much less.
 
 from __future__ import annotations
 
-import gc
-
 import pytest
 import torch
 
@@ -32,6 +30,7 @@ def lm(variant_spec, pytestconfig):
     from lm_eval.utils import simple_parse_args_string
 
     from codegen_bench.harness.lm_model import CodegenLM
+    from codegen_bench.harness.memory import release_freed_memory
     from codegen_bench.harness.variant_spec import VariantSpec
     from codegen_bench.variants.artifact import weights_size_bytes
 
@@ -43,13 +42,13 @@ def lm(variant_spec, pytestconfig):
         **spec.model_args(),
     )
     figures = SUMMARY.setdefault(spec.name, {})
-    figures["weight_memory_bytes"] = model.loaded_memory_bytes
+    figures["weight_memory_bytes"] = model.weight_memory_bytes
     figures["size_on_disk_bytes"] = model.variant_manifest.get("size_on_disk_bytes") or weights_size_bytes(
         model.pretrained
     )
     yield spec.name, model
     del model
-    gc.collect()
+    release_freed_memory()  # else the next variant's resident set starts with this one's freed heap
 
 
 def _prompts(model, count: int) -> list[list[int]]:

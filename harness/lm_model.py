@@ -34,7 +34,7 @@ from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.generation import GenerationSettings, GenerationStats, generate
 from codegen_bench.harness.likelihood import rolling_windows, score_continuations
 from codegen_bench.harness.loading import LoadConfig, load_tokenizer, resolve_pretrained
-from codegen_bench.harness.memory import loaded_memory_bytes, peak_memory_bytes
+from codegen_bench.harness.memory import loaded_memory_bytes, model_weight_bytes, peak_memory_bytes
 from codegen_bench.harness.prepack import can_prepack, prepack_linears_
 from codegen_bench.harness.variant_spec import VARIANT_CONFIG_PREFIX  # variant.sparsity=0.3
 from codegen_bench.harness.vllm_backend import BACKENDS
@@ -164,6 +164,7 @@ class CodegenLM(TemplateLM):
         self._chat_histories: dict[str, list[dict]] = {}
         self.generation_stats = GenerationStats()
         # vLLM's engine holds the model in a process of its own: this process's counters say nothing.
+        self.weight_memory_bytes = None if self.engine else model_weight_bytes(self.model)
         self.loaded_memory_bytes = None if self.engine else loaded_memory_bytes(self._device)
         log.info(
             "codegen: %s variant=%s backend=%s dtype=%s device=%s chat=%s batch_size=%d prepacked_linears=%d",
@@ -406,6 +407,7 @@ class CodegenLM(TemplateLM):
             "variant_size_on_disk_bytes": self.variant_manifest.get("size_on_disk_bytes"),
             "variant_sparsity": (self.variant_manifest.get("sparsity") or {}).get("total"),
             "generation": self.generation_stats.as_dict(),
+            "weight_memory_bytes": self.weight_memory_bytes,
             "loaded_memory_bytes": self.loaded_memory_bytes,
             "peak_memory_bytes": None if self.engine else peak_memory_bytes(self._device),
         }

@@ -12,6 +12,7 @@ after loading can be far below the model's size: the peak is the figure to compa
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import resource
 import sys
@@ -30,9 +31,48 @@ def _proc_status_bytes(field: str) -> int | None:
     return None  # not Linux
 
 
+def release_freed_memory() -> None:
+    """Hand memory freed by Python and torch back to the OS, so the resident set shows what is live.
+
+    glibc keeps freed heap pages (torch's weight-sized blocks among them) for reuse: without a trim,
+    a process that built a variant or measured another one first reports their memory as this one's.
+    """
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def model_weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the weights `model` holds, in the form it holds them: fp32/bf16 tensors, int8 packed
+    weights with their scales, NF4 blocks with their quantization state, oneDNN-prepacked weights.
+    Counted from the tensors, so it does not depend on what else the process did."""
+    from codegen_bench.harness.prepack import PrepackedLinear
+
+    seen: set[tuple] = set()
+
+    def nbytes(value) -> int:
+        if isinstance(value, (tuple, list)):  # dynamic int8 linears store (weight, bias)
+            return sum(nbytes(v) for v in value)
+        if not isinstance(value, torch.Tensor):
+            return 0
+        if value.layout == torch.strided and not value.is_quantized:
+            key = (value.data_ptr(), value.numel(), value.dtype)
+            if key in seen:  # tied weights
+                return 0
+            seen.add(key)
+        return value.numel() * value.element_size()
+
+    total = sum(nbytes(value) for value in model.state_dict(keep_vars=True).values())
+    for module in model.modules():
+        if isinstance(module, PrepackedLinear):  # not in the state dict: an opaque oneDNN tensor
+            total += nbytes(module.packed_weight) + nbytes(module.bias)
+    return total
+
+
 def loaded_memory_bytes(device: torch.device) -> int | None:
     """Memory held now (call it right after loading); then restart the peak counter."""
-    gc.collect()
+    release_freed_memory()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return int(torch.cuda.memory_allocated(device))

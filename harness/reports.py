@@ -70,7 +70,8 @@ def matrix_rows(records: Sequence[dict]) -> tuple[list[str], dict[str, dict[str,
 
 def latency_rows(path: Path) -> tuple[list[str], dict[str, dict[str, float]], dict[str, bool]]:
     """Columns from a pytest-benchmark latency.json (benchmarks/test_latency.py): speeds, time to
-    first token, weight memory, each speed also as a ratio to the suite's first variant."""
+    first token, weight memory, peak RSS while decoding, each speed also as a ratio to the suite's
+    first variant."""
     import json
 
     benchmarks = json.loads(Path(path).read_text()).get("benchmarks", [])
@@ -92,6 +93,10 @@ def latency_rows(path: Path) -> tuple[list[str], dict[str, dict[str, float]], di
             elif key == "weight_memory_bytes" and value:
                 row["weight_memory_GiB"] = value / 2**30
                 direction["weight_memory_GiB"] = False
+            elif key == "peak_memory_bytes" and value:  # the largest over the suite's decode runs
+                column = "peak_rss_decoding_GiB"
+                row[column] = max(row.get(column, 0.0), value / 2**30)
+                direction[column] = False
     if rows:
         reference = rows[next(iter(rows))]
         for key in [k for k in direction if "_per_s" in k]:

@@ -104,7 +104,9 @@ def _latency_json(path):
             "base",
             decode_tokens_per_s_batch1=10.0,
             weight_memory_bytes=2**31,
+            peak_memory_bytes=3 * 2**30,
         ),
+        bench("test_decode_throughput[base-large]", "base", peak_memory_bytes=4 * 2**30),
         bench(
             "test_decode_throughput[int8-1]",
             "int8",
@@ -125,5 +127,6 @@ def test_latency_figures_join_the_matrix_with_ratios_to_the_first_variant(tmp_pa
         table = {row["variant"]: row for row in csv.DictReader(f)}
     assert float(table["int8"]["decode_tokens_per_s_batch1_x_base"]) == pytest.approx(2.5)
     assert float(table["base"]["weight_memory_GiB"]) == pytest.approx(2.0)
+    assert float(table["base"]["peak_rss_decoding_GiB"]) == pytest.approx(4.0)  # the larger batch's
     assert float(table["base"]["time_to_first_token_s"]) == pytest.approx(0.5)
     assert table["l1"]["decode_tokens_per_s_batch1"] == ""  # not in the latency run
