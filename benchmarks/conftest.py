@@ -19,7 +19,10 @@ def pytest_addoption(parser) -> None:
         help="more `codegen` model_args for every variant, lm-eval style k=v,k=v (dtype, prepack...)",
     )
     group.addoption("--prompt-tokens", type=int, default=256, help="prompt length for prefill latency")
-    group.addoption("--new-tokens", type=int, default=32, help="tokens decoded per row")
+    group.addoption("--new-tokens", type=int, default=64, help="tokens decoded per row")
+    group.addoption(
+        "--decode-prompt-tokens", type=int, default=16, help="prompt length per row before decoding"
+    )
     group.addoption("--large-batch", type=int, default=16, help="the larger decode batch")
     group.addoption("--latency-rounds", type=int, default=3, help="timed rounds per measurement")
 

@@ -7,10 +7,12 @@ For each variant, loaded as `lm_eval --model codegen` loads it (prepacked weight
 - prefill latency of a fixed --prompt-tokens prompt (one forward pass, last-position logits);
 - time to first token for the first HumanEval prompt as the model is prompted (chat template);
 - decode tokens/s at batch 1 and at --large-batch: --new-tokens tokens per row, end of sequence
-  ignored, after the first HumanEval prompts; the prefill of the same batch, timed apart, is
-  subtracted;
-- weight memory (resident set right after loading), peak resident set while generating, size on
-  disk (the artifact's weights; the base model's safetensors).
+  ignored, after --decode-prompt-tokens random tokens per row; the prefill of the same batch, timed
+  apart, is subtracted. Short prompts keep that prefill a small part of the timed work: after long
+  prompts the decode time is a small difference of two large, noisy times;
+- weight memory (the bytes of the model's tensors as it holds them: packed int8, NF4 blocks and
+  their state, oneDNN-packed fp32), peak resident set while decoding, size on disk (the artifact's
+  weights; the base model's safetensors).
 pytest-benchmark runs one warm-up round and --latency-rounds timed rounds and reports min, median
 and spread; the derived figures sit in each benchmark's `extra_info` in the JSON, and the summary
 at the end gives every speed also as a ratio to the first variant (put `base` first) measured in
@@ -59,6 +61,16 @@ def _prompts(model, count: int) -> list[list[int]]:
     return [model._prepare_generation(doc["prompt"], gen_kwargs, doc=doc)[0] for doc in docs]
 
 
+def _random_prompts(model, count: int, length: int) -> list[list[int]]:
+    """`count` prompts of `length` token ids, the same for every variant (seeded per row, so no
+    shared prefix)."""
+    vocab = model.model.config.vocab_size
+    return [
+        torch.randint(0, vocab, (length,), generator=torch.Generator().manual_seed(row)).tolist()
+        for row in range(count)
+    ]
+
+
 def _rounds(pytestconfig) -> int:
     return pytestconfig.getoption("--latency-rounds")
 
@@ -105,7 +117,7 @@ def test_decode_throughput(benchmark, lm, pytestconfig, batch):
     name, model = lm
     rows = 1 if batch == "1" else pytestconfig.getoption("--large-batch")
     new_tokens = pytestconfig.getoption("--new-tokens")
-    prompts = _prompts(model, rows)
+    prompts = _random_prompts(model, rows, pytestconfig.getoption("--decode-prompt-tokens"))
 
     def run(max_new_tokens: int) -> None:
         settings = GenerationSettings(max_new_tokens=max_new_tokens)
