@@ -7,7 +7,7 @@ import pytest
 
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.matrix import RECORDS_FILE, RecordStore
-from codegen_bench.harness.reports import build_reports, matrix_rows, pareto_front
+from codegen_bench.harness.reports import build_reports, matrix_rows, pareto_front, plotted_costs
 
 
 def _record(variant, task, metrics, *, size=None, peak=2 * 2**30, tokens=100, seconds=10.0, wall=12.0):
@@ -130,3 +130,15 @@ def test_latency_figures_join_the_matrix_with_ratios_to_the_first_variant(tmp_pa
     assert float(table["base"]["peak_rss_decoding_GiB"]) == pytest.approx(4.0)  # the larger batch's
     assert float(table["base"]["time_to_first_token_s"]) == pytest.approx(0.5)
     assert table["l1"]["decode_tokens_per_s_batch1"] == ""  # not in the latency run
+
+
+def test_the_plot_takes_speed_from_the_latency_suite_where_the_run_has_one():
+    cells_only = ["humaneval_custom/pass@1", "size_on_disk_MB", "generation_tokens_per_s"]
+    assert plotted_costs(cells_only) == [("generation_tokens_per_s", True), ("size_on_disk_MB", False)]
+    with_latency = [
+        *cells_only,
+        "decode_tokens_per_s_batch1_x_base",
+        "decode_tokens_per_s_batch32",
+        "decode_tokens_per_s_batch32_x_base",
+    ]
+    assert plotted_costs(with_latency)[0] == ("decode_tokens_per_s_batch32_x_base", True)
