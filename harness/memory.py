@@ -85,5 +85,11 @@ def peak_memory_bytes(device: torch.device) -> int:
     """Peak memory since `loaded_memory_bytes` (where the platform can restart it; else since start)."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
+    # Linux: VmHWM, the peak of this process's own memory map. Not ru_maxrss: the kernel carries that
+    # across exec, so a process started by a large one (the latency suite by a matrix that has just
+    # evaluated) would report its parent's resident set as its own peak, whatever it restarts.
+    peak_bytes = _proc_status_bytes("VmHWM")
+    if peak_bytes is not None:
+        return peak_bytes
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)  # macOS reports bytes, Linux KiB
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # macOS reports bytes, others KiB

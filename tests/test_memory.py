@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -47,3 +51,20 @@ def test_int8_dynamic_weights_take_a_quarter_of_fp32(tiny_model_dir):
     # under three quarters of them
     saved = plain - model_weight_bytes(model)
     assert 0.66 * linear_fp32 < saved < 0.75 * linear_fp32
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux's per-process peak (VmHWM)")
+def test_a_child_of_a_large_process_reports_its_own_peak_not_its_parents():
+    # ru_maxrss survives fork + exec: a latency suite started by a matrix holding a model reported
+    # the matrix's memory as every variant's peak.
+    ballast = torch.ones(256 * 2**20)  # 1 GiB resident in this (parent) process during the child's run
+    child = (
+        "import torch\n"
+        "from codegen_bench.harness.memory import loaded_memory_bytes, peak_memory_bytes\n"
+        "cpu = torch.device('cpu')\n"
+        "loaded_memory_bytes(cpu)\n"
+        "print(peak_memory_bytes(cpu))\n"
+    )
+    output = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True).stdout
+    assert int(output.split()[-1]) < 2**30  # the child (python + torch) holds a few hundred MiB
+    assert float(ballast[-1]) == 1.0
