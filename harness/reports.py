@@ -196,7 +196,7 @@ def plotted_costs(columns: Sequence[str]) -> list[tuple[str, bool]]:
         int(c[len(prefix) :].partition("_")[0]): c for c in columns if c.startswith(prefix) and "_x_" in c
     }
     speed = ratios[max(ratios)] if ratios else "generation_tokens_per_s"
-    return [(c, c == speed) for c in (speed, "size_on_disk_MB") if c in columns]
+    return [(c, higher) for c, higher in ((speed, True), ("size_on_disk_MB", False)) if c in columns]
 
 
 def plot_quality_vs_cost(path: Path, columns, rows) -> bool:
