@@ -26,8 +26,23 @@ def _our_tasks_only() -> TaskManager:
     return TaskManager(include_defaults=False)
 
 
-def test_dataset_holds_all_164_problems_with_chat_fields():
+def test_dataset_holds_all_164_problems_in_evalplus_instruct_form():
     docs = utils.load_dataset()["test"]
+    assert len(docs) == 164
+    # evalplus's codegen: the instruction, the stripped prompt in a bare fence; the answer prefilled
+    # with its sentence and an opened python fence.
+    assert docs[0]["chat_user"] == (
+        "Please provide a self-contained Python script that solves the following problem in a markdown "
+        "code block:\n```\n" + docs[0]["prompt"].strip() + "\n```\n"
+    )
+    assert docs[0]["chat_assistant_prefix"] == (
+        "Below is a Python script with a self-contained function that solves the problem and passes "
+        "corresponding tests:\n```python\n"
+    )
+
+
+def test_fenced_dataset_prefills_the_fence_with_the_prompt():
+    docs = utils.load_dataset_fenced()["test"]
     assert len(docs) == 164
     assert docs[0]["chat_assistant_prefix"] == "```python\n" + docs[0]["prompt"]
     assert docs[0]["prompt"] in docs[0]["chat_user"]
@@ -38,9 +53,45 @@ def test_canonical_solution_scores_one_and_a_wrong_one_zero(problem, samples_dir
     assert utils.process_results_greedy(problem, ["    return 0.0\n"]) == {"pass@1": 0.0}
 
 
-def test_chat_answer_with_a_closing_fence_is_sanitized_before_execution(problem, samples_dir):
+def test_fenced_answer_with_a_closing_fence_is_sanitized_before_execution(problem, samples_dir):
     answer = problem["canonical_solution"] + "```\n\nThis returns the decimal part."
-    assert utils.process_results_greedy(problem, [answer]) == {"pass@1": 1.0}
+    assert utils.process_results_fenced(problem, [answer]) == {"pass@1": 1.0}
+
+
+SCRIPT_WITH_HELPER = """import math
+
+
+def truncate_number(number: float) -> float:
+    return number - whole_part(number)
+
+
+def whole_part(number: float) -> float:
+    return math.floor(number)
+
+
+print(truncate_number(3.5))
+"""
+
+
+def test_a_whole_script_with_an_import_and_a_helper_after_the_function_passes(problem, samples_dir):
+    assert utils.process_results_greedy(problem, [SCRIPT_WITH_HELPER]) == {"pass@1": 1.0}
+    (path,) = samples_dir.glob("humaneval_custom_*.jsonl")
+    (record,) = [json.loads(line) for line in path.read_text().splitlines()]
+    assert record["solution"] == record["completion"]
+    assert record["solution"].startswith("import math\ndef truncate_number")
+    assert "print(" not in record["solution"]  # test code around the function is not run
+
+
+def test_a_script_missing_an_import_fails_as_in_evalplus(problem, samples_dir):
+    # The prompt's own imports are not in front of a whole script.
+    script = SCRIPT_WITH_HELPER.replace("import math\n", "")
+    assert utils.process_results_greedy(problem, [script]) == {"pass@1": 0.0}
+
+
+def test_the_fenced_style_loses_a_helper_cut_off_by_its_stop_strings(problem, samples_dir):
+    # What the fenced style sees of the same answer: its stop strings end it at "\ndef ".
+    body = "    return number - whole_part(number)\n"
+    assert utils.process_results_fenced(problem, [body]) == {"pass@1": 0.0}
 
 
 def test_pass10_uses_the_unbiased_estimator(problem, samples_dir):
