@@ -52,12 +52,16 @@ class BertScoreEncoder:
 
 @dataclass(frozen=True)
 class BertScore:
-    """Corpus means of the per-pair precision, recall and F1, and the encoder that produced them."""
+    """Corpus means of the per-pair precision, recall and F1, the encoder that produced them, and the
+    per-pair scores (in input order) that intervals and paired comparisons resample."""
 
     precision: float
     recall: float
     f1: float
     encoder: BertScoreEncoder
+    precision_per_pair: tuple[float, ...] = ()
+    recall_per_pair: tuple[float, ...] = ()
+    f1_per_pair: tuple[float, ...] = ()
 
 
 def default_encoder() -> BertScoreEncoder:
@@ -142,6 +146,9 @@ def _score_cached(
         recall=statistics.fmean(recall.tolist()),
         f1=statistics.fmean(f1.tolist()),
         encoder=encoder,
+        precision_per_pair=tuple(precision.tolist()),
+        recall_per_pair=tuple(recall.tolist()),
+        f1_per_pair=tuple(f1.tolist()),
     )
     print(
         f"BERTScore over {len(candidates)} pairs ({encoder.describe()}): "

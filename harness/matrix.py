@@ -4,11 +4,13 @@
         --limit 10 --out results/RUN
 
 Each cell is one `lm_eval.simple_evaluate` call with our `codegen` model, loaded once per variant.
-A cell's record (its metrics, time, generation counts and the model's memory and size) is appended
-to RUN/records.jsonl as soon as the cell finishes, with a fingerprint of everything that decides its
-result: the base model's checksum, the variant and its resolved config, the task, the limit and the
-batch size. A rerun skips every cell whose latest record has the same fingerprint, so an interrupted
-run loses at most the cell it was in, and changing one variant's config reruns only that variant.
+A cell's record (its metrics with their 95% intervals, the per-item scores that paired comparisons
+between variants need, time, generation counts and the model's memory and size) is appended to
+RUN/records.jsonl as soon as the cell finishes, with a fingerprint of everything that decides its
+result: the base model's checksum, the variant and its resolved config, the task and its
+configuration (YAML, with its version), the limit and the batch size. A rerun skips every cell
+whose latest record has the same fingerprint, so an interrupted run loses at most the cell it was
+in, and changing one variant's config reruns only that variant.
 Generated samples go to RUN/samples/<variant>/.
 
 Under `accelerate launch --multi_gpu --num_processes N` every cell runs data-parallel (lm-eval shards
@@ -18,6 +20,7 @@ and the reports, so a resumed run skips finished cells exactly as in one process
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -66,11 +69,41 @@ def variant_identity(spec: VariantSpec) -> dict[str, Any]:
     return {"variant": spec.variant, "config": config_to_dict(make_config(variant, dict(spec.overrides)))}
 
 
+@functools.cache
+def _task_index() -> dict:
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager().task_index
+
+
+def task_configuration(task: str) -> dict:
+    """The task's YAML as lm-eval reads it (includes merged, functions by name), and those of the
+    tasks a group lists: what decides its prompts, stops and metrics. A task whose code changes its
+    results says so by its `metadata.version`, which is part of this."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    index = _task_index()
+
+    def configuration(name: str, seen: set[str]) -> dict:
+        entry = index.get(name)
+        if entry is None or not entry.yaml_path or name in seen:
+            return {}
+        seen.add(name)
+        found = load_yaml(entry.yaml_path, resolve_func=False)
+        members = found.get("task")
+        if isinstance(members, list):
+            found["members"] = {m: configuration(m, seen) for m in members if isinstance(m, str)}
+        return found
+
+    return configuration(task, set())
+
+
 def cell_fingerprint(base_sha256: str, identity: dict, task: str, config: MatrixConfig) -> str:
     key = {
         "base": base_sha256,
         "variant": identity,
         "task": task,
+        "task_configuration": task_configuration(task),
         "limit": config.limit,
         "batch_size": config.batch_size,
         "model_args": config.model_args,
@@ -105,7 +138,26 @@ def _default_evaluate(lm, task: str, config: MatrixConfig) -> dict:
         gen_kwargs=config.gen_kwargs or None,
         confirm_run_unsafe_code=True,
         task_manager=TaskManager(),
+        log_samples=True,  # the per-item scores behind every interval and paired comparison
     )
+
+
+def cell_uncertainty(results: dict, metrics: dict[str, dict[str, float]]) -> tuple[dict, dict]:
+    """({task: per-item scores}, {task: {metric: [low, high, method]}}) from lm-eval's logged samples;
+    empty where the results have no samples (an evaluate function that does not log them)."""
+    from codegen_bench.harness.item_scores import ITEM_METRICS, cell_items
+    from codegen_bench.harness.uncertainty import interval
+
+    items, intervals = {}, {}
+    for task, samples in (results.get("samples") or {}).items():
+        if task not in metrics or not samples:
+            continue
+        items[task] = cell_items(samples, list(metrics[task]))
+        for metric in metrics[task]:
+            if metric in items[task]:
+                found = interval(items[task][metric], ITEM_METRICS[metric].estimator)
+                intervals.setdefault(task, {})[metric] = [found.low, found.high, found.method]
+    return items, intervals
 
 
 def _default_load(config: MatrixConfig, spec: VariantSpec):
@@ -165,6 +217,8 @@ def run_matrix(
                 continue
             info = lm.get_model_info() if hasattr(lm, "get_model_info") else {}
             generation = info.get("generation") or {}
+            metrics = task_metrics(results)
+            items, intervals = cell_uncertainty(results, metrics)
             record = {
                 "variant": spec.name,
                 "task": task,
@@ -173,7 +227,9 @@ def run_matrix(
                 "limit": config.limit,
                 "batch_size": config.batch_size,
                 "world_size": getattr(lm, "world_size", 1),  # generation counts are rank 0's share
-                "metrics": task_metrics(results),
+                "metrics": metrics,
+                "intervals": intervals,  # 95%, over items (harness/uncertainty.py)
+                "items": items,
                 # Items each task scored: the gate sizes its tolerances by it.
                 "samples": {t: n.get("effective") for t, n in results.get("n-samples", {}).items()},
                 "higher_is_better": results.get("higher_is_better", {}),

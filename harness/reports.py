@@ -3,6 +3,12 @@
 Everything here is rebuilt from the stored records (`codegen-bench leaderboard RUN...`), never by
 rerunning a model. One row per variant; one column per task metric (`task/metric`) plus what the
 variant costs, with units in the column names.
+
+Quality numbers carry their 95% interval over items, and each variant is compared with the reference
+variant (base) on the same items: flips and an exact McNemar p for pass@1, a paired bootstrap
+interval of the difference for the rest (harness/uncertainty.py). A value is bolded as a column's
+best only where it is significantly better than the runner-up on the same items; timing columns,
+which carry the machine's noise rather than an interval, are never ranked.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ COST_COLUMNS = {
     "generation_tokens_per_s": True,
     "wall_s": False,
 }
+# Costs that are counted, not timed: the same on every run, so their best can be bolded as it is.
+COUNTED_COSTS = ("size_on_disk_MB", "weight_memory_GiB")
+REFERENCE_VARIANT = "base"
 # Quality metrics plotted against cost, in order of preference (those present are used).
 PLOTTED_QUALITY = (
     "humaneval_custom/pass@1",
@@ -68,6 +77,68 @@ def matrix_rows(records: Sequence[dict]) -> tuple[list[str], dict[str, dict[str,
     return metric_columns + present, rows, direction
 
 
+def item_scores(records: Sequence[dict]) -> dict[str, dict[str, tuple[list, list]]]:
+    """{variant: {column: (doc ids, per-item rows)}} for every metric whose items a record holds."""
+    found: dict[str, dict[str, tuple[list, list]]] = {}
+    for record in records:
+        for task, items in (record.get("items") or {}).items():
+            for metric, rows in items.items():
+                if metric != "doc_ids":
+                    found.setdefault(record["variant"], {})[f"{task}/{metric}"] = (items["doc_ids"], rows)
+    return found
+
+
+def metric_intervals(records: Sequence[dict]) -> dict[str, dict[str, tuple[float, float]]]:
+    """{variant: {column: (low, high)}}: each metric's stored 95% interval."""
+    found: dict[str, dict[str, tuple[float, float]]] = {}
+    for record in records:
+        for task, metrics in (record.get("intervals") or {}).items():
+            for metric, (low, high, _method) in metrics.items():
+                found.setdefault(record["variant"], {})[f"{task}/{metric}"] = (low, high)
+    return found
+
+
+def paired(items: dict, variant: str, reference: str, column: str):
+    """`variant - reference` on `column` over the items both scored, or None without shared items."""
+    from codegen_bench.harness.uncertainty import paired_difference
+
+    if column not in items.get(variant, {}) or column not in items.get(reference, {}):
+        return None
+    ids_v, rows_v = items[variant][column]
+    ids_r, rows_r = items[reference][column]
+    by_id_v, by_id_r = dict(zip(ids_v, rows_v, strict=True)), dict(zip(ids_r, rows_r, strict=True))
+    shared = [i for i in ids_r if i in by_id_v]
+    if not shared:
+        return None
+    return paired_difference([by_id_r[i] for i in shared], [by_id_v[i] for i in shared], _estimator(column))
+
+
+def _estimator(column: str):
+    from codegen_bench.harness.item_scores import ITEM_METRICS
+
+    return ITEM_METRICS[column.rsplit("/", 1)[1]].estimator
+
+
+def paired_with_reference(records: Sequence[dict], reference: str | None = None) -> tuple[str | None, dict]:
+    """(reference variant, {variant: {column: PairedDifference}}) for every other variant and every
+    metric both have items for. The reference is `base` where the run has it, else the first variant."""
+    items = item_scores(records)
+    variants = list(dict.fromkeys(r["variant"] for r in records))
+    if reference is None:
+        reference = (
+            REFERENCE_VARIANT if REFERENCE_VARIANT in variants else (variants[0] if variants else None)
+        )
+    comparisons: dict[str, dict] = {}
+    for variant in variants:
+        if variant == reference:
+            continue
+        for column in items.get(variant, {}):
+            difference = paired(items, variant, reference, column)
+            if difference is not None:
+                comparisons.setdefault(variant, {})[column] = difference
+    return reference, comparisons
+
+
 def latency_rows(path: Path) -> tuple[list[str], dict[str, dict[str, float]], dict[str, bool]]:
     """Columns from a pytest-benchmark latency.json (benchmarks/test_latency.py): speeds, time to
     first token, weight memory, peak RSS while decoding, each speed also as a ratio to the suite's
@@ -108,12 +179,31 @@ def latency_rows(path: Path) -> tuple[list[str], dict[str, dict[str, float]], di
     return columns, rows, direction
 
 
-def best_values(columns: Sequence[str], rows: dict, direction: dict) -> dict[str, float]:
+def best_values(
+    columns: Sequence[str], rows: dict, direction: dict, items: dict | None = None
+) -> dict[str, float]:
+    """{column: its best value} where that best is a finding: a quality metric whose best variant is
+    significantly better than the runner-up on the same items (paired, 95%), or a counted cost.
+    Columns left out have a top that is indistinguishable from the runner-up, or only timings."""
+    items = items or {}
     best = {}
     for column in columns:
-        values = [row[column] for row in rows.values() if row.get(column) is not None]
-        if values and direction.get(column) is not None:
-            best[column] = max(values) if direction[column] else min(values)
+        ranked = sorted(
+            (v for v, row in rows.items() if row.get(column) is not None),
+            key=lambda v: rows[v][column],
+            reverse=bool(direction.get(column)),
+        )
+        if not ranked or direction.get(column) is None:
+            continue
+        top = rows[ranked[0]][column]
+        if column in COUNTED_COSTS:
+            best[column] = top
+            continue
+        if len(ranked) < 2 or rows[ranked[1]][column] == top:
+            continue
+        difference = paired(items, ranked[0], ranked[1], column)
+        if difference is not None and difference.significant:
+            best[column] = top
     return best
 
 
@@ -139,6 +229,35 @@ def _format(value: float | None) -> str:
     return f"{value:.3f}"
 
 
+def columns_with_uncertainty(columns, rows, intervals, reference, comparisons) -> tuple[list[str], dict]:
+    """The CSV's columns: after each quality metric its interval (`_ci95_low`, `_ci95_high`) and the
+    paired comparison with the reference (`_vs_base`, its interval, and for pass@1 the flips and
+    McNemar p), where the run has them."""
+    out_columns: list[str] = []
+    out_rows = {variant: dict(row) for variant, row in rows.items()}
+    for column in columns:
+        out_columns.append(column)
+        if any(column in found for found in intervals.values()):
+            out_columns += [f"{column}_ci95_low", f"{column}_ci95_high"]
+            for variant, found in intervals.items():
+                if column in found and variant in out_rows:
+                    out_rows[variant][f"{column}_ci95_low"], out_rows[variant][f"{column}_ci95_high"] = found[
+                        column
+                    ]
+        compared = [(v, found[column]) for v, found in comparisons.items() if column in found]
+        if not compared:
+            continue
+        prefix = f"{column}_vs_{reference}"
+        names = [prefix, f"{prefix}_ci95_low", f"{prefix}_ci95_high"]
+        if any(d.p_value is not None for _, d in compared):
+            names += [f"{prefix}_lost", f"{prefix}_gained", f"{prefix}_mcnemar_p"]
+        out_columns += names
+        for variant, d in compared:
+            values = [d.difference, d.interval.low, d.interval.high, d.lost, d.gained, d.p_value]
+            out_rows.setdefault(variant, {}).update(dict(zip(names, values, strict=False)))
+    return out_columns, out_rows
+
+
 def write_csv(path: Path, columns: Sequence[str], rows: dict) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -155,33 +274,117 @@ def sort_key_column(columns: Sequence[str], direction: dict) -> str | None:
     return next((c for c in columns if direction.get(c) is True and c not in COST_COLUMNS), None)
 
 
-def leaderboard_markdown(title: str, settings: dict[str, str], columns, rows, direction) -> str:
+def _signed(value: float) -> str:
+    text = _format(abs(value))
+    return ("+" if value > 0 else "−" if value < 0 else "±") + text
+
+
+def _with_interval(value: float | None, bounds: tuple[float, float] | None) -> str:
+    if value is None:
+        return ""
+    if bounds is None:
+        return _format(value)
+    return f"{_format(value)} [{_format(bounds[0])}, {_format(bounds[1])}]"
+
+
+def _comparison_text(difference) -> str:
+    """`+0.006 [−0.043, +0.055] −8/+9 p=1.00`: the difference, its interval, flips and McNemar p."""
+    low, high = difference.interval.low, difference.interval.high
+    text = f"{_signed(difference.difference)} [{_signed(low)}, {_signed(high)}]"
+    if difference.p_value is not None:
+        text += f" −{difference.lost}/+{difference.gained} p={difference.p_value:.2g}"
+    return f"**{text}**" if difference.significant else text
+
+
+def _header(columns, direction) -> list[str]:
+    names = [
+        f"{c} {'↑' if direction.get(c) else '↓' if direction.get(c) is False else ''}".rstrip()
+        for c in columns
+    ]
+    return ["| variant | " + " | ".join(names) + " |", "|---|" + "---|" * len(columns)]
+
+
+def leaderboard_markdown(
+    title: str,
+    settings: dict[str, str],
+    columns,
+    rows,
+    direction,
+    intervals: dict | None = None,
+    items: dict | None = None,
+    reference: str | None = None,
+    comparisons: dict | None = None,
+) -> str:
+    """Three tables: quality with 95% intervals, quality paired against the reference variant, and
+    costs. Bold marks a column's best only where it is a finding (see `best_values`)."""
+    intervals, items, comparisons = intervals or {}, items or {}, comparisons or {}
     key = sort_key_column(columns, direction)
     order = sorted(
         rows,
         key=lambda v: (rows[v].get(key) is None, -(rows[v].get(key) or 0.0) if key else 0.0),
     )
-    best = best_values(columns, rows, direction)
+    best = best_values(columns, rows, direction, items)
+    quality = [c for c in columns if "/" in c]
+    costs = [c for c in columns if "/" not in c]
     lines = [f"# {title}", ""]
     lines += [f"- {name}: {value}" for name, value in settings.items()]
     lines += [
         "",
-        f"Sorted by `{key}`. **Bold**: the best value of a column (↑ higher is better, ↓ lower).",
+        "## Quality",
         "",
-        "| variant | "
-        + " | ".join(
-            f"{c} {'↑' if direction.get(c) else '↓' if direction.get(c) is False else ''}".rstrip()
-            for c in columns
-        )
-        + " |",
-        "|---|" + "---|" * len(columns),
+        f"Sorted by `{key}`. Each value with its 95% interval over items: Wilson for pass@1, a "
+        "bootstrap over items for the rest (↑ higher is better, ↓ lower). **Bold**: a column's best, "
+        "only where it is significantly better than the runner-up on the same items (paired, 95%); "
+        "a column without bold has a top that is indistinguishable from its runner-up (or no per-item "
+        "scores to tell).",
+        "",
+        *_header(quality, direction),
     ]
     for variant in order:
         cells = []
-        for column in columns:
-            text = _format(rows[variant].get(column))
-            cells.append(f"**{text}**" if text and rows[variant].get(column) == best.get(column) else text)
+        for column in quality:
+            value = rows[variant].get(column)
+            text = _with_interval(value, intervals.get(variant, {}).get(column))
+            cells.append(f"**{text}**" if text and column in best and value == best[column] else text)
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    if comparisons:
+        compared = [c for c in quality if any(c in found for found in comparisons.values())]
+        lines += [
+            "",
+            f"## Paired against {reference}",
+            "",
+            f"Each variant minus `{reference}` on the same items, with the 95% paired-bootstrap interval "
+            f"of the difference; for pass@1 also the problems lost/gained against `{reference}` and the "
+            "exact McNemar p-value. **Bold**: significant at 95% (interval excludes 0, or p < 0.05).",
+            "",
+            *_header(compared, {}),
+        ]
+        for variant in order:
+            if variant in comparisons:
+                found = comparisons[variant]
+                cells = [_comparison_text(found[c]) if c in found else "" for c in compared]
+                lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    if costs:
+        lines += [
+            "",
+            "## Cost",
+            "",
+            "Size on disk and weight memory are counted and bolded at their best; timings (tokens/s, "
+            "their ratios to base, seconds, resident memory) vary between runs on a shared machine and "
+            "are not ranked.",
+            "",
+            *_header(costs, direction),
+        ]
+        for variant in order:
+            cells = []
+            for column in costs:
+                text = _format(rows[variant].get(column))
+                cells.append(
+                    f"**{text}**"
+                    if text and column in best and rows[variant].get(column) == best[column]
+                    else text
+                )
+            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -292,6 +495,8 @@ def build_reports(runs: Sequence[Path], out: Path | None = None) -> dict[str, Pa
     out = Path(out) if out else runs[0]
     out.mkdir(parents=True, exist_ok=True)
     columns, rows, direction = matrix_rows(records)
+    intervals = metric_intervals(records)
+    reference, comparisons = paired_with_reference(records)
     for run in runs:
         latency = run / LATENCY_FILE
         if latency.is_file():
@@ -302,7 +507,8 @@ def build_reports(runs: Sequence[Path], out: Path | None = None) -> dict[str, Pa
             columns += [c for c in extra_columns if c not in columns]
             direction.update(extra_direction)
     paths = {"csv": out / "matrix.csv", "leaderboard": out / "LEADERBOARD.md"}
-    write_csv(paths["csv"], columns, rows)
+    csv_columns, csv_rows = columns_with_uncertainty(columns, rows, intervals, reference, comparisons)
+    write_csv(paths["csv"], csv_columns, csv_rows)
     title = "Leaderboard: " + ", ".join(r.name for r in runs)
     settings = run_settings(records)
     for run in runs:
@@ -310,7 +516,10 @@ def build_reports(runs: Sequence[Path], out: Path | None = None) -> dict[str, Pa
         if commands.is_file() and commands.read_text().strip():
             label = f"command ({run.name})" if len(runs) > 1 else "command"
             settings[label] = "`" + commands.read_text().splitlines()[-1].split(" ", 1)[1] + "`"
-    paths["leaderboard"].write_text(leaderboard_markdown(title, settings, columns, rows, direction))
+    markdown = leaderboard_markdown(
+        title, settings, columns, rows, direction, intervals, item_scores(records), reference, comparisons
+    )
+    paths["leaderboard"].write_text(markdown)
     plot = out / "quality_vs_cost.png"
     if plot_quality_vs_cost(plot, columns, rows):
         paths["plot"] = plot

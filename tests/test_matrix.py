@@ -128,6 +128,28 @@ def test_matrix_runs_real_cells_through_lm_eval(tiny_model_dir, tmp_path, monkey
         (samples,) = (tmp_path / "run" / "samples" / record["variant"]).glob("humaneval_custom_*.jsonl")
         assert len(samples.read_text().splitlines()) == 2
     assert records[0]["metrics"] == records[1]["metrics"]  # same model, greedy
+    # Per-item verdicts and the interval they give, for reports and paired comparisons.
+    items = records[0]["items"]["humaneval_custom"]
+    assert items["doc_ids"] == [0, 1] and len(items["pass@1"]) == 2
+    low, high, method = records[0]["intervals"]["humaneval_custom"]["pass@1"]
+    assert method == "wilson" and low <= records[0]["metrics"]["humaneval_custom"]["pass@1"] <= high
+
+
+def test_a_changed_task_configuration_reruns_its_cells(tiny_model_dir, tmp_path, monkeypatch):
+    from codegen_bench.harness import matrix
+
+    assert matrix.task_configuration("humaneval_custom")["metadata"]["version"] == 2.0
+    config = MatrixConfig(
+        variants=(VariantSpec.parse("base"),),
+        tasks=("task_a",),
+        out=tmp_path / "run",
+        pretrained=str(tiny_model_dir),
+    )
+    calls = []
+    run_matrix(config, load=lambda c, s: FakeLM(s), evaluate=_fake_evaluate(calls))
+    monkeypatch.setattr(matrix, "task_configuration", lambda task: {"metadata": {"version": 2}})
+    run_matrix(config, load=lambda c, s: FakeLM(s), evaluate=_fake_evaluate(calls))
+    assert calls == [("base", "task_a"), ("base", "task_a")]
 
 
 def test_latency_suite_runs_once_per_run_folder(tiny_model_dir, tmp_path):

@@ -77,10 +77,68 @@ def test_reports_are_rebuilt_from_stored_records(tmp_path):
     assert float(table[1]["humaneval_nll/nll_per_token"]) == pytest.approx(0.69)
     leaderboard = paths["leaderboard"].read_text()
     assert "- lm-eval / transformers: 0.4.13 / 5.24" in leaderboard
-    rows = [line for line in leaderboard.splitlines() if line.startswith("| ") and "variant" not in line]
-    assert [row.split(" | ")[0] for row in rows] == ["| base", "| int8", "| l1"]  # by pass@1, ties in order
-    assert "**0.680**" in rows[0] and "**25.0**" in rows[1]  # best nll (lowest), best speed
+    quality, costs = (_table(leaderboard, heading) for heading in ("## Quality", "## Cost"))
+    assert [row[0] for row in quality] == ["base", "int8", "l1"]  # by pass@1, ties in order
+    # Without per-item scores nothing can be shown significant: no quality value is bolded.
+    assert "**" not in "".join(cell for row in quality for cell in row)
+    # Counted costs are bolded at their best; timings (tokens/s) are never ranked.
+    assert costs[1][1] == "**1,300**" and costs[1][3] == "25.0"
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _table(markdown: str, heading: str) -> list[list[str]]:
+    """The body rows of the table under `heading`, as lists of cell texts."""
+    section = markdown.split(heading, 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("| ")][1:]
+    return [
+        [cell.strip() for cell in line.strip("|").split(" | ")]
+        for line in lines
+        if not line.startswith("|---")
+    ]
+
+
+def _with_items(record, items, low_high):
+    task = record["task"]
+    metric = next(iter(record["metrics"][task]))
+    return {
+        **record,
+        "items": {task: {"doc_ids": list(range(len(items))), metric: items}},
+        "intervals": {task: {metric: [*low_high, "wilson"]}},
+    }
+
+
+def test_leaderboard_shows_intervals_pairs_with_base_and_bolds_only_significant_bests(tmp_path):
+    base = [1.0] * 30 + [0.0] * 20  # 0.6
+    tied = [1.0] * 29 + [0.0] * 20 + [1.0]  # flips one problem each way: indistinguishable
+    broken = [0.0] * 50
+    run = tmp_path / "run"
+    store = RecordStore(run / RECORDS_FILE)
+    store.append(_with_items(_record("base", "humaneval_custom", {"pass@1": 0.6}), base, (0.46, 0.72)))
+    store.append(_with_items(_record("int8", "humaneval_custom", {"pass@1": 0.6}), tied, (0.46, 0.72)))
+    store.append(_with_items(_record("l1", "humaneval_custom", {"pass@1": 0.0}), broken, (0.0, 0.07)))
+    paths = build_reports([run])
+    leaderboard = paths["leaderboard"].read_text()
+    quality = {row[0]: row[1:] for row in _table(leaderboard, "## Quality")}
+    assert quality["base"] == ["0.600 [0.460, 0.720]"]  # a tie at the top: not bolded
+    paired = {row[0]: row[1:] for row in _table(leaderboard, "## Paired against base")}
+    assert paired["int8"] == ["±0.000 [−0.060, +0.060] −1/+1 p=1"]
+    assert paired["l1"][0].startswith("**−0.600 [") and paired["l1"][0].endswith("−30/+0 p=1.9e-09**")
+    with open(paths["csv"]) as f:
+        table = {row["variant"]: row for row in csv.DictReader(f)}
+    assert float(table["l1"]["humaneval_custom/pass@1_ci95_high"]) == pytest.approx(0.07)
+    assert int(table["l1"]["humaneval_custom/pass@1_vs_base_lost"]) == 30
+    assert float(table["int8"]["humaneval_custom/pass@1_vs_base_mcnemar_p"]) == pytest.approx(1.0)
+
+
+def test_a_best_significantly_ahead_of_the_runner_up_is_bolded(tmp_path):
+    run = tmp_path / "run"
+    store = RecordStore(run / RECORDS_FILE)
+    store.append(
+        _with_items(_record("base", "humaneval_custom", {"pass@1": 0.6}), [1.0] * 30 + [0.0] * 20, (0, 1))
+    )
+    store.append(_with_items(_record("l1", "humaneval_custom", {"pass@1": 0.0}), [0.0] * 50, (0, 1)))
+    quality = _table(build_reports([run])["leaderboard"].read_text(), "## Quality")
+    assert quality[0][1].startswith("**0.600")
 
 
 def test_several_runs_side_by_side_need_an_output_folder(tmp_path):
