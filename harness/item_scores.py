@@ -6,7 +6,8 @@ become one row of numbers per item, chosen so that the corpus-level metric is a 
 rows (`ItemMetric.estimator`) and can be recomputed on any resample of the items:
 
 - means (pass@k, exact match, edit similarity): the item's value;
-- ratios of sums (NLL per token, bits per character): (negative log-likelihood, tokens or chars);
+- ratios of sums (NLL per token, bits per character, KL per token, top-1 agreement): (the item's
+  sum, its tokens or characters);
 - sacrebleu's corpus BLEU and chrF: the item's sufficient statistics (n-gram matches and counts),
   summed before the score is computed, as sacrebleu does for a corpus;
 - BERTScore P/R/F1: the item's own score (the corpus value is their mean).
@@ -97,6 +98,8 @@ ITEM_METRICS: dict[str, ItemMetric] = {
     "edit_similarity": ItemMetric(_numbers, mean),
     "nll_per_token": ItemMetric(_pairs, ratio),
     "bits_per_char": ItemMetric(_pairs, ratio_in_bits),
+    "kl_per_token": ItemMetric(_pairs, ratio),
+    "top1_agreement": ItemMetric(_pairs, ratio),
     "bleu": ItemMetric(_sacrebleu_rows("bleu"), _sacrebleu_estimator("bleu")),
     "chrf": ItemMetric(_sacrebleu_rows("chrf"), _sacrebleu_estimator("chrf")),
     "bertscore_precision": ItemMetric(_bertscore_rows("precision"), mean),

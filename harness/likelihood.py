@@ -1,4 +1,12 @@
-"""Log-likelihood of continuations, and rolling log-likelihood of whole texts."""
+"""Log-likelihood of continuations, and rolling log-likelihood of whole texts.
+
+With a reference model (normally the base model a variant was made from), each continuation also
+gets how far the model's next-token distributions moved from the reference's on the same tokens
+(teacher-forced, no generation): the summed KL divergence KL(reference || model) over its tokens,
+and how many of its positions have the same most likely token in both. Accuracy hides how much a
+compressed model's answers changed (Dutta et al. 2024, "Accuracy is Not All You Need"); these two
+do not.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +20,40 @@ import torch
 LOGITS_BUDGET_BYTES = 512 * 2**20
 
 
+class ContinuationScore(tuple):
+    """lm-eval's (log-likelihood, is_greedy) pair, plus the comparison with a reference model when
+    there was one: KL(reference || model) summed over the continuation's tokens, the number of its
+    positions whose most likely token is the same in both, and its token count."""
+
+    kl_sum: float | None = None
+    top1_agreements: int | None = None
+    n_tokens: int = 0
+
+    def __new__(cls, logprob: float, is_greedy: bool, **comparison) -> ContinuationScore:
+        score = super().__new__(cls, (logprob, is_greedy))
+        for name, value in comparison.items():
+            setattr(score, name, value)
+        return score
+
+    def __reduce__(self):  # pickled by lm-eval's cache and by gathers across processes
+        return (_rebuild_score, (tuple(self), self.__dict__))
+
+
+def _rebuild_score(pair: tuple, fields: dict) -> ContinuationScore:
+    return ContinuationScore(*pair, **fields)
+
+
 @torch.inference_mode()
 def score_continuations(
     model,
     pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
     max_length: int,
     pad_token_id: int,
-) -> list[tuple[float, bool]]:
+    reference_model=None,
+) -> list[ContinuationScore]:
     """For each (context ids, continuation ids): sum of continuation log-probs, and whether every
-    continuation token is the argmax (greedy). Sequences longer than `max_length` keep their end."""
+    continuation token is the argmax (greedy). Sequences longer than `max_length` keep their end.
+    With `reference_model`, each score also compares the two models' distributions (see above)."""
     rows = []
     for context, continuation in pairs:
         whole = (list(context) + list(continuation))[-(max_length + 1) :]
@@ -36,14 +69,38 @@ def score_continuations(
             if (stop + 1 - start) * kept * vocab_size * 4 > LOGITS_BUDGET_BYTES:
                 break
             stop += 1
-        results.extend(_score_rows(model, rows[start:stop], pad_token_id))
+        log_probs = _continuation_log_probs(model, rows[start:stop], pad_token_id)
+        reference = None
+        if reference_model is not None:
+            reference = _continuation_log_probs(reference_model, rows[start:stop], pad_token_id)
+        for i, (_, target) in enumerate(rows[start:stop]):
+            results.append(_score(log_probs[i], target, None if reference is None else reference[i]))
         start = stop
     return results
 
 
-def _score_rows(
+def _score(log_probs: torch.Tensor, target: list[int], reference: torch.Tensor | None) -> ContinuationScore:
+    target_ids = torch.tensor(target)
+    token_log_probs = log_probs.gather(-1, target_ids.unsqueeze(-1)).squeeze(-1)
+    top1 = log_probs.argmax(dim=-1)
+    is_greedy = bool((top1 == target_ids).all())
+    if reference is None:
+        return ContinuationScore(float(token_log_probs.sum()), is_greedy)
+    # KL(reference || model) at each position, from log-probabilities (exact, no sampling).
+    kl = (reference.exp() * (reference - log_probs)).sum(dim=-1)
+    return ContinuationScore(
+        float(token_log_probs.sum()),
+        is_greedy,
+        kl_sum=float(kl.sum()),
+        top1_agreements=int((reference.argmax(dim=-1) == top1).sum()),
+        n_tokens=len(target),
+    )
+
+
+def _continuation_log_probs(
     model, rows: list[tuple[list[int], list[int]]], pad_token_id: int
-) -> list[tuple[float, bool]]:
+) -> list[torch.Tensor]:
+    """Each row's log-probabilities (float32, on the CPU) at the positions that predict its target."""
     # Left-padded, so every row's continuation is predicted by the same last positions; position ids
     # follow each row's real tokens, so padding does not change a row's scores.
     longest = max(len(inputs) for inputs, _ in rows)
@@ -61,15 +118,11 @@ def _score_rows(
         position_ids=position_ids.to(device),
         logits_to_keep=kept,
     ).logits
-    results = []
-    for i, (_, target) in enumerate(rows):
-        # The logits at position t predict token t+1: the last len(target) positions predict target.
-        row_log_probs = torch.log_softmax(logits[i, kept - len(target) :].float(), dim=-1).cpu()
-        target_ids = torch.tensor(target)
-        token_log_probs = row_log_probs.gather(-1, target_ids.unsqueeze(-1)).squeeze(-1)
-        is_greedy = bool((row_log_probs.argmax(dim=-1) == target_ids).all())
-        results.append((float(token_log_probs.sum()), is_greedy))
-    return results
+    # The logits at position t predict token t+1: the last len(target) positions predict target.
+    return [
+        torch.log_softmax(logits[i, kept - len(target) :].float(), dim=-1).cpu()
+        for i, (_, target) in enumerate(rows)
+    ]
 
 
 def rolling_windows(token_ids: Sequence[int], prefix_token_id: int, max_length: int):

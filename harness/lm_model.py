@@ -11,6 +11,11 @@ They live in the docs, not in `generation_kwargs`, so lm-eval's `hf` model can r
 `--apply_chat_template` is honoured: its rendered history (system instruction included) is
 re-rendered with the doc's chat fields applied to the last user turn, so both paths agree.
 
+Distribution shift: `kl_reference=base` (any variant spec) loads that variant beside the one being
+evaluated, and every loglikelihood request also reports how far this model's next-token
+distributions are from the reference's on the continuation's tokens (harness/likelihood.py);
+`humaneval_nll` turns that into `kl_per_token` and `top1_agreement`.
+
 Engines: `backend=hf` (the default) runs our own continuous-batching engine and likelihood code on
 transformers models, CPU or GPU; `backend=vllm` hands the same token ids and stop settings to vLLM on
 a GPU (harness/vllm_backend.py).
@@ -85,6 +90,7 @@ class CodegenLM(TemplateLM):
         backend: str = "hf",
         gpu_memory_utilization: float = 0.9,  # backend=vllm: the share of the GPU vLLM takes
         tensor_parallel_size: int = 1,  # backend=vllm: GPUs one model is split over
+        kl_reference: str | None = None,  # a variant to compare next-token distributions with (base)
         max_batch_size: int | None = None,  # passed by lm-eval's CLI; unused
         **unknown,
     ) -> None:
@@ -98,7 +104,8 @@ class CodegenLM(TemplateLM):
             raise CodegenBenchError(
                 f"unknown model_args {sorted(unknown)} for --model codegen: known are pretrained, variant, "
                 "variant.<config key>, dtype, batch_size, max_length, device, chat, seed, revision, "
-                "trust_remote_code, prepack, backend, gpu_memory_utilization, tensor_parallel_size"
+                "trust_remote_code, prepack, backend, gpu_memory_utilization, tensor_parallel_size, "
+                "kl_reference"
             )
         self.batch_size = _as_batch_size(batch_size)
         # Not `self.backend`: lm-eval's TemplateLM reads that ("causal") to decide how a context and
@@ -106,8 +113,16 @@ class CodegenLM(TemplateLM):
         self.engine_name = _as_bool_choice(backend, "backend", BACKENDS)
         prepack_mode = _as_bool_choice(prepack, "prepack", AUTO_TRUE_FALSE)
         self.engine = None
+        self.kl_reference = str(kl_reference) if kl_reference else None
+        self.reference_model = None  # loaded beside the model (backend=hf) when kl_reference is set
+        self._reference_loader = None
         if self.engine_name == "vllm":
             _check_vllm_args(prepack_mode)
+            if kl_reference:
+                raise CodegenBenchError(
+                    "kl_reference needs the next-token distributions, which backend=vllm does not return: "
+                    "use backend=hf"
+                )
         # Under `accelerate launch`: this process's rank, and its own device (GPU i for rank i).
         self.accelerator = make_accelerator()
         if self.accelerator is not None:
@@ -125,6 +140,8 @@ class CodegenLM(TemplateLM):
         )
         # Before anything is loaded or provisioned: a typo in the variant fails in a second.
         check_variant_spec(str(variant), variant_overrides)
+        if kl_reference:
+            check_variant_spec(str(kl_reference), {})
         self.pretrained = resolve_pretrained(config.pretrained)
         self.tokenizer = load_tokenizer(self.pretrained, config)
         base = BaseModel(self.pretrained, config)
@@ -148,6 +165,8 @@ class CodegenLM(TemplateLM):
             self.prepacked_linears = (
                 prepack_linears_(self.model) if prepack_mode != "false" and can_prepack(self.model) else 0
             )
+            # Loaded at the first loglikelihood request: generation never needs it.
+            self._reference_loader = (base, prepack_mode) if self.kl_reference else None
             self._device = self.model.device
             self.dtype_name = str(self.model.dtype)
             self._max_length = max_length or _context_length(self.model.config)
@@ -333,7 +352,15 @@ class CodegenLM(TemplateLM):
     def _score(self, pairs) -> list[tuple[float, bool]]:
         if self.engine is not None:
             return self.engine.score(pairs, self.max_length)
-        return score_continuations(self.model, pairs, self.max_length, self.tokenizer.pad_token_id)
+        if self._reference_loader is not None and self.reference_model is None:
+            base, prepack_mode = self._reference_loader
+            log.info("codegen: loading %s to compare next-token distributions with", self.kl_reference)
+            self.reference_model, _ = load_variant(self.kl_reference, base, {})
+            if prepack_mode != "false" and can_prepack(self.reference_model):
+                prepack_linears_(self.reference_model)
+        return score_continuations(
+            self.model, pairs, self.max_length, self.tokenizer.pad_token_id, self.reference_model
+        )
 
     def _eos_token_ids(self) -> set[int]:
         if self.model is not None:
@@ -398,6 +425,7 @@ class CodegenLM(TemplateLM):
             "pretrained": self.pretrained,
             "variant": self.variant,
             "variant_config": self.variant_manifest.get("config"),
+            "kl_reference": self.kl_reference,
             "dtype": self.dtype_name,
             "backend": self.engine_name,
             "chat": self.chat,

@@ -160,11 +160,33 @@ def cell_uncertainty(results: dict, metrics: dict[str, dict[str, float]]) -> tup
     return items, intervals
 
 
+def reference_spec(config: MatrixConfig) -> VariantSpec:
+    """The variant every other one is compared with: `base` where the run has it, else the first."""
+    return next((s for s in config.variants if s.name == "base"), config.variants[0])
+
+
+def kl_reference(config: MatrixConfig, spec: VariantSpec) -> str | None:
+    """The variant `spec`'s next-token distributions are compared with in likelihood cells: the
+    run's reference, for every other variant (backend=hf, a reference without config overrides)."""
+    reference = reference_spec(config)
+    backend = str(config.model_args.get("backend", "hf")).lower()
+    if spec == reference or reference.overrides or backend != "hf":
+        return None
+    return reference.variant
+
+
 def _default_load(config: MatrixConfig, spec: VariantSpec):
     from codegen_bench.harness.lm_model import CodegenLM
 
+    extra = {}
+    if kl_reference(config, spec):
+        extra["kl_reference"] = kl_reference(config, spec)
     return CodegenLM(
-        pretrained=config.pretrained, batch_size=config.batch_size, **config.model_args, **spec.model_args()
+        pretrained=config.pretrained,
+        batch_size=config.batch_size,
+        **config.model_args,
+        **spec.model_args(),
+        **extra,
     )
 
 
@@ -187,6 +209,7 @@ def run_matrix(
     plan = []  # (spec, task, fingerprint)
     for spec in config.variants:
         identity = variant_identity(spec)
+        identity["kl_reference"] = kl_reference(config, spec)
         plan += [(spec, task, cell_fingerprint(base_sha256, identity, task, config)) for task in config.tasks]
     todo = [cell for cell in plan if done.get((cell[0].name, cell[1]), {}).get("fingerprint") != cell[2]]
     log.info("matrix: %d cells, %d already done, %d to run", len(plan), len(plan) - len(todo), len(todo))

@@ -70,3 +70,29 @@ def test_task_nll_matches_a_manual_sum_of_token_logprobs(tiny, tiny_model_dir, d
     assert metrics["bits_per_char,none"] == pytest.approx(
         expected_nll / expected_chars / math.log(2), rel=1e-4
     )
+    assert "kl_per_token,none" not in metrics  # no reference model given
+
+
+def test_kl_reference_adds_divergence_and_agreement_with_the_reference(tiny_model_dir):
+    from codegen_bench.harness.lm_model import CodegenLM
+
+    # The reference is the same base model: no divergence, every top-1 token the same.
+    lm = CodegenLM(pretrained=str(tiny_model_dir), max_length=512, kl_reference="base")
+    results = simple_evaluate(
+        model=lm,
+        tasks=["humaneval_nll"],
+        limit=2,
+        task_manager=TaskManager(include_defaults=False, metadata={"pretrained": str(tiny_model_dir)}),
+    )
+    metrics = results["results"]["humaneval_nll"]
+    assert metrics["kl_per_token,none"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["top1_agreement,none"] == 1.0
+    assert lm.get_model_info()["kl_reference"] == "base"
+
+
+def test_kl_reference_must_name_a_variant(tiny_model_dir):
+    from codegen_bench.harness.errors import CodegenBenchError
+    from codegen_bench.harness.lm_model import CodegenLM
+
+    with pytest.raises(CodegenBenchError, match="nosuch"):
+        CodegenLM(pretrained=str(tiny_model_dir), kl_reference="nosuch")

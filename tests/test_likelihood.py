@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
-from codegen_bench.harness.likelihood import rolling_windows, score_continuations
+from codegen_bench.harness.likelihood import ContinuationScore, rolling_windows, score_continuations
 
 
 @torch.no_grad()
@@ -67,3 +68,61 @@ def test_rolling_windows_score_every_token_once(tiny):
     windows = rolling_windows(tokens, prefix_token_id=tokenizer.eos_token_id, max_length=32)
     assert sum(len(continuation) for _, continuation in windows) == len(tokens)
     assert len(windows) > 1
+
+
+def _perturbed(model):
+    import copy
+
+    other = copy.deepcopy(model)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for parameter in other.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    return other
+
+
+@torch.no_grad()
+def _manual_divergence(model, reference, context, continuation):
+    ids = torch.tensor([context + continuation])
+    ours = torch.log_softmax(model(ids).logits[0].double(), dim=-1)
+    theirs = torch.log_softmax(reference(ids).logits[0].double(), dim=-1)
+    kl, agree = 0.0, 0
+    for offset in range(len(continuation)):
+        position = len(context) + offset - 1
+        kl += float((theirs[position].exp() * (theirs[position] - ours[position])).sum())
+        agree += int(ours[position].argmax() == theirs[position].argmax())
+    return kl, agree
+
+
+def test_divergence_from_a_reference_model_matches_a_manual_computation(tiny):
+    model, tokenizer = tiny
+    reference = _perturbed(model)
+    pairs = [
+        (tokenizer.encode("def add(a, b):\n"), tokenizer.encode("    return a + b\n")),
+        (tokenizer.encode("import math\n\n"), tokenizer.encode("def f(x):")),
+    ]
+    ours = score_continuations(model, pairs, 256, tokenizer.pad_token_id, reference_model=reference)
+    plain = score_continuations(model, pairs, 256, tokenizer.pad_token_id)
+    for (context, continuation), score, without in zip(pairs, ours, plain, strict=True):
+        kl, agree = _manual_divergence(model, reference, context, continuation)
+        assert score.kl_sum == pytest.approx(kl, rel=1e-4, abs=1e-5) and score.kl_sum > 0
+        assert score.top1_agreements == agree and score.n_tokens == len(continuation)
+        assert tuple(score) == pytest.approx(tuple(without))  # the likelihood itself is unchanged
+
+
+def test_a_model_against_itself_diverges_by_nothing(tiny):
+    model, tokenizer = tiny
+    pairs = [(tokenizer.encode("def add(a, b):\n"), tokenizer.encode("    return a + b\n"))]
+    (score,) = score_continuations(model, pairs, 256, tokenizer.pad_token_id, reference_model=model)
+    assert score.kl_sum == pytest.approx(0.0, abs=1e-6)
+    assert score.top1_agreements == score.n_tokens == len(pairs[0][1])
+
+
+def test_continuation_scores_survive_pickling_with_their_comparison():
+    import pickle
+
+    score = ContinuationScore(-3.5, False, kl_sum=0.25, top1_agreements=4, n_tokens=5)
+    again = pickle.loads(pickle.dumps(score))
+    assert again == (-3.5, False) and (again.kl_sum, again.top1_agreements, again.n_tokens) == (0.25, 4, 5)
+    logprob, greedy = again  # lm-eval unpacks it as the plain pair
+    assert (logprob, greedy) == (-3.5, False)

@@ -181,3 +181,22 @@ def test_latency_suite_is_skipped_for_backend_vllm(tiny_model_dir, tmp_path):
     )
     assert run_latency(config) is None
     assert not (tmp_path / "run").exists()
+
+
+def test_every_variant_but_the_reference_is_compared_with_it(tmp_path):
+    from codegen_bench.harness.matrix import kl_reference
+
+    def config(*specs, **model_args):
+        return MatrixConfig(
+            variants=tuple(VariantSpec.parse(s) for s in specs),
+            tasks=("t",),
+            out=tmp_path,
+            model_args=model_args,
+        )
+
+    run = config("int8-dynamic", "base", "l1=l1-pruned,variant.sparsity=0.3")
+    assert [kl_reference(run, s) for s in run.variants] == ["base", None, "base"]
+    alone = config("int8-dynamic", "nf4")  # no base: the first variant is the reference
+    assert [kl_reference(alone, s) for s in alone.variants] == [None, "int8-dynamic"]
+    on_vllm = config("base", "nf4", backend="vllm")  # vLLM returns no distributions
+    assert [kl_reference(on_vllm, s) for s in on_vllm.variants] == [None, None]

@@ -5,6 +5,11 @@ variant), the likelihood of the reference solutions still ranks the variants.
 
 - `nll_per_token`: -sum(log p) / sum(tokens) over all solutions, in nats, token-weighted.
 - `bits_per_char`: -sum(log p) / ln 2 / sum(characters): comparable across tokenizers.
+- With `--model codegen --model_args kl_reference=base` (the matrix sets it for every variant but
+  the reference), how far the model's next-token distributions moved from the reference model's on
+  the same solution tokens: `kl_per_token`, the mean over tokens of KL(reference || model) in nats,
+  and `top1_agreement`, the share of tokens where both models' most likely next token is the same.
+  Where pass@1 cannot tell a compressed variant from base, these can.
 
 lm-eval returns only each continuation's summed log-probability, so the token counts are computed
 here, when the docs are built, with the tokenizer of the model being evaluated: lm-eval passes the
@@ -67,7 +72,12 @@ def process_results(doc: dict, results: list[tuple[float, bool]]) -> dict[str, t
     ((logprob, _is_greedy),) = results
     if doc["n_tokens"] < 1:
         raise CodegenBenchError(f"{doc['task_id']}: its canonical solution has no tokens to score")
-    return {"nll_per_token": (-logprob, doc["n_tokens"]), "bits_per_char": (-logprob, doc["n_chars"])}
+    scores = {"nll_per_token": (-logprob, doc["n_tokens"]), "bits_per_char": (-logprob, doc["n_chars"])}
+    (score,) = results
+    if getattr(score, "kl_sum", None) is not None:  # a ContinuationScore from codegen with kl_reference
+        scores["kl_per_token"] = (score.kl_sum, score.n_tokens)
+        scores["top1_agreement"] = (score.top1_agreements, score.n_tokens)
+    return scores
 
 
 def _ratio(items: list[tuple[float, int]]) -> float:
@@ -82,3 +92,11 @@ def nll_per_token(items: list[tuple[float, int]]) -> float:
 
 def bits_per_char(items: list[tuple[float, int]]) -> float:
     return _ratio(items) / math.log(2)
+
+
+def kl_per_token(items: list[tuple[float, int]]) -> float:
+    return _ratio(items)
+
+
+def top1_agreement(items: list[tuple[int, int]]) -> float:
+    return _ratio(items)
