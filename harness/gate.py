@@ -22,7 +22,21 @@ Tolerances (chosen when the baseline is written):
   matrix, and every `..._x_<reference>` ratio of the latency suite when the run has one. A ratio
   may fall by 35% of its baseline value (SPEED_TOLERANCE).
 
-A check fails when the run is worse than the baseline by more than the tolerance, or when the run
+Paired view: a baseline written from a run whose records hold per-item scores keeps them with each
+check (and, for generated tokens, a fingerprint of each document's generation). The run is then
+also compared with the baseline item by item, on the same documents:
+- quality: a metric also regresses when the run is significantly worse than the baseline's own
+  items (exact McNemar on the flipped problems for pass@1, a paired bootstrap interval of the
+  difference otherwise; harness/uncertainty.py), even where the total moved less than the tolerance;
+- generated tokens: what is checked is how many documents' generations changed, not the total.
+  Another CPU takes other kernels (oneDNN, fbgemm, the vectorised softmax and norms), whose float
+  rounding differs in the last bits; a greedy decode that is close to a tie between two tokens can
+  then take the other one, and that document's completion, and its length, change from there on.
+  Up to `flips` documents may change that way (the rule above); the total may move by any amount
+  with them, since one changed completion can be longer or shorter by hundreds of tokens.
+
+A check fails when the run is worse than the baseline by more than the tolerance, or significantly
+worse on the same items, or changed more documents' generations than allowed, or when the run
 lacks a checked cell or metric, or scored a different number of items (not comparable). A change
 for the better beyond the tolerance passes, marked "improved": refresh the baseline with --update.
 """
@@ -58,6 +72,9 @@ class Check:
     tolerance: float
     direction: str  # "higher" or "lower" is better; "either": any change beyond tolerance fails
     n: int | None = None  # items the cell scored (quality checks)
+    # The baseline's own items: {"doc_ids": [...], "values": [row per item]} for a quality metric,
+    # {"doc_ids": [...], "outputs": [fingerprint per document]} for generated tokens.
+    items: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +82,7 @@ class Outcome:
     check: Check
     observed: float | None
     verdict: str  # ok, improved, REGRESSED, CHANGED, MISSING, NOT COMPARABLE
+    note: str = ""  # the paired view, where there was one: flips, p-value, changed documents
 
     @property
     def failed(self) -> bool:
@@ -124,6 +142,30 @@ def _speed_ratios(run: Path, records: list[dict]) -> dict[tuple[str, str], float
     return ratios
 
 
+def _check_items(record: dict, task: str, metric: str) -> dict | None:
+    """The items a check keeps: (doc ids, per-item values) of a metric, or (doc ids, generation
+    fingerprints) for generated tokens."""
+    from codegen_bench.harness.item_scores import OUTPUTS
+
+    items = (record.get("items") or {}).get(task) or {}
+    key = OUTPUTS if metric == TOKENS_METRIC else metric
+    if key not in items:
+        return None
+    return {"doc_ids": items["doc_ids"], "outputs" if key == OUTPUTS else "values": items[key]}
+
+
+def observed_items(records: list[dict]) -> dict[tuple[str, str, str], dict]:
+    """Every check's items in a run, keyed (variant, task, metric) as `observed_values`."""
+    found = {}
+    for record in records:
+        for task, metrics in record["metrics"].items():
+            for metric in [*metrics, TOKENS_METRIC]:
+                items = _check_items(record, task, metric)
+                if items is not None:
+                    found[(record["variant"], task, metric)] = items
+    return found
+
+
 def observed_values(run: Path, records: list[dict]) -> dict[tuple[str, str, str], float]:
     """Every value of a run (its `records`) the gate can check, keyed (variant, task, metric)."""
     values = {}
@@ -160,13 +202,15 @@ def baseline_checks(run: Path) -> list[Check]:
                 higher = directions.get(task, {}).get(metric)
                 direction = "either" if higher is None else "higher" if higher else "lower"
                 tolerance = _quality_tolerance(metric, value, n)
-                checks.append(Check(record["variant"], task, metric, value, tolerance, direction, n))
+                items = _check_items(record, task, metric)
+                checks.append(Check(record["variant"], task, metric, value, tolerance, direction, n, items))
         tokens = (record.get("generation") or {}).get("tokens")
         if tokens:
             n = _items(record, record["task"])
             tolerance = (_flips(n) / n if n else FLIP_FRACTION) * tokens
+            items = _check_items(record, record["task"], TOKENS_METRIC)
             checks.append(
-                Check(record["variant"], record["task"], TOKENS_METRIC, tokens, tolerance, "either", n)
+                Check(record["variant"], record["task"], TOKENS_METRIC, tokens, tolerance, "either", n, items)
             )
     for (variant, name), ratio in _speed_ratios(run, records).items():
         checks.append(Check(variant, SPEED_TASK, name, ratio, SPEED_TOLERANCE * ratio, "higher"))
@@ -210,11 +254,65 @@ def read_baseline(path: Path) -> list[Check]:
         ) from None
 
 
-def judge(check: Check, observed: float | None, observed_items: int | None) -> Outcome:
+def _same_documents(check: Check, items: dict | None) -> tuple[list, list] | None:
+    """The baseline's and the run's rows on the documents both scored, or None without items."""
+    if not check.items or not items:
+        return None
+    key = "outputs" if "outputs" in check.items else "values"
+    if key not in items:
+        return None
+    run_rows = dict(zip(items["doc_ids"], items[key], strict=True))
+    shared = [i for i in check.items["doc_ids"] if i in run_rows]
+    if not shared:
+        return None
+    baseline_rows = dict(zip(check.items["doc_ids"], check.items[key], strict=True))
+    return [baseline_rows[i] for i in shared], [run_rows[i] for i in shared]
+
+
+def _judge_outputs(check: Check, observed: float, rows: tuple[list, list]) -> Outcome:
+    baseline, run = rows
+    changed = sum(1 for a, b in zip(baseline, run, strict=True) if a != b)
+    allowed = _flips(len(baseline))
+    note = f"{changed} of {len(baseline)} generations changed (at most {allowed} may)"
+    return Outcome(check, observed, "ok" if changed <= allowed else "CHANGED", note)
+
+
+def _judge_paired(check: Check, observed: float, rows: tuple[list, list], outcome: Outcome) -> Outcome:
+    """The tolerance's verdict, turned into a regression where the run is significantly worse than
+    the baseline on the same items."""
+    from codegen_bench.harness.item_scores import ITEM_METRICS
+    from codegen_bench.harness.uncertainty import paired_difference
+
+    if check.metric not in ITEM_METRICS or check.direction == "either":
+        return outcome
+    difference = paired_difference(*rows, ITEM_METRICS[check.metric].estimator)
+    if difference.p_value is not None:
+        note = f"−{difference.lost}/+{difference.gained} vs baseline, McNemar p={difference.p_value:.2g}"
+    else:
+        low, high = difference.interval.low, difference.interval.high
+        note = f"{difference.difference:+.4g} [{low:+.4g}, {high:+.4g}] vs baseline (paired)"
+    worse = difference.difference < 0 if check.direction == "higher" else difference.difference > 0
+    if difference.significant and worse:
+        return Outcome(check, observed, "REGRESSED", note)
+    return Outcome(check, observed, outcome.verdict, note)
+
+
+def judge(
+    check: Check, observed: float | None, observed_items: int | None, items: dict | None = None
+) -> Outcome:
+    """The verdict on one check: the tolerance rule, and the paired view where both sides have items."""
     if observed is None or (isinstance(observed, float) and math.isnan(observed)):
         return Outcome(check, None, "MISSING")
     if check.n is not None and observed_items is not None and observed_items != check.n:
         return Outcome(check, observed, "NOT COMPARABLE")
+    rows = _same_documents(check, items)
+    if rows is not None and check.metric == TOKENS_METRIC:
+        return _judge_outputs(check, observed, rows)
+    outcome = _judge_tolerance(check, observed)
+    return outcome if rows is None else _judge_paired(check, observed, rows, outcome)
+
+
+def _judge_tolerance(check: Check, observed: float) -> Outcome:
     change = observed - check.value
     if abs(change) <= check.tolerance + 1e-12:
         return Outcome(check, observed, "ok")
@@ -228,9 +326,16 @@ def check_run(run: Path, baseline: Path) -> list[Outcome]:
     checks = read_baseline(baseline)
     records = _run_records(run)
     values = observed_values(run, records)
-    items = _observed_items(records)
+    counts = _observed_items(records)
+    items = observed_items(records)
     return [
-        judge(c, values.get((c.variant, c.task, c.metric)), items.get((c.variant, c.task))) for c in checks
+        judge(
+            c,
+            values.get((c.variant, c.task, c.metric)),
+            counts.get((c.variant, c.task)),
+            items.get((c.variant, c.task, c.metric)),
+        )
+        for c in checks
     ]
 
 
@@ -243,8 +348,8 @@ def _number(value: float | None) -> str:
 def format_outcomes(outcomes: Sequence[Outcome], only_notable: bool = False) -> str:
     """A Markdown table: variant, task, metric, baseline ± tolerance, run value, change, verdict."""
     lines = [
-        "| variant | task | metric | baseline | tolerance | run | change | verdict |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | task | metric | baseline | tolerance | run | change | verdict | same items |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for o in outcomes:
         if only_notable and o.verdict == "ok":
@@ -254,7 +359,7 @@ def format_outcomes(outcomes: Sequence[Outcome], only_notable: bool = False) -> 
         verdict = f"**{o.verdict}**" if o.failed else o.verdict
         lines.append(
             f"| {c.variant} | {c.task} | {c.metric} | {_number(c.value)} | ±{_number(c.tolerance)} "
-            f"| {_number(o.observed)} | {change} | {verdict} |"
+            f"| {_number(o.observed)} | {change} | {verdict} | {o.note} |"
         )
     if len(lines) == 2:
         return "Every check is within its tolerance (--all lists them)."

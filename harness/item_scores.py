@@ -17,6 +17,8 @@ A metric not listed (CodeBLEU, whose corpus score is not a sum over items) gets 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -108,13 +110,25 @@ ITEM_METRICS: dict[str, ItemMetric] = {
 }
 
 
+OUTPUTS = "outputs"  # per-document fingerprint of what the model generated (generation tasks)
+
+
+def output_fingerprint(responses) -> str:
+    """A short hash of a document's generated texts: equal exactly when the generations are."""
+    text = json.dumps(responses, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
 def cell_items(samples: Sequence[dict], metrics: Sequence[str]) -> dict:
-    """{"doc_ids": [...], metric: [row per item], ...} from lm-eval's logged samples of one task
-    (`simple_evaluate(..., log_samples=True)["samples"][task]`), for the metrics listed here.
+    """{"doc_ids": [...], metric: [row per item], ..., "outputs": [...]} from lm-eval's logged samples
+    of one task (`simple_evaluate(..., log_samples=True)["samples"][task]`), for the metrics listed
+    here; `outputs` (generation tasks) tells which documents' generations changed between two runs.
     With several samples per document (pass@k), each document is one item: lm-eval logs one entry
     per document, holding the per-document pass@k."""
     ordered = sorted(samples, key=lambda s: s["doc_id"])
     items: dict = {"doc_ids": [s["doc_id"] for s in ordered]}
+    if all(isinstance((s.get("filtered_resps") or [None])[0], str) for s in ordered):
+        items[OUTPUTS] = [output_fingerprint(s["filtered_resps"]) for s in ordered]
     for metric in metrics:
         if metric in ITEM_METRICS and all(metric in s for s in ordered):
             items[metric] = ITEM_METRICS[metric].rows([s[metric] for s in ordered])

@@ -79,11 +79,13 @@ def matrix_rows(records: Sequence[dict]) -> tuple[list[str], dict[str, dict[str,
 
 def item_scores(records: Sequence[dict]) -> dict[str, dict[str, tuple[list, list]]]:
     """{variant: {column: (doc ids, per-item rows)}} for every metric whose items a record holds."""
+    from codegen_bench.harness.item_scores import OUTPUTS
+
     found: dict[str, dict[str, tuple[list, list]]] = {}
     for record in records:
         for task, items in (record.get("items") or {}).items():
             for metric, rows in items.items():
-                if metric != "doc_ids":
+                if metric not in ("doc_ids", OUTPUTS):
                     found.setdefault(record["variant"], {})[f"{task}/{metric}"] = (items["doc_ids"], rows)
     return found
 

@@ -97,7 +97,7 @@ def test_gate_fails_on_regressed_quality_speed_and_stopping(tmp_path, baseline, 
     }
     assert cli.main(["check", str(run), "--baseline", str(baseline)]) == 1
     out = capsys.readouterr().out
-    assert "| base | humaneval_custom | pass@1 | 0.6 | ±0.02 | 0.56 | -0.04 | **REGRESSED** |" in out
+    assert "| base | humaneval_custom | pass@1 | 0.6 | ±0.02 | 0.56 | -0.04 | **REGRESSED** |  |" in out
     assert "4 failed" in out
     assert "| int8 | humaneval_custom | pass@1 |" not in out  # unchanged checks are not listed
 
@@ -115,7 +115,46 @@ def test_judge_and_table_on_hand_made_checks():
     assert judge(check, 7.9, 5).verdict == "REGRESSED"
     assert judge(check, float("nan"), 5).verdict == "MISSING"
     table = format_outcomes([judge(check, 7.0, 5)])
-    assert table.splitlines()[-1] == "| base | t | bleu | 10 | ±2 | 7 | -3 | **REGRESSED** |"
+    assert table.splitlines()[-1] == "| base | t | bleu | 10 | ±2 | 7 | -3 | **REGRESSED** |  |"
+
+
+def _items(values, key="values"):
+    return {"doc_ids": list(range(len(values))), key: values}
+
+
+def test_paired_view_fails_a_significant_loss_within_the_tolerance():
+    # 500 problems, a tolerance of 10 flips (2%).
+    baseline = [1.0] * 300 + [0.0] * 200
+    check = Check("int8", "t", "pass@1", 0.6, 10 / 500, "higher", 500, _items(baseline))
+    # 12 lost and 10 gained: a net loss of 2 problems, as noisy as flips come.
+    noisy = [0.0] * 12 + [1.0] * 288 + [1.0] * 10 + [0.0] * 190
+    outcome = judge(check, sum(noisy) / 500, 500, _items(noisy))
+    assert outcome.verdict == "ok" and outcome.note == "−12/+10 vs baseline, McNemar p=0.83"
+    # 9 lost and 1 gained: a net loss of 8, within the tolerance, but not chance (p = 0.021).
+    lost = [0.0] * 9 + [1.0] * 291 + [1.0] + [0.0] * 199
+    outcome = judge(check, sum(lost) / 500, 500, _items(lost))
+    assert outcome.verdict == "REGRESSED" and outcome.note == "−9/+1 vs baseline, McNemar p=0.021"
+    assert judge(check, sum(lost) / 500, 500).verdict == "ok"  # what the tolerance alone says
+
+
+def test_paired_view_catches_a_shift_on_every_item_that_the_tolerance_allows():
+    baseline = [0.60 + 0.01 * (i % 7) for i in range(50)]
+    run = [v - 0.004 for v in baseline]  # 0.004 worse everywhere: under the 0.02 tolerance
+    check = Check("int8", "t", "bertscore_f1", sum(baseline) / 50, 0.02, "higher", 50, _items(baseline))
+    assert judge(check, sum(run) / 50, 50).verdict == "ok"  # no items: the tolerance alone
+    assert judge(check, sum(run) / 50, 50, _items(run)).verdict == "REGRESSED"
+
+
+def test_generated_tokens_are_judged_by_the_documents_whose_generation_changed():
+    baseline = _items(["a", "b", "c", "d", "e"], "outputs")
+    check = Check("int8", "t", TOKENS_METRIC, 320.0, 64.0, "either", 5, baseline)
+    # One document decoded differently on another machine: 83 tokens fewer in all, and that is allowed.
+    one = judge(check, 237.0, 5, _items(["a", "b", "X", "d", "e"], "outputs"))
+    assert one.verdict == "ok" and one.note == "1 of 5 generations changed (at most 1 may)"
+    # Two changed documents are a change in generation, whatever the total does.
+    two = judge(check, 320.0, 5, _items(["a", "Y", "X", "d", "e"], "outputs"))
+    assert two.verdict == "CHANGED"
+    assert judge(check, 237.0, 5).verdict == "CHANGED"  # without the run's items: the tolerance
 
 
 def test_cli_writes_and_reads_a_baseline(tmp_path, capsys):
