@@ -38,7 +38,7 @@ from codegen_bench.harness.distributed import gather_object, launched_world_size
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.generation import GenerationSettings, GenerationStats, generate
 from codegen_bench.harness.likelihood import rolling_windows, score_continuations
-from codegen_bench.harness.loading import LoadConfig, load_tokenizer, resolve_pretrained
+from codegen_bench.harness.loading import LoadConfig, load_tokenizer, model_name, resolve_pretrained
 from codegen_bench.harness.memory import loaded_memory_bytes, model_weight_bytes, peak_memory_bytes
 from codegen_bench.harness.prepack import can_prepack, prepack_linears_
 from codegen_bench.harness.variant_spec import VARIANT_CONFIG_PREFIX  # variant.sparsity=0.3
@@ -421,8 +421,14 @@ class CodegenLM(TemplateLM):
         return rendered + doc.get("chat_assistant_prefix", "")
 
     def get_model_info(self) -> dict:
+        from codegen_bench.variants.artifact import base_fingerprint, weights_size_bytes
+
+        if not hasattr(self, "_base_identity"):  # read once: hashing a folder's weights takes seconds
+            self._base_identity = (base_fingerprint(self.pretrained), weights_size_bytes(self.pretrained))
         return {
-            "pretrained": self.pretrained,
+            "pretrained": model_name(self.pretrained),
+            "pretrained_sha256": self._base_identity[0],
+            "base_size_on_disk_bytes": self._base_identity[1],
             "variant": self.variant,
             "variant_config": self.variant_manifest.get("config"),
             "kl_reference": self.kl_reference,

@@ -79,6 +79,13 @@ def resolve_pretrained(pretrained: str | None) -> str:
     return pretrained  # a hub id
 
 
+def model_name(name_or_path: str) -> str:
+    """How results name a model: a hub id as it is, a local folder by its own name (with the content
+    hash beside it in the record), never the path, which belongs to one machine."""
+    folder = Path(name_or_path)
+    return folder.name if folder.is_dir() or folder.is_absolute() else name_or_path
+
+
 def load_tokenizer(name_or_path: str, cfg: LoadConfig):
     from transformers import AutoTokenizer
 

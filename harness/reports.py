@@ -57,7 +57,8 @@ def matrix_rows(records: Sequence[dict]) -> tuple[list[str], dict[str, dict[str,
         model = record.get("model", {})
         size = model.get("variant_size_on_disk_bytes")
         if size is None and model.get("variant") == "base":
-            size = weights_size_bytes(model.get("pretrained"))
+            # Older records named the model by its path and carried no size of their own.
+            size = model.get("base_size_on_disk_bytes") or weights_size_bytes(model.get("pretrained"))
         if size is not None:
             row["size_on_disk_MB"] = size / 1e6
         peak = model.get("peak_memory_bytes")
@@ -450,6 +451,18 @@ def plot_quality_vs_cost(path: Path, columns, rows) -> bool:
     return True
 
 
+def _model_identity(record: dict) -> str | None:
+    """The model by name and content hash (sha256 of its GGUF or weights, first 12 hex digits)."""
+    from codegen_bench.harness.loading import model_name
+
+    model = record.get("model", {})
+    if not model.get("pretrained"):
+        return None
+    name = model_name(model["pretrained"])
+    digest = model.get("pretrained_sha256")
+    return f"{name} (sha256 {digest[:12]}…)" if digest and not digest.startswith("hub:") else name
+
+
 def run_settings(records: Sequence[dict]) -> dict[str, str]:
     """The settings a run's records share (or list), for the top of its leaderboard."""
 
@@ -462,7 +475,7 @@ def run_settings(records: Sequence[dict]) -> dict[str, str]:
         return ", ".join(str(v) for v in seen) or "-"
 
     return {
-        "model": values(lambda r: r.get("model", {}).get("pretrained")),
+        "model": values(_model_identity),
         "tasks": values(lambda r: r["task"]),
         "limit": values(lambda r: r.get("limit") or "all"),
         "batch size": values(lambda r: r.get("batch_size")),

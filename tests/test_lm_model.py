@@ -157,3 +157,13 @@ def test_interrupted_generation_resumes_from_lm_evals_cache(tiny_model_dir, tmp_
     texts = CachingLM(lm, str(tmp_path / "cache.db")).generate_until(requests)
     assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
     assert len(prompts_generated) == 1  # only the request that was interrupted is generated again
+
+
+def test_model_info_names_the_model_by_name_and_content_hash_not_by_path(tiny_lm, tiny_model_dir):
+    info = tiny_lm.get_model_info()
+    assert info["pretrained"] == tiny_model_dir.name
+    assert len(info["pretrained_sha256"]) == 64
+    assert info["base_size_on_disk_bytes"] == sum(
+        f.stat().st_size for f in tiny_model_dir.glob("*.safetensors")
+    )
+    assert str(tiny_model_dir) not in repr(info)
