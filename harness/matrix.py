@@ -139,6 +139,7 @@ def _default_evaluate(lm, task: str, config: MatrixConfig) -> dict:
         confirm_run_unsafe_code=True,
         task_manager=TaskManager(),
         log_samples=True,  # the per-item scores behind every interval and paired comparison
+        bootstrap_iters=0,  # lm-eval's stderr is not kept: our intervals come from the items
     )
 
 

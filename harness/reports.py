@@ -279,7 +279,7 @@ def sort_key_column(columns: Sequence[str], direction: dict) -> str | None:
 
 def _signed(value: float) -> str:
     text = _format(abs(value))
-    return ("+" if value > 0 else "−" if value < 0 else "±") + text
+    return ("+" if value > 0 else "−" if value < 0 else "") + text
 
 
 def _with_interval(value: float | None, bounds: tuple[float, float] | None) -> str:

@@ -121,7 +121,7 @@ def test_leaderboard_shows_intervals_pairs_with_base_and_bolds_only_significant_
     quality = {row[0]: row[1:] for row in _table(leaderboard, "## Quality")}
     assert quality["base"] == ["0.600 [0.460, 0.720]"]  # a tie at the top: not bolded
     paired = {row[0]: row[1:] for row in _table(leaderboard, "## Paired against base")}
-    assert paired["int8"] == ["±0.000 [−0.060, +0.060] −1/+1 p=1"]
+    assert paired["int8"] == ["0.000 [−0.060, +0.060] −1/+1 p=1"]
     assert paired["l1"][0].startswith("**−0.600 [") and paired["l1"][0].endswith("−30/+0 p=1.9e-09**")
     with open(paths["csv"]) as f:
         table = {row["variant"]: row for row in csv.DictReader(f)}
