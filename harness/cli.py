@@ -149,7 +149,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> None:
 def _cmd_check(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from codegen_bench.harness.gate import check_run, format_outcomes, write_baseline
+    from codegen_bench.harness.gate import check_run, format_outcomes, kernel_mismatch, write_baseline
 
     if args.update:
         commands = Path(args.run_dir) / "commands.txt"
@@ -161,6 +161,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
     outcomes = check_run(Path(args.run_dir), Path(args.baseline))
     failed = [o for o in outcomes if o.failed]
     print(format_outcomes(outcomes, only_notable=not args.all))
+    mismatch = kernel_mismatch(Path(args.run_dir), Path(args.baseline))
+    if mismatch:
+        print(mismatch)
     print(
         f"\n{len(outcomes) - len(failed)} of {len(outcomes)} checks passed against {args.baseline}"
         + (f"; {len(failed)} failed" if failed else "")

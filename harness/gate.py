@@ -226,6 +226,7 @@ def write_baseline(run: Path, path: Path, command: str | None = None) -> list[Ch
         "from_run": str(run),
         "command": command,
         "machine": f"{platform.machine()}, {platform.processor() or platform.system()}",
+        "kernels": _run_records(run)[0].get("kernels"),
         "rules": {  # how the tolerances below were set (codegen_bench.harness.gate explains them)
             "flip_fraction": FLIP_FRACTION,
             "metric_scale": METRIC_SCALE,
@@ -320,6 +321,22 @@ def _judge_tolerance(check: Check, observed: float) -> Outcome:
         return Outcome(check, observed, "CHANGED")
     better = change > 0 if check.direction == "higher" else change < 0
     return Outcome(check, observed, "improved" if better else "REGRESSED")
+
+
+def kernel_mismatch(run: Path, baseline: Path) -> str | None:
+    """A line saying the run chose other CPU kernels than the baseline's run, or None: results of a
+    variant that rounds its activations (int8-dynamic) then differ without any change in the code."""
+    try:
+        expected = json.loads(Path(baseline).read_text()).get("kernels")
+    except (OSError, json.JSONDecodeError):
+        return None
+    found = _run_records(run)[0].get("kernels")
+    if not expected or not found or expected == found:
+        return None
+    return (
+        f"note: {run} ran with kernels {found}, the baseline with {expected}: int8 results depend on "
+        "the kernels; run the gate as `make gate` does (its GATE_ENV)"
+    )
 
 
 def check_run(run: Path, baseline: Path) -> list[Outcome]:

@@ -38,6 +38,18 @@ from codegen_bench.harness.variant_spec import VariantSpec
 log = logging.getLogger(__name__)
 
 RECORDS_FILE = "records.jsonl"
+# Settings that choose the CPU kernels, and so the last bits of every float result (which a variant
+# that rounds its activations, such as int8-dynamic, turns into different generations).
+KERNEL_SETTINGS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def kernel_settings() -> dict[str, str | None]:
+    """The kernel choice a cell ran with: ATen's CPU capability in use and the settings above."""
+    import torch
+
+    return {"aten_cpu_capability": torch.backends.cpu.get_cpu_capability()} | {
+        name: os.environ.get(name) for name in KERNEL_SETTINGS
+    }
 
 
 @dataclass(frozen=True)
@@ -267,6 +279,7 @@ def run_matrix(
                     for k in ("requests", "tokens", "prompt_tokens", "seconds")
                 },
                 "model": {k: v for k, v in info.items() if k != "generation"},
+                "kernels": kernel_settings(),
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
             store.append(record)

@@ -213,3 +213,17 @@ def test_gate_catches_a_regression_injected_into_the_likelihood_code(tiny_model_
     run_matrix(config("broken"))
     failed = {(o.check.task, o.check.metric) for o in check_run(tmp_path / "broken", baseline) if o.failed}
     assert failed == {("humaneval_nll", "nll_per_token"), ("humaneval_nll", "bits_per_char")}
+
+
+def test_a_run_on_other_cpu_kernels_than_the_baselines_is_named(tmp_path):
+    from codegen_bench.harness.gate import kernel_mismatch
+
+    avx2 = {"aten_cpu_capability": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    native = {"aten_cpu_capability": "AVX512", "ATEN_CPU_CAPABILITY": None}
+    written = _run(tmp_path, "pinned", {**_record("base", 0.6, 10.0), "kernels": avx2})
+    path = tmp_path / "baseline.json"
+    write_baseline(written, path)
+    assert json.loads(path.read_text())["kernels"] == avx2
+    assert kernel_mismatch(written, path) is None
+    other = _run(tmp_path, "native", {**_record("base", 0.6, 10.0), "kernels": native})
+    assert "GATE_ENV" in kernel_mismatch(other, path)
