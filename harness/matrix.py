@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 
 RECORDS_FILE = "records.jsonl"
 # Settings that choose the CPU kernels, and so the last bits of every float result (which a variant
-# that rounds its activations, such as int8-dynamic, turns into different generations).
+# that rounds its activations, such as int8-dynamic, turns into different generations; see the
+# Makefile's GATE_ENV).
 KERNEL_SETTINGS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
 
