@@ -87,14 +87,15 @@ def to_example(record: dict, chat: bool) -> dict:
     Code pairs ({prompt, completion}) are completions of a function; explanation pairs
     ({code, explanation}) ask what a function does; {text} records are plain language modelling.
     """
-    from codegen_bench.tasks.humaneval.utils import CHAT_ASSISTANT_PREFIX, CHAT_USER
+    # The answer is the whole function in a fence: what both HumanEval chat styles read back.
+    from codegen_bench.tasks.humaneval.utils import FENCED_ASSISTANT_PREFIX, FENCED_USER
 
     if "prompt" in record and "completion" in record:
         if not chat:
             return {"prompt": record["prompt"], "completion": record["completion"]}
-        user = CHAT_USER.format(prompt=record["prompt"])
+        user = FENCED_USER.format(prompt=record["prompt"])
         answer = (
-            CHAT_ASSISTANT_PREFIX.format(prompt=record["prompt"]) + record["completion"].rstrip() + "\n```"
+            FENCED_ASSISTANT_PREFIX.format(prompt=record["prompt"]) + record["completion"].rstrip() + "\n```"
         )
         return {
             "prompt": [{"role": "user", "content": user}],
