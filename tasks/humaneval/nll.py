@@ -69,11 +69,11 @@ def doc_to_target(doc: dict) -> str:
 
 
 def process_results(doc: dict, results: list[tuple[float, bool]]) -> dict[str, tuple[float, int]]:
-    ((logprob, _is_greedy),) = results
+    (score,) = results
+    logprob, _is_greedy = score
     if doc["n_tokens"] < 1:
         raise CodegenBenchError(f"{doc['task_id']}: its canonical solution has no tokens to score")
     scores = {"nll_per_token": (-logprob, doc["n_tokens"]), "bits_per_char": (-logprob, doc["n_chars"])}
-    (score,) = results
     if getattr(score, "kl_sum", None) is not None:  # a ContinuationScore from codegen with kl_reference
         scores["kl_per_token"] = (score.kl_sum, score.n_tokens)
         scores["top1_agreement"] = (score.top1_agreements, score.n_tokens)
