@@ -122,10 +122,12 @@ def _estimator(column: str):
     return ITEM_METRICS[column.rsplit("/", 1)[1]].estimator
 
 
-def paired_with_reference(records: Sequence[dict], reference: str | None = None) -> tuple[str | None, dict]:
+def paired_with_reference(
+    records: Sequence[dict], items: dict, reference: str | None = None
+) -> tuple[str | None, dict]:
     """(reference variant, {variant: {column: PairedDifference}}) for every other variant and every
-    metric both have items for. The reference is `base` where the run has it, else the first variant."""
-    items = item_scores(records)
+    metric both have `items` (from `item_scores`) for. The reference is `base` where the run has it,
+    else the first variant."""
     variants = list(dict.fromkeys(r["variant"] for r in records))
     if reference is None:
         reference = (
@@ -511,7 +513,8 @@ def build_reports(runs: Sequence[Path], out: Path | None = None) -> dict[str, Pa
     out.mkdir(parents=True, exist_ok=True)
     columns, rows, direction = matrix_rows(records)
     intervals = metric_intervals(records)
-    reference, comparisons = paired_with_reference(records)
+    items = item_scores(records)
+    reference, comparisons = paired_with_reference(records, items)
     for run in runs:
         latency = run / LATENCY_FILE
         if latency.is_file():
@@ -532,7 +535,7 @@ def build_reports(runs: Sequence[Path], out: Path | None = None) -> dict[str, Pa
             label = f"command ({run.name})" if len(runs) > 1 else "command"
             settings[label] = "`" + commands.read_text().splitlines()[-1].split(" ", 1)[1] + "`"
     markdown = leaderboard_markdown(
-        title, settings, columns, rows, direction, intervals, item_scores(records), reference, comparisons
+        title, settings, columns, rows, direction, intervals, items, reference, comparisons
     )
     paths["leaderboard"].write_text(markdown)
     plot = out / "quality_vs_cost.png"
