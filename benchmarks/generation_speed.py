@@ -170,7 +170,7 @@ def main() -> None:
     parser.add_argument("--batch1", action="store_true", help="also run codegen at batch 1 (slow)")
     parser.add_argument("--no-hf", action="store_true", help="skip lm-eval's hf (it is the slow one)")
     parser.add_argument("--ablate-prepack", action="store_true", help="also run codegen with prepack=false")
-    parser.add_argument("--out", type=Path, default=Path("results/generation_speed"))
+    parser.add_argument("--out", type=Path, default=Path("results/measurements/generation-speed"))
     args = parser.parse_args()
 
     import torch

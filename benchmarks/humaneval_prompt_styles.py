@@ -1,9 +1,9 @@
 """HumanEval prompt styles compared on the same problems, and why each style's failures failed.
 
     python benchmarks/humaneval_prompt_styles.py \
-        --run fenced=results/humaneval-prompt-styles/humaneval_fenced_base.jsonl \
-        --run published=results/humaneval-prompt-styles/humaneval_custom_base.jsonl \
-        --out results/humaneval-prompt-styles/summary.md
+        --run fenced=results/measurements/matrix-fenced-prompt/samples/base/humaneval_custom_*.jsonl \
+        --run published=results/measurements/humaneval-prompt-styles/humaneval_custom_base.jsonl \
+        --out results/measurements/humaneval-prompt-styles/summary.md
 
 Each run is a samples file written by a HumanEval task (`passed`, `result`, `raw_completion` per
 problem, one greedy sample each). Printed: each run's pass@1 with its Wilson 95% interval, each run
@@ -29,7 +29,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from codegen_bench.harness.uncertainty import mcnemar_exact, wilson_interval
+from codegen_bench.harness.runs.uncertainty import mcnemar_exact, wilson_interval
 
 NAME_ERROR = re.compile(r"failed: NameError: name '(\w+)' is not defined")
 

@@ -80,7 +80,7 @@ PACKAGE = {"torchao": "torchao", "quanto": "optimum.quanto"}
 
 def select_prompts(tokenizer, count: int = 8, low: int = 80, high: int = 140) -> list[list[int]]:
     """The first `count` HumanEval prompts whose length is `low`..`high` tokens (~100)."""
-    from codegen_bench.harness.problems import load_humaneval
+    from codegen_bench.harness.execution.problems import load_humaneval
 
     chosen = []
     for problem in load_humaneval().values():

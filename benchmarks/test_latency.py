@@ -21,21 +21,25 @@ this same run: absolute times drift between machines and runs, ratios much less.
 
 from __future__ import annotations
 
+import statistics
+import time
+
 import pytest
 import torch
+from lm_eval.utils import simple_parse_args_string
+
+from codegen_bench.harness.engine.generation import GenerationSettings
+from codegen_bench.harness.engine.memory import release_freed_memory
+from codegen_bench.harness.lm_eval_plugin.model import CodegenLM
+from codegen_bench.tasks.humaneval.utils import load_dataset
+from codegen_bench.variants.artifact import weights_size_bytes
+from codegen_bench.variants.spec import VariantSpec
 
 SUMMARY: dict[str, dict] = {}  # variant name -> figures, for the terminal summary and the matrix
 
 
 @pytest.fixture(scope="module")
 def lm(variant_spec, pytestconfig):
-    from lm_eval.utils import simple_parse_args_string
-
-    from codegen_bench.harness.lm_model import CodegenLM
-    from codegen_bench.harness.memory import release_freed_memory
-    from codegen_bench.harness.variant_spec import VariantSpec
-    from codegen_bench.variants.artifact import weights_size_bytes
-
     spec = VariantSpec.parse(variant_spec)
     model = CodegenLM(
         pretrained=pytestconfig.getoption("--pretrained"),
@@ -54,11 +58,9 @@ def lm(variant_spec, pytestconfig):
 
 
 def _prompts(model, count: int) -> list[list[int]]:
-    from codegen_bench.tasks.humaneval.utils import load_dataset
-
     docs = list(load_dataset()["test"])[:count]
     gen_kwargs = {"until": [], "max_gen_toks": 1}
-    return [model._prepare_generation(doc["prompt"], gen_kwargs, doc=doc)[0] for doc in docs]
+    return [model.prepare_generation(doc["prompt"], gen_kwargs, doc=doc)[0] for doc in docs]
 
 
 def _random_prompts(model, count: int, length: int) -> list[list[int]]:
@@ -69,6 +71,10 @@ def _random_prompts(model, count: int, length: int) -> list[list[int]]:
         torch.randint(0, vocab, (length,), generator=torch.Generator().manual_seed(row)).tolist()
         for row in range(count)
     ]
+
+
+def _ignore_row(row: int, text: str, n_tokens: int) -> None:
+    pass  # the benchmarks time the work; its text is not needed
 
 
 def _rounds(pytestconfig) -> int:
@@ -93,13 +99,11 @@ def test_prefill_latency(benchmark, lm, pytestconfig):
 
 
 def test_time_to_first_token(benchmark, lm, pytestconfig):
-    from codegen_bench.harness.generation import GenerationSettings, generate
-
     name, model = lm
     (prompt,) = _prompts(model, 1)
 
     def first_token():
-        generate(model.model, model.tokenizer, [prompt], GenerationSettings(max_new_tokens=1), set(), 1)
+        model.engine.generate([prompt], GenerationSettings(max_new_tokens=1), set(), _ignore_row)
 
     benchmark.pedantic(first_token, rounds=_rounds(pytestconfig), warmup_rounds=1)
     SUMMARY[name]["time_to_first_token_seconds"] = benchmark.stats.stats.median
@@ -108,11 +112,6 @@ def test_time_to_first_token(benchmark, lm, pytestconfig):
 
 @pytest.mark.parametrize("batch", ["1", "large"])
 def test_decode_throughput(benchmark, lm, pytestconfig, batch):
-    import statistics
-    import time
-
-    from codegen_bench.harness.generation import GenerationSettings, generate
-    from codegen_bench.harness.memory import peak_memory_bytes
 
     name, model = lm
     rows = 1 if batch == "1" else pytestconfig.getoption("--large-batch")
@@ -121,7 +120,7 @@ def test_decode_throughput(benchmark, lm, pytestconfig, batch):
 
     def run(max_new_tokens: int) -> None:
         settings = GenerationSettings(max_new_tokens=max_new_tokens)
-        generate(model.model, model.tokenizer, prompts, settings, set(), max_batch_size=rows)
+        model.engine.generate(prompts, settings, set(), _ignore_row)
 
     run(1)  # warm-up: the first call pays for allocations the timed ones do not
     prefill_times = []
@@ -136,7 +135,7 @@ def test_decode_throughput(benchmark, lm, pytestconfig, batch):
     figures = {
         f"decode_tokens_per_s_batch{rows}": decode_speed,
         "peak_memory_bytes": max(
-            SUMMARY[name].get("peak_memory_bytes", 0), peak_memory_bytes(model.model.device)
+            SUMMARY[name].get("peak_memory_bytes", 0), model.engine.memory().peak_memory_bytes
         ),
     }
     SUMMARY[name].update(figures)

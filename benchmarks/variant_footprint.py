@@ -25,15 +25,15 @@ import sys
 import time
 from pathlib import Path
 
-from codegen_bench.harness.variant_spec import VariantSpec
+from codegen_bench.variants.spec import VariantSpec
 
 
 def measure(spec_text: str, new_tokens: int, batch_size: int, repeats: int) -> dict:
     """Runs inside the child process."""
-    from codegen_bench.harness.generation import GenerationSettings, generate
+    from codegen_bench.harness.engine.generation import GenerationSettings, generate
+    from codegen_bench.harness.engine.memory import loaded_memory_bytes, peak_memory_bytes
+    from codegen_bench.harness.execution.problems import load_humaneval
     from codegen_bench.harness.loading import LoadConfig, load_tokenizer, resolve_pretrained
-    from codegen_bench.harness.memory import loaded_memory_bytes, peak_memory_bytes
-    from codegen_bench.harness.problems import load_humaneval
     from codegen_bench.variants import BaseModel, load_variant
 
     pretrained = resolve_pretrained(None)
@@ -79,7 +79,9 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=Path("results/variants/footprint.json"))
+    parser.add_argument(
+        "--out", type=Path, default=Path("results/measurements/variant-footprint/footprint.json")
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
 

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from codegen_bench.harness.variant_spec import VariantSpec
+from codegen_bench.variants.spec import VariantSpec
 
 TASK = "humaneval_custom"
 
@@ -103,7 +103,7 @@ def main() -> None:
     )
     parser.add_argument("--limit", type=int, default=40, help="first N HumanEval problems")
     parser.add_argument("--batch_size", type=int, default=40)
-    parser.add_argument("--out", type=Path, default=Path("results/variants"))
+    parser.add_argument("--out", type=Path, default=Path("results/measurements/variants-humaneval-40"))
     args = parser.parse_args()
 
     paths = {spec.name: run(spec, args) for spec in map(VariantSpec.parse, args.variant)}

@@ -1,4 +1,8 @@
-"""`codegen-bench`: the project's own command line (lm-eval's `lm_eval` is the front door for evaluation)."""
+"""`codegen-bench`: the project's own command line (lm-eval's `lm_eval` is the front door for evaluation).
+
+Each command imports the modules it runs when it runs: `codegen-bench exec`, `check` or `--help`
+need neither torch nor lm-eval, whose imports take seconds.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +21,8 @@ def _cmd_provision(args: argparse.Namespace) -> None:
 
 
 def _cmd_exec(args: argparse.Namespace) -> None:
-    from codegen_bench.harness.evaluate_samples import evaluate_samples_file
-    from codegen_bench.harness.executor import ExecutionLimits
+    from codegen_bench.harness.execution.executor import ExecutionLimits
+    from codegen_bench.harness.execution.samples import evaluate_samples_file
 
     ks = tuple(int(k) for k in args.k.split(","))
     limits = ExecutionLimits(timeout_s=args.timeout)
@@ -52,7 +56,7 @@ def _cmd_build(args: argparse.Namespace) -> None:
 
 
 def _cmd_data_build(args: argparse.Namespace) -> None:
-    from codegen_bench.harness.configs import config_from
+    from codegen_bench.harness.config_args import config_from
     from codegen_bench.trainers.data import DataConfig, write_datasets
 
     config = config_from(DataConfig, _parse_overrides(args.config), owner="data build")
@@ -61,7 +65,7 @@ def _cmd_data_build(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from codegen_bench.harness.configs import config_from
+    from codegen_bench.harness.config_args import config_from
     from codegen_bench.harness.distributed import launched_rank
     from codegen_bench.trainers.sft import TrainConfig, train
 
@@ -107,8 +111,9 @@ def _cmd_matrix(args: argparse.Namespace) -> None:
     from lm_eval.utils import simple_parse_args_string
 
     from codegen_bench.harness.distributed import launched_rank
-    from codegen_bench.harness.matrix import MatrixConfig, VariantSpec, run_latency, run_matrix
-    from codegen_bench.harness.reports import build_reports
+    from codegen_bench.harness.runs.latency import run_latency
+    from codegen_bench.harness.runs.matrix import MatrixConfig, VariantSpec, run_matrix
+    from codegen_bench.harness.runs.reports import build_reports
 
     out = Path(args.out or time.strftime("results/run-%Y%m%d-%H%M%S"))
     config = MatrixConfig(
@@ -138,7 +143,7 @@ def _cmd_matrix(args: argparse.Namespace) -> None:
 def _cmd_leaderboard(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from codegen_bench.harness.reports import build_reports
+    from codegen_bench.harness.runs.reports import build_reports
 
     for name, path in build_reports(
         [Path(r) for r in args.runs], Path(args.out) if args.out else None
@@ -149,7 +154,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> None:
 def _cmd_check(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from codegen_bench.harness.gate import check_run, format_outcomes, kernel_mismatch, write_baseline
+    from codegen_bench.harness.runs.gate import check_run, format_outcomes, kernel_mismatch, write_baseline
 
     if args.update:
         commands = Path(args.run_dir) / "commands.txt"

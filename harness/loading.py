@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.harness.provision import provision
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,6 @@ def looks_like_path(name: str) -> bool:
 def resolve_pretrained(pretrained: str | None) -> str:
     """A local folder path or a hub id, provisioning the embedded model when none is named."""
     if pretrained in (None, "", DEFAULT_PRETRAINED):
-        from codegen_bench.harness.provision import provision
-
         return str(provision())
     path = Path(pretrained).expanduser()
     if path.is_dir():

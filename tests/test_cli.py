@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 
 from codegen_bench.harness.cli import main
-from codegen_bench.harness.problems import load_humaneval
+from codegen_bench.harness.execution.problems import load_humaneval
 
 
 def _write_samples(path, completions):

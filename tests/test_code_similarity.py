@@ -6,8 +6,8 @@ import pytest
 from lm_eval import simple_evaluate
 from lm_eval.tasks import TaskManager
 
-from codegen_bench.harness import code_similarity
-from codegen_bench.harness.problems import load_humaneval
+from codegen_bench.harness.execution.problems import load_humaneval
+from codegen_bench.tasks.humaneval import similarity as code_similarity
 from codegen_bench.tasks.humaneval import utils
 
 REFERENCE = "    total = a + b\n    for i in range(10):\n        total += i * a\n    return total\n"

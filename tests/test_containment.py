@@ -23,7 +23,7 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
-from codegen_bench.harness.executor import (
+from codegen_bench.harness.execution.executor import (
     PRIVATE_DIRS,
     SANDBOX_UID_BASE,
     SANDBOX_UIDS_PER_PROCESS,
@@ -33,7 +33,7 @@ from codegen_bench.harness.executor import (
     execute_program,
     execute_samples,
 )
-from codegen_bench.harness.problems import load_humaneval
+from codegen_bench.harness.execution.problems import load_humaneval
 
 # Short limits keep the timeouts fast; the hard kill follows 0.5 s after the timeout.
 FAST = ExecutionLimits(timeout_s=1.0, kill_grace_s=0.5)
@@ -344,7 +344,7 @@ def test_a_completion_of_megabytes_fails_without_running(add, host):
 
 @needs_root
 def test_a_machine_that_refuses_isolation_gets_one_warning_and_the_limits(add, monkeypatch, tmp_path, caplog):
-    from codegen_bench.harness import executor
+    from codegen_bench.harness.execution import executor
 
     # A runner that refuses isolation the way a container without setuid would, else is the real one.
     runner = tmp_path / "refusing_runner.py"

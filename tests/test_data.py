@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.harness.problems import load_humaneval
+from codegen_bench.harness.execution.problems import load_humaneval
 from codegen_bench.trainers.data import (
     DataConfig,
     assign_split,

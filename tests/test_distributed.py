@@ -95,7 +95,7 @@ def test_a_crashed_rank_fails_the_run_and_writes_no_results(tiny_model_dir, tmp_
     script.write_text(
         "import os, sys\n"
         "from lm_eval.__main__ import cli_evaluate\n"
-        "from codegen_bench.harness.lm_model import CodegenLM\n"
+        "from codegen_bench.harness.lm_eval_plugin.model import CodegenLM\n"
         "real = CodegenLM.generate_until\n"
         "def generate_until(self, requests, disable_tqdm=False):\n"
         "    if self.rank == 1:\n"

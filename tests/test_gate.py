@@ -8,7 +8,7 @@ import json
 import pytest
 
 from codegen_bench.harness import cli
-from codegen_bench.harness.gate import (
+from codegen_bench.harness.runs.gate import (
     SPEED_TASK,
     TOKENS_METRIC,
     Check,
@@ -18,7 +18,7 @@ from codegen_bench.harness.gate import (
     judge,
     write_baseline,
 )
-from codegen_bench.harness.matrix import RECORDS_FILE, MatrixConfig, RecordStore, VariantSpec, run_matrix
+from codegen_bench.harness.runs.matrix import RECORDS_FILE, MatrixConfig, RecordStore, VariantSpec, run_matrix
 
 N = 50
 
@@ -177,7 +177,7 @@ def test_gate_catches_a_regression_injected_into_the_likelihood_code(tiny_model_
     """The real path: matrix on the tiny model, baseline, then the same matrix with a broken
     likelihood (every continuation token scored 0.2 nats worse): the gate fails on it and only
     on it."""
-    from codegen_bench.harness import lm_model
+    from codegen_bench.harness.engine import hf as hf_engine
     from codegen_bench.tasks.humaneval import utils
 
     monkeypatch.setattr(utils, "SAMPLE_LOG", utils.SampleLog())
@@ -201,9 +201,9 @@ def test_gate_catches_a_regression_injected_into_the_likelihood_code(tiny_model_
     run_matrix(config("unchanged"))
     assert not [o for o in check_run(tmp_path / "unchanged", baseline) if o.failed]
 
-    real = lm_model.score_continuations
+    real = hf_engine.score_continuations
     monkeypatch.setattr(
-        lm_model,
+        hf_engine,
         "score_continuations",
         lambda model, pairs, *rest: [
             (log_prob - 0.2 * len(continuation), greedy)
@@ -216,7 +216,7 @@ def test_gate_catches_a_regression_injected_into_the_likelihood_code(tiny_model_
 
 
 def test_a_run_on_other_cpu_kernels_than_the_baselines_is_named(tmp_path):
-    from codegen_bench.harness.gate import kernel_mismatch
+    from codegen_bench.harness.runs.gate import kernel_mismatch
 
     avx2 = {"aten_cpu_capability": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
     native = {"aten_cpu_capability": "AVX512", "ATEN_CPU_CAPABILITY": None}

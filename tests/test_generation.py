@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from codegen_bench.harness.engine.generation import GenerationSettings, generate, truncate_at_stop
 from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.harness.generation import GenerationSettings, generate, truncate_at_stop
 
 PROMPTS = [
     "def add(a, b):\n",
@@ -193,7 +193,7 @@ def test_empty_prompt_is_a_clear_error(tiny):
 
 
 def test_kv_cache_budget_limits_the_rows_at_once_not_the_results(tiny, monkeypatch, caplog):
-    from codegen_bench.harness import generation
+    from codegen_bench.harness.engine import generation
 
     model, tokenizer = tiny
     ids = _encode(tokenizer, PROMPTS)

@@ -44,7 +44,7 @@ def test_aggregations_weight_by_tokens_and_characters():
 
 
 def test_task_nll_matches_a_manual_sum_of_token_logprobs(tiny, tiny_model_dir, docs):
-    from codegen_bench.harness.lm_model import CodegenLM
+    from codegen_bench.harness.lm_eval_plugin.model import CodegenLM
 
     model, tokenizer = tiny
     # The tiny model's whole window, so no prompt is cut (the manual sum below sees every token).
@@ -74,7 +74,7 @@ def test_task_nll_matches_a_manual_sum_of_token_logprobs(tiny, tiny_model_dir, d
 
 
 def test_kl_reference_adds_divergence_and_agreement_with_the_reference(tiny_model_dir):
-    from codegen_bench.harness.lm_model import CodegenLM
+    from codegen_bench.harness.lm_eval_plugin.model import CodegenLM
 
     # The reference is the same base model: no divergence, every top-1 token the same.
     lm = CodegenLM(pretrained=str(tiny_model_dir), max_length=512, kl_reference="base")
@@ -92,7 +92,7 @@ def test_kl_reference_adds_divergence_and_agreement_with_the_reference(tiny_mode
 
 def test_kl_reference_must_name_a_variant(tiny_model_dir):
     from codegen_bench.harness.errors import CodegenBenchError
-    from codegen_bench.harness.lm_model import CodegenLM
+    from codegen_bench.harness.lm_eval_plugin.model import CodegenLM
 
     with pytest.raises(CodegenBenchError, match="nosuch"):
         CodegenLM(pretrained=str(tiny_model_dir), kl_reference="nosuch")

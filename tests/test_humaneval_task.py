@@ -6,7 +6,7 @@ import pytest
 from lm_eval import simple_evaluate
 from lm_eval.tasks import TaskManager
 
-from codegen_bench.harness.problems import load_humaneval
+from codegen_bench.harness.execution.problems import load_humaneval
 from codegen_bench.tasks.humaneval import utils
 
 

@@ -40,6 +40,7 @@ def test_lm_eval_scores_the_default_model_on_four_problems(tmp_path):
     records = [json.loads(line) for line in samples_file.read_text().splitlines()]
     assert [r["task_id"] for r in records] == [f"HumanEval/{i}" for i in range(4)]
     assert pass_at_1 == sum(r["passed"] for r in records) / 4
-    # All 164 in the published protocol (results/humaneval-prompt-styles): 0, 2 and 3 pass, 1 fails.
+    # All 164 in the published protocol (results/measurements/humaneval-prompt-styles):
+    # 0, 2 and 3 pass, 1 fails.
     assert pass_at_1 >= 0.5
     assert "samples written to" in result.stderr

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from codegen_bench.harness.likelihood import ContinuationScore, rolling_windows, score_continuations
+from codegen_bench.harness.engine.likelihood import ContinuationScore, rolling_windows, score_continuations
 
 
 @torch.no_grad()
@@ -47,7 +47,7 @@ def test_padding_in_a_batch_does_not_change_scores(tiny):
 
 
 def test_scores_do_not_depend_on_how_rows_are_grouped_for_the_logits_budget(tiny, monkeypatch):
-    from codegen_bench.harness import likelihood
+    from codegen_bench.harness.engine import likelihood
 
     model, tokenizer = tiny
     pairs = [

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.harness.matrix import MatrixConfig, RecordStore, VariantSpec, run_matrix, task_metrics
+from codegen_bench.harness.runs.matrix import MatrixConfig, RecordStore, VariantSpec, run_matrix, task_metrics
 
 
 def test_variant_spec_parses_name_variant_and_overrides():
@@ -136,7 +136,7 @@ def test_matrix_runs_real_cells_through_lm_eval(tiny_model_dir, tmp_path, monkey
 
 
 def test_a_changed_task_configuration_reruns_its_cells(tiny_model_dir, tmp_path, monkeypatch):
-    from codegen_bench.harness import matrix
+    from codegen_bench.harness.runs import matrix
 
     assert matrix.task_configuration("humaneval_custom")["metadata"]["version"] == 2.0
     config = MatrixConfig(
@@ -153,7 +153,7 @@ def test_a_changed_task_configuration_reruns_its_cells(tiny_model_dir, tmp_path,
 
 
 def test_latency_suite_runs_once_per_run_folder(tiny_model_dir, tmp_path):
-    from codegen_bench.harness.matrix import LATENCY_FILE, latency_variants, run_latency
+    from codegen_bench.harness.runs.latency import LATENCY_FILE, latency_variants, run_latency
 
     config = MatrixConfig(
         variants=(VariantSpec.parse("base"),),
@@ -170,7 +170,7 @@ def test_latency_suite_runs_once_per_run_folder(tiny_model_dir, tmp_path):
 
 
 def test_latency_suite_is_skipped_for_backend_vllm(tiny_model_dir, tmp_path):
-    from codegen_bench.harness.matrix import run_latency
+    from codegen_bench.harness.runs.latency import run_latency
 
     config = MatrixConfig(
         variants=(VariantSpec.parse("base"),),
@@ -184,7 +184,7 @@ def test_latency_suite_is_skipped_for_backend_vllm(tiny_model_dir, tmp_path):
 
 
 def test_every_variant_but_the_reference_is_compared_with_it(tmp_path):
-    from codegen_bench.harness.matrix import kl_reference
+    from codegen_bench.harness.runs.matrix import kl_reference
 
     def config(*specs, **model_args):
         return MatrixConfig(

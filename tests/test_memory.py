@@ -10,8 +10,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from codegen_bench.harness.memory import model_weight_bytes
-from codegen_bench.harness.prepack import prepack_linears_
+from codegen_bench.harness.engine.memory import model_weight_bytes
+from codegen_bench.harness.engine.prepack import prepack_linears_
 
 
 def _fresh(folder):
@@ -60,7 +60,7 @@ def test_a_child_of_a_large_process_reports_its_own_peak_not_its_parents():
     ballast = torch.ones(256 * 2**20)  # 1 GiB resident in this (parent) process during the child's run
     child = (
         "import torch\n"
-        "from codegen_bench.harness.memory import loaded_memory_bytes, peak_memory_bytes\n"
+        "from codegen_bench.harness.engine.memory import loaded_memory_bytes, peak_memory_bytes\n"
         "cpu = torch.device('cpu')\n"
         "loaded_memory_bytes(cpu)\n"
         "print(peak_memory_bytes(cpu))\n"

@@ -27,7 +27,7 @@ def test_codegen_and_hf_both_resolve_in_a_fresh_interpreter():
 
 def test_hf_resolves_when_our_model_module_was_imported_first():
     out = _python(
-        "import codegen_bench.harness.lm_model\n"
+        "import codegen_bench.harness.lm_eval_plugin.model\n"
         "from lm_eval.api.registry import get_model\n"
         "print(get_model('hf').__name__, get_model('codegen').__name__)"
     )

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from codegen_bench.harness.generation import GenerationSettings, generate
-from codegen_bench.harness.prepack import PrepackedLinear, can_prepack, prepack_linears_
+from codegen_bench.harness.engine.generation import GenerationSettings, generate
+from codegen_bench.harness.engine.prepack import PrepackedLinear, can_prepack, prepack_linears_
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
 
@@ -46,7 +46,7 @@ def test_tied_output_weights_are_not_copied(tiny_model_dir):
 
 
 def test_codegen_model_prepacks_by_default_and_can_be_told_not_to(tiny_model_dir):
-    from codegen_bench.harness.lm_model import CodegenLM
+    from codegen_bench.harness.lm_eval_plugin.model import CodegenLM
 
     packed = CodegenLM(pretrained=str(tiny_model_dir), max_length=256)
     plain = CodegenLM(pretrained=str(tiny_model_dir), max_length=256, prepack="false")

@@ -8,9 +8,9 @@ from itertools import combinations, pairwise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codegen_bench.harness.generation import truncate_at_stop
-from codegen_bench.harness.sanitize import sanitize_completion
-from codegen_bench.harness.scoring import pass_at_k
+from codegen_bench.harness.engine.generation import truncate_at_stop
+from codegen_bench.harness.execution.sanitize import sanitize_completion
+from codegen_bench.harness.execution.scoring import pass_at_k
 
 # Code-like text: lines of letters, spaces, punctuation, backticks and the odd fence.
 LINE = st.one_of(

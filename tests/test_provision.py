@@ -3,12 +3,13 @@ from __future__ import annotations
 import pytest
 
 from codegen_bench.harness import provision as prov
+from codegen_bench.harness.cache import CACHE_ENV
 from codegen_bench.harness.errors import CodegenBenchError
 
 
 @pytest.fixture
 def empty_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(prov.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     return tmp_path
 
 

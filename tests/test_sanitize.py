@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from codegen_bench.harness.sanitize import sanitize_completion
+from codegen_bench.harness.execution.sanitize import sanitize_completion
 
 
 def test_plain_completion_is_unchanged():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from codegen_bench.harness.sanitize import extract_program, longest_python_block
+from codegen_bench.harness.execution.sanitize import extract_program, longest_python_block
 
 ANSWER = """Here is the solution:
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.harness.scoring import pass_at_k
+from codegen_bench.harness.execution.scoring import pass_at_k
 
 
 def test_pass_at_1_is_the_mean_fraction_correct():

@@ -9,8 +9,8 @@ import pytest
 import sacrebleu
 
 from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.harness.item_scores import ITEM_METRICS, cell_items, estimate
-from codegen_bench.harness.uncertainty import (
+from codegen_bench.harness.runs.item_scores import ITEM_METRICS, cell_items, estimate
+from codegen_bench.harness.runs.uncertainty import (
     bootstrap_interval,
     interval,
     mcnemar_exact,

@@ -168,7 +168,7 @@ def test_third_party_variant_registers_through_the_entry_point_group(base, tmp_p
 
 
 def test_codegen_model_loads_a_variant_with_its_config(tiny_model_dir):
-    from codegen_bench.harness.lm_model import CodegenLM
+    from codegen_bench.harness.lm_eval_plugin.model import CodegenLM
 
     # prepack=false: sparsity is measured on plain Linear weights (prepacked ones are opaque oneDNN tensors).
     lm = CodegenLM(

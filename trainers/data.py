@@ -28,10 +28,9 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from codegen_bench.harness.atomic import write_text_atomic
 from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.harness.problems import load_humaneval
-from codegen_bench.harness.samples import read_jsonl, write_jsonl
+from codegen_bench.harness.execution.problems import load_humaneval
+from codegen_bench.harness.files import read_jsonl, write_jsonl, write_text_atomic
 
 SPLITS = ("train", "validation")
 CODEGEN_FILE = "codegen.jsonl"

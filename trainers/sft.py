@@ -1,6 +1,6 @@
 """LoRA / QLoRA supervised fine-tuning with trl's SFTTrainer and peft, saved as a variant artifact.
 
-    codegen-bench train lora --data stdlib/codegen.jsonl --max-steps 30
+    codegen-bench train lora --data stdlib/codegen.jsonl --out artifacts/lora --config max_steps=30
 
 Records are turned into prompt-completion examples (chat messages for instruct models, in the same
 form the HumanEval task prompts with), split into train/validation/test with a fixed seed, and
@@ -31,6 +31,9 @@ from typing import Literal
 
 from codegen_bench.harness.distributed import launched_world_size
 from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.harness.files import read_jsonl
+from codegen_bench.harness.loading import load_tokenizer, resolve_device
+from codegen_bench.tasks.humaneval.utils import FENCED_ASSISTANT_PREFIX, FENCED_USER
 from codegen_bench.variants.artifact import BaseModel, write_artifact
 from codegen_bench.variants.quantize import Nf4
 
@@ -88,7 +91,6 @@ def to_example(record: dict, chat: bool) -> dict:
     ({code, explanation}) ask what a function does; {text} records are plain language modelling.
     """
     # The answer is the whole function in a fence: what both HumanEval chat styles read back.
-    from codegen_bench.tasks.humaneval.utils import FENCED_ASSISTANT_PREFIX, FENCED_USER
 
     if "prompt" in record and "completion" in record:
         if not chat:
@@ -122,8 +124,6 @@ def load_splits(data_path: Path, config: TrainConfig, chat: bool):
     build held out)."""
     from datasets import Dataset
 
-    from codegen_bench.harness.samples import read_jsonl
-
     records = read_jsonl(data_path)
     # `codegen-bench data build` marks a held-out split (the explanation task evaluates on it):
     # train only on its train records.
@@ -155,8 +155,6 @@ def train(
     from transformers import set_seed
     from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTConfig, SFTTrainer
-
-    from codegen_bench.harness.loading import load_tokenizer
 
     data_path, out_dir = Path(data_path), Path(out_dir)
     if not data_path.is_file():
@@ -311,8 +309,6 @@ def _on_this_rank(base: BaseModel) -> BaseModel:
 
 
 def on_gpu(base: BaseModel) -> bool:
-    from codegen_bench.harness.loading import resolve_device
-
     return resolve_device(base.load_config.device).type == "cuda"
 
 

@@ -15,7 +15,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from codegen_bench.harness.cache import cache_dir
 from codegen_bench.harness.errors import CodegenBenchError
+
+# The built-in variants register themselves on import (a decorator per variant).
+from codegen_bench.variants import adapters, builtin  # noqa: F401
 from codegen_bench.variants.artifact import BaseModel, check_base, read_manifest, write_artifact
 from codegen_bench.variants.prune import measure_sparsity
 from codegen_bench.variants.registry import (
@@ -39,8 +43,6 @@ __all__ = [
 
 
 def cached_artifact_dir(name: str, config: dict[str, Any], base: BaseModel) -> Path:
-    from codegen_bench.harness.provision import cache_dir
-
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
     return cache_dir() / "variants" / base.fingerprint()[:12] / f"{name}-{config_hash}"
 

@@ -22,6 +22,8 @@ from typing import Any
 
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.loading import LoadConfig, load_model
+from codegen_bench.harness.provision import PROVENANCE_FILE
+from codegen_bench.variants.quantize import int8_linears
 
 MANIFEST = "variant.json"
 LIBRARIES = ("codegen-bench", "torch", "transformers", "peft", "bitsandbytes", "safetensors")
@@ -43,8 +45,6 @@ class BaseModel:
 
 
 def base_fingerprint(name_or_path: str) -> str:
-    from codegen_bench.harness.provision import PROVENANCE_FILE
-
     folder = Path(name_or_path)
     if not folder.is_dir():
         return "hub:" + name_or_path  # a hub id: its revision pins the weights
@@ -83,7 +83,6 @@ def weights_size_bytes(name_or_path: str | None) -> int | None:
 
 def parameter_count(model) -> int:
     """Logical weights, whatever their storage."""
-    from codegen_bench.variants.quantize import int8_linears
 
     # bitsandbytes packs two 4-bit weights per uint8 element: count logical weights, not storage.
     total = 0

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from codegen_bench.harness.loading import load_tokenizer
 from codegen_bench.variants.artifact import BaseModel
+from codegen_bench.variants.calibration import calibration_batches
 from codegen_bench.variants.prune import L1Unstructured, Wanda, prune_, wanda_prune_
 from codegen_bench.variants.quantize import Int8Dynamic, Nf4, load_int8_dynamic, quantize_, save_int8_dynamic
 from codegen_bench.variants.registry import register_variant
@@ -45,9 +47,6 @@ def build_l1_pruned(base: BaseModel, config: L1Unstructured):
 @register_variant("wanda-pruned", Wanda, save=save_pretrained, load=load_pretrained)
 def build_wanda_pruned(base: BaseModel, config: Wanda):
     """Activation-aware (Wanda) unstructured pruning, calibrated on standard-library code."""
-    from codegen_bench.harness.loading import load_tokenizer
-    from codegen_bench.variants.calibration import calibration_batches
-
     tokenizer = load_tokenizer(base.name_or_path, base.load_config)
     batches = calibration_batches(
         tokenizer, config.calibration_samples, config.calibration_seq_len, config.seed

@@ -10,11 +10,11 @@ import random
 
 import torch
 
+from codegen_bench.trainers.data import DataConfig, build_datasets
+
 
 def calibration_batches(tokenizer, n_samples: int, seq_len: int, seed: int = 0) -> list[torch.Tensor]:
     """`n_samples` tensors of shape [1, seq_len], cut from a seeded shuffle of the stdlib functions."""
-    from codegen_bench.trainers.data import DataConfig, build_datasets
-
     codegen, _, _ = build_datasets(DataConfig())
     texts = [pair["prompt"] + pair["completion"] for pair in codegen if pair["split"] == "train"]
     random.Random(seed).shuffle(texts)

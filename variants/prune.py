@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.variants.quantize import int8_linears
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,6 @@ def measure_sparsity(model: nn.Module) -> dict[str, float | dict[str, float]] | 
     """Fraction of exact zeros per Linear layer of the decoder and over all of them together; int8
     layers count a weight equal to its zero point as zero. None where the weights are packed 4-bit
     (bitsandbytes stores two weights per byte: no per-weight zero count without dequantizing)."""
-    from codegen_bench.variants.quantize import int8_linears
-
     int8 = int8_linears(model)
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     per_layer = {}

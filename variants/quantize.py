@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.harness.loading import resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
     from codegen_bench.variants.artifact import BaseModel
@@ -219,8 +220,6 @@ def load_int8_dynamic(folder: Path, base: BaseModel, config: Int8Dynamic):
     from safetensors import safe_open
     from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
-
-    from codegen_bench.harness.loading import resolve_device, resolve_dtype
 
     cfg = base.load_config
     device = resolve_device(cfg.device)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
-from codegen_bench.harness.configs import config_from
+from codegen_bench.harness.config_args import config_from
 from codegen_bench.harness.errors import CodegenBenchError
 
 ENTRY_POINT_GROUP = "codegen_bench.variants"
@@ -68,8 +68,6 @@ def _load_entry_points() -> None:
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
-    from codegen_bench.variants import adapters, builtin  # noqa: F401  (ours register on import)
-
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
         try:
             loaded = entry_point.load()
@@ -98,7 +96,7 @@ def get_variant(name: str) -> Variant:
 
 
 def make_config(variant: Variant, overrides: Mapping[str, Any] | None = None):
-    """The variant's config with `overrides` applied (see harness/configs.py)."""
+    """The variant's config with `overrides` applied (see harness/config_args.py)."""
     return config_from(variant.config_cls, overrides, owner=f"variant {variant.name!r}")
 
 

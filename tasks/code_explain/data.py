@@ -20,9 +20,9 @@ import re
 import sys
 from pathlib import Path
 
-from codegen_bench.harness.problems import load_humaneval
-from codegen_bench.harness.provision import cache_dir
-from codegen_bench.harness.samples import read_jsonl, write_jsonl
+from codegen_bench.harness.cache import cache_dir
+from codegen_bench.harness.execution.problems import load_humaneval
+from codegen_bench.harness.files import read_jsonl, write_jsonl
 from codegen_bench.trainers import data as stdlib_data
 from codegen_bench.trainers.data import DataConfig, build_datasets, default_stdlib_dir
 

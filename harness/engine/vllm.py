@@ -6,17 +6,20 @@ Everything but the engine stays ours: the tasks, the prompts (chat forms include
 strings and EOS ids, the prompt budget, the samples file. vLLM gets token ids and sampling settings
 and returns text with the stop strings cut off, as our engine does.
 
-What vLLM loads of each variant, decided from the artifact itself, so third-party variants follow
-the same rules:
-- `base`: the model folder.
+What vLLM loads of a variant is decided from its artifact, never from the variant's name, so
+third-party variants follow the same rules:
+- no artifact (the base model): the model folder.
 - an artifact folder holding a transformers model (config.json + weights): that folder. The pruned
   variants are this (dense weights with zeros), so is anything saved already merged.
-- `lora`: the base plus the adapter through vLLM's LoRA support; with `merge=True`, the adapter
-  merged into the weights once (cached) and loaded as a plain model.
-- `nf4`, `qlora` (bitsandbytes 4-bit): with `quantization="bitsandbytes"` when the installed vLLM
-  lists it (vLLM 0.5-0.1x did; 0.33 does not), else refused with the reason.
-- `int8-dynamic` (torch dynamic quantization) or any folder without config.json: refused; vLLM has no
-  loader for torch's quantized modules.
+- an adapter folder (adapter_config.json, as `lora` writes): the base plus the adapter through
+  vLLM's LoRA support; with `merge` in its config, the adapter merged into the weights once (cached)
+  and loaded as a plain model. An adapter whose config names a 4-bit `quant_type` (as `qlora`'s
+  does) was trained on the bitsandbytes 4-bit base, and is served on it.
+- bitsandbytes 4-bit weights (`nf4`, and the base of such an adapter): with
+  `quantization="bitsandbytes"` when the installed vLLM lists it (vLLM 0.5-0.1x did; 0.33 does not),
+  else refused with the reason.
+- any other folder without config.json (`int8-dynamic`'s torch dynamic quantization): refused; vLLM
+  has no loader for it.
 """
 
 from __future__ import annotations
@@ -25,11 +28,15 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from codegen_bench.harness.cache import cache_dir
+from codegen_bench.harness.engine.generation import GenerationSettings
+from codegen_bench.harness.engine.likelihood import ContinuationScore, scored_window
+from codegen_bench.harness.engine.protocol import EngineMemory, RowDone, eos_token_ids
 from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.harness.generation import GenerationSettings
+from codegen_bench.variants.adapters import LoraAdapter, load_lora
 from codegen_bench.variants.artifact import BaseModel, staged_folder
 
 log = logging.getLogger(__name__)
@@ -89,7 +96,7 @@ def vllm_source(
         return VllmSource(model=base.name_or_path, tokenizer=tokenizer)
     if (folder / "adapter_config.json").is_file():
         adapter_config = json.loads((folder / "adapter_config.json").read_text())
-        if variant == "qlora":
+        if manifest.get("config", {}).get("quant_type"):  # trained on the 4-bit base
             _require_bitsandbytes(variant, quantization_methods)
             return VllmSource(
                 model=base.name_or_path,
@@ -109,13 +116,9 @@ def vllm_source(
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise CodegenBenchError(
-            f"variant {variant!r} ({folder}) is not a transformers model folder (no config.json; "
-            + (
-                "its weights are torch dynamic int8 modules, "
-                if variant == "int8-dynamic"
-                else "a format of its own, "
-            )
-            + "which vLLM has no loader for): evaluate it with backend=hf"
+            f"variant {variant!r} ({folder}) is not a transformers model folder (no config.json: its "
+            f"weights are in a format of its own, such as torch dynamic int8 modules, which vLLM has no "
+            "loader for): evaluate it with backend=hf"
         )
     method = (json.loads(config_path.read_text()).get("quantization_config") or {}).get("quant_method")
     if method == "bitsandbytes":
@@ -154,9 +157,6 @@ def _lora_rank(adapter_config: dict, folder: Path) -> int:
 def merged_lora_folder(adapter: Path, base: BaseModel) -> Path:
     """The base with the adapter folded in, saved once as a transformers folder in the cache (keyed
     by the base's checksum and the adapter's weights) for vLLM to load as a plain model."""
-    from codegen_bench.harness.provision import cache_dir
-    from codegen_bench.variants.adapters import LoraAdapter, load_lora
-
     digest = hashlib.sha256((adapter / "adapter_model.safetensors").read_bytes()).hexdigest()[:12]
     folder = cache_dir() / "merged-lora" / base.fingerprint()[:12] / digest
     if (folder / "config.json").is_file():
@@ -171,9 +171,47 @@ def merged_lora_folder(adapter: Path, base: BaseModel) -> Path:
 
 
 def _on_cpu(load_config):
-    from dataclasses import replace
-
     return replace(load_config, device="cpu")
+
+
+def vllm_engine(
+    folder: Path | None,
+    manifest: dict,
+    base: BaseModel,
+    *,
+    max_length: int | None,
+    seed: int,
+    gpu_memory_utilization: float,
+    tensor_parallel_size: int,
+) -> VllmEngine:
+    """The engine for the variant whose artifact is `folder` (None: the base model itself)."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+    torch.cuda.empty_cache()  # a variant just built here leaves the GPU to vLLM
+    source = vllm_source(folder, manifest, base, vllm_quantization_methods())
+    load = base.load_config
+    model_config = AutoConfig.from_pretrained(
+        base.name_or_path, revision=load.revision, trust_remote_code=load.trust_remote_code
+    )
+    try:
+        generation_config = GenerationConfig.from_pretrained(base.name_or_path, revision=load.revision)
+    except OSError:  # no generation_config.json: the tokenizer's EOS alone
+        generation_config = GenerationConfig()
+    tokenizer = AutoTokenizer.from_pretrained(
+        base.name_or_path, revision=load.revision, trust_remote_code=load.trust_remote_code
+    )
+    return VllmEngine(
+        source,
+        dtype=load.dtype,
+        max_length=max_length or min(getattr(model_config, "max_position_embeddings", 2048), 32768),
+        seed=seed,
+        gpu_memory_utilization=gpu_memory_utilization,
+        tensor_parallel_size=tensor_parallel_size,
+        revision=load.revision,
+        trust_remote_code=load.trust_remote_code,
+        eos_token_ids=eos_token_ids(generation_config, tokenizer),
+    )
 
 
 class VllmEngine:
@@ -190,6 +228,7 @@ class VllmEngine:
         tensor_parallel_size: int,
         revision: str | None = None,
         trust_remote_code: bool = False,
+        eos_token_ids: set[int] | None = None,
     ) -> None:
         from vllm import LLM
 
@@ -204,7 +243,11 @@ class VllmEngine:
         if source.quantization:
             kwargs["quantization"] = source.quantization
         self.source = source
-        self.dtype = dtype
+        self.dtype_name = dtype
+        self.device_name = "cuda (vLLM)"
+        self.prepacked_linears = 0  # our CPU engine's optimisation: not vLLM's
+        self.max_length = max_length
+        self._eos_token_ids = set(eos_token_ids or ())
         log.info("vllm: loading %s", source)
         self.llm = LLM(
             model=source.model,
@@ -225,7 +268,7 @@ class VllmEngine:
         prompts: Sequence[Sequence[int]],
         settings: GenerationSettings,
         eos_token_ids: set[int],
-        on_row_done: Callable[[int, str, int], None],
+        on_row_done: RowDone,
     ) -> None:
         """Generate for every prompt (vLLM batches and schedules them itself), then report each row
         as `on_row_done(row, text, n_tokens)`, like `generation.generate`."""
@@ -255,16 +298,13 @@ class VllmEngine:
 
     def score(
         self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], max_length: int
-    ) -> list[tuple[float, bool]]:
+    ) -> list[ContinuationScore]:
         """For each (context ids, continuation ids): the continuation's summed log-prob and whether
-        each of its tokens is the argmax, from vLLM's prompt log-probs (the same windows as
-        `likelihood.score_continuations`: sequences over `max_length` keep their end)."""
+        each of its tokens is the argmax, from vLLM's prompt log-probs, on the same tokens as our
+        engine (`likelihood.scored_window`)."""
         from vllm import SamplingParams, TokensPrompt
 
-        rows = []
-        for context, continuation in pairs:
-            whole = (list(context) + list(continuation))[-(max_length + 1) :]
-            rows.append((whole, min(len(continuation), len(whole) - 1)))
+        rows = [scored_window(context, continuation, max_length) for context, continuation in pairs]
         # prompt_logprobs=1: each position holds the prompt token's log-prob and vocabulary rank.
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
         outputs = self.llm.generate(
@@ -274,9 +314,16 @@ class VllmEngine:
             lora_request=self.lora_request,
         )
         return [
-            continuation_logprob(output.prompt_logprobs, whole, n_cont)
+            ContinuationScore(*continuation_logprob(output.prompt_logprobs, whole, n_cont))
             for output, (whole, n_cont) in zip(outputs, rows, strict=True)
         ]
+
+    def memory(self) -> EngineMemory:
+        # vLLM holds the model in processes of its own: this process's counters say nothing of it.
+        return EngineMemory(None, None, None)
+
+    def eos_token_ids(self) -> set[int]:
+        return set(self._eos_token_ids)
 
 
 def continuation_logprob(prompt_logprobs, token_ids: Sequence[int], n_cont: int) -> tuple[float, bool]:

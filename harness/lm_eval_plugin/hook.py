@@ -24,9 +24,11 @@ import os
 import sys
 
 MODEL_NAME = "codegen"
-MODEL_TARGET = "codegen_bench.harness.lm_model:CodegenLM"
-TASKS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "tasks")
-SAMPLES_DIR_ENV = "CODEGEN_BENCH_SAMPLES_DIR"
+MODEL_TARGET = "codegen_bench.harness.lm_eval_plugin.model:CodegenLM"
+# codegen_bench/harness/lm_eval_plugin/hook.py -> codegen_bench/tasks
+TASKS_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__)))), "tasks"
+)
 
 
 def register_model() -> None:
@@ -65,6 +67,9 @@ def add_tasks_dir(task_manager_cls) -> None:
 def remember_output_path(tracker_cls) -> None:
     def make(original_init):
         def __init__(self, *args, **kwargs):
+            # Imported when lm-eval runs, not at the top: this module is imported at every start-up.
+            from codegen_bench.harness.execution.samples import SAMPLES_DIR_ENV
+
             original_init(self, *args, **kwargs)
             if self.output_path and not os.environ.get(SAMPLES_DIR_ENV):
                 output = str(self.output_path)
@@ -78,6 +83,7 @@ def remember_output_path(tracker_cls) -> None:
 def print_our_errors(main_module) -> None:
     def make(original):
         def cli_evaluate(*args, **kwargs):
+            # Imported when lm-eval runs, not at the top: this module is imported at every start-up.
             from codegen_bench.harness.errors import CodegenBenchError
             from codegen_bench.harness.signals import sigterm_raises_keyboard_interrupt
 

@@ -7,7 +7,7 @@ import pytest
 from lm_eval.api.instance import Instance
 
 from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.harness.lm_model import CodegenLM
+from codegen_bench.harness.lm_eval_plugin.model import CodegenLM
 
 
 def _request(kind: str, args: tuple, doc: dict | None = None, idx: int = 0) -> Instance:
@@ -126,14 +126,14 @@ def test_interrupted_generation_resumes_from_lm_evals_cache(tiny_model_dir, tmp_
     only generates what was missing."""
     from lm_eval.api.model import CachingLM
 
-    from codegen_bench.harness import lm_model
+    from codegen_bench.harness.engine import hf as hf_engine
 
     lm = CodegenLM(pretrained=str(tiny_model_dir), batch_size=1, max_length=256, chat="false")
     gen_kwargs = {"until": ["\n"], "max_gen_toks": 4}
     requests = [
         _request("generate_until", (p, gen_kwargs), idx=i) for i, p in enumerate(["a = ", "b = ", "c = "])
     ]
-    real_generate = lm_model.generate
+    real_generate = hf_engine.generate
 
     def interrupted_after_two(*args, on_row_done, **kwargs):
         finished = []
@@ -146,13 +146,13 @@ def test_interrupted_generation_resumes_from_lm_evals_cache(tiny_model_dir, tmp_
 
         return real_generate(*args, on_row_done=row_done, **kwargs)
 
-    monkeypatch.setattr(lm_model, "generate", interrupted_after_two)
+    monkeypatch.setattr(hf_engine, "generate", interrupted_after_two)
     with pytest.raises(KeyboardInterrupt):
         CachingLM(lm, str(tmp_path / "cache.db")).generate_until(requests)
 
     prompts_generated = []
     monkeypatch.setattr(
-        lm_model, "generate", lambda *a, **k: prompts_generated.extend(a[2]) or real_generate(*a, **k)
+        hf_engine, "generate", lambda *a, **k: prompts_generated.extend(a[2]) or real_generate(*a, **k)
     )
     texts = CachingLM(lm, str(tmp_path / "cache.db")).generate_until(requests)
     assert len(texts) == 3 and all(isinstance(t, str) for t in texts)

@@ -13,12 +13,13 @@ re-rendered with the doc's chat fields applied to the last user turn, so both pa
 
 Distribution shift: `kl_reference=base` (any variant spec) loads that variant beside the one being
 evaluated, and every loglikelihood request also reports how far this model's next-token
-distributions are from the reference's on the continuation's tokens (harness/likelihood.py);
+distributions are from the reference's on the continuation's tokens (harness/engine/likelihood.py);
 `humaneval_nll` turns that into `kl_per_token` and `top1_agreement`.
 
-Engines: `backend=hf` (the default) runs our own continuous-batching engine and likelihood code on
-transformers models, CPU or GPU; `backend=vllm` hands the same token ids and stop settings to vLLM on
-a GPU (harness/vllm_backend.py).
+Engines: this class builds prompts and reads results; the work goes to an engine
+(harness/engine/protocol.py): `backend=hf` (the default) is our continuous-batching engine on
+transformers models, CPU or GPU (harness/engine/hf.py); `backend=vllm` hands the same token ids and
+stop settings to vLLM on a GPU (harness/engine/vllm.py).
 """
 
 from __future__ import annotations
@@ -28,26 +29,26 @@ import time
 from collections import defaultdict
 from importlib.metadata import version
 
-import lm_eval.models  # noqa: F401  (registers lm-eval's built-ins before ours: see lm_eval_hook)
-import torch
+import lm_eval.models  # noqa: F401  (registers lm-eval's built-ins before ours: see hook.py)
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
 from codegen_bench.harness.distributed import gather_object, launched_world_size, make_accelerator
+from codegen_bench.harness.engine.generation import GenerationSettings, GenerationStats
+from codegen_bench.harness.engine.hf import PREPACK_MODES, HfEngine
+from codegen_bench.harness.engine.likelihood import rolling_windows
+from codegen_bench.harness.engine.protocol import Engine
+from codegen_bench.harness.engine.vllm import BACKENDS, check_vllm_available, vllm_engine
 from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.harness.generation import GenerationSettings, GenerationStats, generate
-from codegen_bench.harness.likelihood import rolling_windows, score_continuations
 from codegen_bench.harness.loading import LoadConfig, load_tokenizer, model_name, resolve_pretrained
-from codegen_bench.harness.memory import loaded_memory_bytes, model_weight_bytes, peak_memory_bytes
-from codegen_bench.harness.prepack import can_prepack, prepack_linears_
-from codegen_bench.harness.variant_spec import VARIANT_CONFIG_PREFIX  # variant.sparsity=0.3
-from codegen_bench.harness.vllm_backend import BACKENDS
-from codegen_bench.variants import BaseModel, check_variant_spec, load_variant
+from codegen_bench.variants import BaseModel, check_variant_spec, load_variant, resolve_artifact
+from codegen_bench.variants.artifact import base_fingerprint, weights_size_bytes
+from codegen_bench.variants.spec import VARIANT_CONFIG_PREFIX  # variant.sparsity=0.3
 
 log = logging.getLogger(__name__)
 
-AUTO_TRUE_FALSE = ("auto", "true", "false")
+AUTO_TRUE_FALSE = ("auto", "true", "false")  # chat=
 DEFAULT_MAX_GEN_TOKS = 512
 GEN_KWARGS = {"until", "max_gen_toks", "do_sample", "temperature", "top_p"}
 
@@ -111,11 +112,8 @@ class CodegenLM(TemplateLM):
         # Not `self.backend`: lm-eval's TemplateLM reads that ("causal") to decide how a context and
         # its continuation are tokenized for loglikelihood.
         self.engine_name = _as_bool_choice(backend, "backend", BACKENDS)
-        prepack_mode = _as_bool_choice(prepack, "prepack", AUTO_TRUE_FALSE)
-        self.engine = None
+        prepack_mode = _as_bool_choice(prepack, "prepack", PREPACK_MODES)
         self.kl_reference = str(kl_reference) if kl_reference else None
-        self.reference_model = None  # loaded beside the model (backend=hf) when kl_reference is set
-        self._reference_loader = None
         if self.engine_name == "vllm":
             _check_vllm_args(prepack_mode)
             if kl_reference:
@@ -145,31 +143,37 @@ class CodegenLM(TemplateLM):
         self.pretrained = resolve_pretrained(config.pretrained)
         self.tokenizer = load_tokenizer(self.pretrained, config)
         base = BaseModel(self.pretrained, config)
+        self.engine: Engine
         if self.engine_name == "vllm":
-            self._load_vllm(
+            folder, self.variant_manifest = resolve_artifact(str(variant), base, variant_overrides)
+            self.model = None  # vLLM loads the artifact folder in its own process
+            self.engine = vllm_engine(
+                folder,
+                self.variant_manifest,
                 base,
-                str(variant),
-                variant_overrides,
-                max_length,
-                seed,
-                gpu_memory_utilization,
-                tensor_parallel_size,
+                max_length=max_length,
+                seed=int(seed),
+                gpu_memory_utilization=float(gpu_memory_utilization),
+                tensor_parallel_size=int(tensor_parallel_size),
             )
+            self._max_length = self.engine.max_length
         else:
             self.model, self.variant_manifest = load_variant(str(variant), base, variant_overrides)
-            if prepack_mode == "true" and not can_prepack(self.model):
-                raise CodegenBenchError(
-                    "prepack=true needs a float32 model on CPU with oneDNN and no unmerged adapter: "
-                    "use prepack=auto"
-                )
-            self.prepacked_linears = (
-                prepack_linears_(self.model) if prepack_mode != "false" and can_prepack(self.model) else 0
+            reference = self.kl_reference
+
+            def load_reference():
+                log.info("codegen: loading %s to compare next-token distributions with", reference)
+                return load_variant(reference, base, {})[0]
+
+            self.engine = HfEngine(
+                self.model,
+                self.tokenizer,
+                batch_size=self.batch_size,
+                seed=int(seed),
+                prepack=prepack_mode,
+                load_reference=load_reference if reference else None,
             )
-            # Loaded at the first loglikelihood request: generation never needs it.
-            self._reference_loader = (base, prepack_mode) if self.kl_reference else None
-            self._device = self.model.device
-            self.dtype_name = str(self.model.dtype)
-            self._max_length = max_length or _context_length(self.model.config)
+            self._max_length = max_length or context_length(self.model.config)
         self.variant = self.variant_manifest["variant"]
         chat_mode = _as_bool_choice(chat, "chat", AUTO_TRUE_FALSE)
         has_template = bool(getattr(self.tokenizer, "chat_template", None))
@@ -178,23 +182,22 @@ class CodegenLM(TemplateLM):
                 f"chat=true but the tokenizer of {self.pretrained} has no chat template: use chat=false"
             )
         self.chat = chat_mode == "true" or (chat_mode == "auto" and has_template)
-        self.generator = torch.Generator(device=self._device).manual_seed(int(seed))
-        self.eos_token_ids = self._eos_token_ids()
+        self.eos_token_ids = self.engine.eos_token_ids()
         self._chat_histories: dict[str, list[dict]] = {}
         self.generation_stats = GenerationStats()
-        # vLLM's engine holds the model in a process of its own: this process's counters say nothing.
-        self.weight_memory_bytes = None if self.engine else model_weight_bytes(self.model)
-        self.loaded_memory_bytes = None if self.engine else loaded_memory_bytes(self._device)
+        memory = self.engine.memory()
+        self.weight_memory_bytes = memory.weight_memory_bytes
+        self.loaded_memory_bytes = memory.loaded_memory_bytes
         log.info(
             "codegen: %s variant=%s backend=%s dtype=%s device=%s chat=%s batch_size=%d prepacked_linears=%d",
             self.pretrained,
             variant,
             self.engine_name,
-            self.dtype_name,
-            self._device,
+            self.engine.dtype_name,
+            self.engine.device_name,
             self.chat,
             self.batch_size,
-            self.prepacked_linears,
+            self.engine.prepacked_linears,
         )
 
     # ---- lm-eval's TemplateLM contract -------------------------------------------------------
@@ -248,7 +251,7 @@ class CodegenLM(TemplateLM):
         for start in tqdm(range(0, len(order), self.batch_size), disable=disable_tqdm, desc="loglikelihood"):
             batch = order[start : start + self.batch_size]
             pairs = [(requests[i][1], requests[i][2]) for i in batch]
-            for i, result in zip(batch, self._score(pairs), strict=True):
+            for i, result in zip(batch, self.engine.score(pairs, self.max_length), strict=True):
                 results[i] = result
                 self.cache_hook.add_partial("loglikelihood", requests[i][0], result)
         return results
@@ -260,14 +263,14 @@ class CodegenLM(TemplateLM):
             windows = rolling_windows(self.tok_encode(text), self.prefix_token_id, self.max_length)
             total = 0.0
             for start in range(0, len(windows), self.batch_size):
-                scored = self._score(windows[start : start + self.batch_size])
+                scored = self.engine.score(windows[start : start + self.batch_size], self.max_length)
                 total += sum(logprob for logprob, _ in scored)
             results.append(total)
             self.cache_hook.add_partial("loglikelihood_rolling", (text,), total)
         return results
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        prepared = [self._prepare_generation(*request.args, doc=request.doc) for request in requests]
+        prepared = [self.prepare_generation(*request.args, doc=request.doc) for request in requests]
         # Requests with the same settings are generated together, `batch_size` rows at a time, a
         # finished row's slot going to the next waiting request (continuous batching).
         groups: dict[GenerationSettings, list[int]] = defaultdict(list)
@@ -291,19 +294,7 @@ class CodegenLM(TemplateLM):
                     progress.update(1)
 
                 prompts = [prepared[i][0] for i in indices]
-                if self.engine is not None:
-                    self.engine.generate(prompts, settings, self.eos_token_ids, on_row_done=row_done)
-                else:
-                    generate(
-                        self.model,
-                        self.tokenizer,
-                        prompts,
-                        settings,
-                        self.eos_token_ids,
-                        max_batch_size=self.batch_size,
-                        generator=self.generator,
-                        on_row_done=row_done,
-                    )
+                self.engine.generate(prompts, settings, self.eos_token_ids, on_row_done=row_done)
                 stats.seconds = time.perf_counter() - started
         if requests:
             log.info(
@@ -317,70 +308,11 @@ class CodegenLM(TemplateLM):
 
     # ---- helpers ------------------------------------------------------------------------------
 
-    def _load_vllm(
-        self, base, variant, overrides, max_length, seed, gpu_memory_utilization, tensor_parallel_size
-    ):
-        from transformers import AutoConfig
-
-        from codegen_bench.harness.vllm_backend import VllmEngine, vllm_quantization_methods, vllm_source
-        from codegen_bench.variants import resolve_artifact
-
-        folder, self.variant_manifest = resolve_artifact(variant, base, overrides)
-        torch.cuda.empty_cache()  # a variant just built here leaves the GPU to vLLM
-        source = vllm_source(folder, self.variant_manifest, base, vllm_quantization_methods())
-        model_config = AutoConfig.from_pretrained(
-            base.name_or_path,
-            revision=base.load_config.revision,
-            trust_remote_code=base.load_config.trust_remote_code,
-        )
-        self._max_length = max_length or _context_length(model_config)
-        self.engine = VllmEngine(
-            source,
-            dtype=base.load_config.dtype,
-            max_length=self._max_length,
-            seed=int(seed),
-            gpu_memory_utilization=float(gpu_memory_utilization),
-            tensor_parallel_size=int(tensor_parallel_size),
-            revision=base.load_config.revision,
-            trust_remote_code=base.load_config.trust_remote_code,
-        )
-        self.model = None
-        self.prepacked_linears = 0
-        self._device = torch.device("cpu")  # this process's side: token ids and the sampler seed
-        self.dtype_name = self.engine.dtype
-
-    def _score(self, pairs) -> list[tuple[float, bool]]:
-        if self.engine is not None:
-            return self.engine.score(pairs, self.max_length)
-        if self._reference_loader is not None and self.reference_model is None:
-            base, prepack_mode = self._reference_loader
-            log.info("codegen: loading %s to compare next-token distributions with", self.kl_reference)
-            self.reference_model, _ = load_variant(self.kl_reference, base, {})
-            if prepack_mode != "false" and can_prepack(self.reference_model):
-                prepack_linears_(self.reference_model)
-        return score_continuations(
-            self.model, pairs, self.max_length, self.tokenizer.pad_token_id, self.reference_model
-        )
-
-    def _eos_token_ids(self) -> set[int]:
-        if self.model is not None:
-            generation_config = self.model.generation_config
-        else:
-            from transformers import GenerationConfig
-
-            try:
-                generation_config = GenerationConfig.from_pretrained(self.pretrained)
-            except OSError:  # no generation_config.json: the tokenizer's EOS alone
-                generation_config = GenerationConfig()
-        ids = generation_config.eos_token_id
-        ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(self.tokenizer.eos_token_id)
-        return ids
-
-    def _prepare_generation(
+    def prepare_generation(
         self, context: str, gen_kwargs: dict, doc: dict | None = None
     ) -> tuple[list[int], GenerationSettings]:
+        """A generation request's prompt token ids (chat form applied, cut to the room `max_gen_toks`
+        leaves) and its settings: what every engine gets."""
         gen_kwargs = dict(gen_kwargs or {})
         unknown = set(gen_kwargs) - GEN_KWARGS
         if unknown:
@@ -421,8 +353,6 @@ class CodegenLM(TemplateLM):
         return rendered + doc.get("chat_assistant_prefix", "")
 
     def get_model_info(self) -> dict:
-        from codegen_bench.variants.artifact import base_fingerprint, weights_size_bytes
-
         if not hasattr(self, "_base_identity"):  # read once: hashing a folder's weights takes seconds
             self._base_identity = (base_fingerprint(self.pretrained), weights_size_bytes(self.pretrained))
         return {
@@ -432,10 +362,10 @@ class CodegenLM(TemplateLM):
             "variant": self.variant,
             "variant_config": self.variant_manifest.get("config"),
             "kl_reference": self.kl_reference,
-            "dtype": self.dtype_name,
+            "dtype": self.engine.dtype_name,
             "backend": self.engine_name,
             "chat": self.chat,
-            "prepacked_linears": self.prepacked_linears,
+            "prepacked_linears": self.engine.prepacked_linears,
             "codegen_bench_version": version("codegen-bench"),
             # What the variant costs on disk and how sparse it is, from its manifest (None for base).
             "variant_size_on_disk_bytes": self.variant_manifest.get("size_on_disk_bytes"),
@@ -443,17 +373,15 @@ class CodegenLM(TemplateLM):
             "generation": self.generation_stats.as_dict(),
             "weight_memory_bytes": self.weight_memory_bytes,
             "loaded_memory_bytes": self.loaded_memory_bytes,
-            "peak_memory_bytes": None if self.engine else peak_memory_bytes(self._device),
+            "peak_memory_bytes": self.engine.memory().peak_memory_bytes,
         }
 
 
-def _context_length(model_config) -> int:
+def context_length(model_config) -> int:
     return min(getattr(model_config, "max_position_embeddings", 2048), 32768)
 
 
 def _check_vllm_args(prepack_mode: str) -> None:
-    from codegen_bench.harness.vllm_backend import check_vllm_available
-
     if prepack_mode == "true":
         raise CodegenBenchError(
             "prepack=true applies to backend=hf (our CPU engine): drop it with backend=vllm"

@@ -26,7 +26,8 @@ from functools import cache
 
 import numpy as np
 
-from codegen_bench.harness.uncertainty import Estimator, mean
+from codegen_bench.harness.runs.uncertainty import Estimator, mean
+from codegen_bench.tasks.code_explain.bertscore import bertscore
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,6 @@ def _sacrebleu_estimator(name: str) -> Estimator:
 
 def _bertscore_rows(part: str) -> Callable[[Sequence], list]:
     def rows(values: Sequence) -> list:
-        from codegen_bench.harness.bertscore import bertscore
-
         references = [reference for reference, _ in values]
         predictions = [prediction for _, prediction in values]
         # The same lists the task's aggregation scored: bertscore() returns its cached result.

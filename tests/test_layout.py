@@ -1,0 +1,119 @@
+"""The layout stays true: imports between the project's modules point one way, and the project's own
+modules are imported at the top of a module, where a reader sees them."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("harness", "tasks", "variants", "trainers")
+
+# Lower layers are imported by higher ones, never the reverse; a module may import its own layer.
+LAYERS = [
+    ("harness.errors",),
+    ("harness.files", "harness.cache", "harness.config_args", "harness.signals", "harness.distributed"),
+    ("harness.provision", "harness.loading"),
+    ("harness.execution",),
+    ("trainers.data",),  # the standard-library corpus: training data, wanda's calibration, a held-out task
+    ("variants",),
+    ("harness.engine",),
+    ("tasks",),
+    ("trainers",),
+    ("harness.lm_eval_plugin",),
+    ("harness.runs",),
+    ("harness.cli",),
+]
+# Where a function may import the project's own modules: the command line imports each command's
+# modules when that command runs (`codegen-bench exec` does not pay for torch and lm-eval), and the
+# lm-eval hook runs at every interpreter start-up, so it imports nothing until lm-eval runs.
+LAZY_IMPORTS_ALLOWED = {"harness/cli.py", "harness/lm_eval_plugin/hook.py"}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _layer(module: str) -> int:
+    if module == "harness":
+        return 0  # the package's docstring only
+    best = None
+    for rank, prefixes in enumerate(LAYERS):
+        for prefix in prefixes:
+            matches = module == prefix or module.startswith(prefix + ".")
+            # The longest matching prefix decides (trainers.data before trainers).
+            if matches and (best is None or len(prefix) > best[1]):
+                best = (rank, len(prefix))
+    if best is None:
+        raise AssertionError(f"{module} is in no layer: add it to LAYERS in tests/test_layout.py")
+    return best[0]
+
+
+def _own_imports(tree: ast.AST):
+    """(line, imported module, inside a function) for every import of codegen_bench."""
+    functions = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    in_function = {id(sub) for f in functions for sub in ast.walk(f)}
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("codegen_bench"):
+            base = node.module.removeprefix("codegen_bench").lstrip(".")
+            # `from codegen_bench.variants import adapters` imports the submodule when there is one.
+            for alias in node.names:
+                candidate = f"{base}.{alias.name}" if base else alias.name
+                is_module = (ROOT / Path(*candidate.split(".")).with_suffix(".py")).is_file() or (
+                    ROOT / Path(*candidate.split("."))
+                ).is_dir()
+                names.append(candidate if is_module else base)
+        elif isinstance(node, ast.Import):
+            names = [
+                a.name.removeprefix("codegen_bench.")
+                for a in node.names
+                if a.name.startswith("codegen_bench.")
+            ]
+        for name in names:
+            yield node.lineno, name, id(node) in in_function
+
+
+SOURCES = sorted(p for package in PACKAGES for p in (ROOT / package).rglob("*.py"))
+
+
+def test_every_package_module_is_found():
+    assert len(SOURCES) > 40
+    assert all(_layer(_module_name(p)) >= 0 for p in SOURCES)
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_point_down_the_layers(path):
+    importer = _module_name(path)
+    wrong = [
+        f"{path.relative_to(ROOT)}:{line} imports {imported} (layer {_layer(imported)}) from layer "
+        f"{_layer(importer)}"
+        for line, imported, _ in _own_imports(ast.parse(path.read_text()))
+        if _layer(imported) > _layer(importer)
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_own_modules_are_imported_at_the_top(path):
+    relative = str(path.relative_to(ROOT))
+    if relative in LAZY_IMPORTS_ALLOWED:
+        return
+    hidden = [
+        f"{relative}:{line} imports {imported} inside a function"
+        for line, imported, in_function in _own_imports(ast.parse(path.read_text()))
+        if in_function
+    ]
+    assert not hidden, "\n".join(hidden)
+
+
+def test_an_upward_import_is_caught(tmp_path):
+    """The check itself: a variants module importing the matrix is reported."""
+    tree = ast.parse("from codegen_bench.harness.runs.matrix import run_matrix\n")
+    ((_, imported, _),) = list(_own_imports(tree))
+    assert _layer(imported) > _layer("variants.builtin")
