@@ -152,6 +152,20 @@ def test_a_changed_task_configuration_reruns_its_cells(tiny_model_dir, tmp_path,
     assert calls == [("base", "task_a"), ("base", "task_a")]
 
 
+def test_the_task_configuration_does_not_depend_on_where_the_checkout_lies():
+    """A run folder committed from one checkout resumes in another: no absolute path in a fingerprint."""
+    import json
+    from pathlib import Path
+
+    from codegen_bench.harness.runs import matrix
+
+    configuration = matrix.task_configuration("humaneval_custom")
+    assert configuration["process_results"] == "utils.process_results_greedy"
+    checkout = str(Path(matrix.__file__).resolve().parents[2])
+    for task in ("humaneval_custom", "humaneval_nll", "code_explain_humaneval"):
+        assert checkout not in json.dumps(matrix.task_configuration(task), default=str)
+
+
 def test_latency_suite_runs_once_per_run_folder(tiny_model_dir, tmp_path):
     from codegen_bench.harness.runs.latency import LATENCY_FILE, latency_variants, run_latency
 

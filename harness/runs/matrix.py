@@ -106,13 +106,26 @@ def task_configuration(task: str) -> dict:
         if entry is None or not entry.yaml_path or name in seen:
             return {}
         seen.add(name)
-        found = load_yaml(entry.yaml_path, resolve_func=False)
+        # `!function utils.x` comes back as an absolute path: kept relative to the YAML's folder, so
+        # the fingerprint does not depend on where the checkout lies (a fresh clone resumes a run).
+        folder = os.path.dirname(os.path.realpath(entry.yaml_path)) + os.sep
+        found = _without_prefix(load_yaml(entry.yaml_path, resolve_func=False), folder)
         members = found.get("task")
         if isinstance(members, list):
             found["members"] = {m: configuration(m, seen) for m in members if isinstance(m, str)}
         return found
 
     return configuration(task, set())
+
+
+def _without_prefix(value, prefix: str):
+    if isinstance(value, str):
+        return value.removeprefix(prefix)
+    if isinstance(value, dict):
+        return {key: _without_prefix(item, prefix) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_prefix(item, prefix) for item in value]
+    return value
 
 
 def cell_fingerprint(base_sha256: str, identity: dict, task: str, config: MatrixConfig) -> str:
