@@ -10,6 +10,7 @@ import argparse
 import shlex
 import sys
 import time
+from pathlib import Path
 
 from codegen_bench.harness.errors import CodegenBenchError
 
@@ -106,8 +107,6 @@ DEFAULT_MATRIX_TASKS = ("humaneval_custom", "humaneval_nll", "code_explain_human
 
 
 def _cmd_matrix(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     from lm_eval.utils import simple_parse_args_string
 
     from codegen_bench.harness.distributed import launched_rank
@@ -141,8 +140,6 @@ def _cmd_matrix(args: argparse.Namespace) -> None:
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     from codegen_bench.harness.runs.reports import build_reports
 
     for name, path in build_reports(
@@ -152,8 +149,6 @@ def _cmd_leaderboard(args: argparse.Namespace) -> None:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from codegen_bench.harness.runs.gate import check_run, format_outcomes, kernel_mismatch, write_baseline
 
     if args.update:

@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 from codegen_bench.harness.cache import cache_dir
@@ -146,8 +147,6 @@ def convert_gguf_to_transformers(gguf_path: Path, out_dir: Path, dtype: str = "f
 
 
 def _library_versions() -> dict[str, str]:
-    from importlib.metadata import version
-
     return {name: version(name) for name in ("torch", "transformers", "gguf", "codegen-bench")}
 
 

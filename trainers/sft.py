@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -302,7 +303,6 @@ def _on_this_rank(base: BaseModel) -> BaseModel:
     """Under a launcher on GPUs, each process trains on its own GPU (cuda:LOCAL_RANK), not cuda:0."""
     if launched_world_size() < 2 or not on_gpu(base):
         return base
-    import os
 
     device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     return replace(base, load_config=replace(base.load_config, device=device))

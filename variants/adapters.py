@@ -3,6 +3,7 @@ evaluated on, the 4-bit NF4 base). The adapters come from `codegen-bench train l
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +48,6 @@ def _attach(model, adapter: str | Path, base: BaseModel, variant: str):
     except (RuntimeError, ValueError, KeyError) as exc:
         # A plain PEFT folder (no variant.json) made for another base: peft fails on the first
         # weight whose shape or name differs, with a multi-page message.
-        import json
 
         trained_on = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
         first_line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__

@@ -29,6 +29,7 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from importlib import metadata
 from pathlib import Path
 
 from codegen_bench.harness.cache import cache_dir
@@ -130,8 +131,6 @@ def vllm_source(
 
 def _require_bitsandbytes(variant: str, quantization_methods: Sequence[str]) -> None:
     if "bitsandbytes" not in quantization_methods:
-        from importlib import metadata
-
         try:
             installed = metadata.version("vllm")
         except metadata.PackageNotFoundError:

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from codegen_bench.harness.distributed import launched_rank
 from codegen_bench.harness.execution.samples import SAMPLES_DIR_ENV
 from codegen_bench.harness.files import RecordStore
@@ -222,8 +224,6 @@ def run_matrix(
     evaluate: Callable[[Any, str, MatrixConfig], dict] = _default_evaluate,
 ) -> list[dict]:
     """Run every cell that has no up-to-date record; return the records of all cells, in order."""
-    from tqdm import tqdm
-
     store = RecordStore(config.out / RECORDS_FILE)
     done = store.latest()
     base_sha256 = base_fingerprint(resolve_pretrained(config.pretrained))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -149,8 +150,6 @@ def latency_rows(path: Path) -> tuple[list[str], dict[str, dict[str, float]], di
     """Columns from a pytest-benchmark latency.json (benchmarks/test_latency.py): speeds, time to
     first token, weight memory, peak RSS while decoding, each speed also as a ratio to the suite's
     first variant."""
-    import json
-
     benchmarks = json.loads(Path(path).read_text()).get("benchmarks", [])
     rows: dict[str, dict[str, float]] = {}
     direction: dict[str, bool] = {}
