@@ -85,6 +85,11 @@ def model_name(name_or_path: str) -> str:
     return folder.name if folder.is_dir() or folder.is_absolute() else name_or_path
 
 
+def context_length(model_config) -> int:
+    """The longest sequence a model is run on: its position table, at most 32k tokens."""
+    return min(getattr(model_config, "max_position_embeddings", 2048), 32768)
+
+
 def load_tokenizer(name_or_path: str, cfg: LoadConfig):
     from transformers import AutoTokenizer
 

@@ -37,6 +37,7 @@ from codegen_bench.harness.engine.generation import GenerationSettings
 from codegen_bench.harness.engine.likelihood import ContinuationScore, scored_window
 from codegen_bench.harness.engine.protocol import EngineMemory, RowDone, eos_token_ids
 from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.harness.loading import context_length
 from codegen_bench.variants.adapters import LoraAdapter, load_lora
 from codegen_bench.variants.artifact import BaseModel, staged_folder
 
@@ -177,15 +178,17 @@ def vllm_engine(
     folder: Path | None,
     manifest: dict,
     base: BaseModel,
+    tokenizer,
     *,
     max_length: int | None,
     seed: int,
     gpu_memory_utilization: float,
     tensor_parallel_size: int,
 ) -> VllmEngine:
-    """The engine for the variant whose artifact is `folder` (None: the base model itself)."""
+    """The engine for the variant whose artifact is `folder` (None: the base model itself);
+    `tokenizer` is the one the lm-eval model prompts with (its EOS ends generations too)."""
     import torch
-    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+    from transformers import AutoConfig, GenerationConfig
 
     torch.cuda.empty_cache()  # a variant just built here leaves the GPU to vLLM
     source = vllm_source(folder, manifest, base, vllm_quantization_methods())
@@ -197,13 +200,10 @@ def vllm_engine(
         generation_config = GenerationConfig.from_pretrained(base.name_or_path, revision=load.revision)
     except OSError:  # no generation_config.json: the tokenizer's EOS alone
         generation_config = GenerationConfig()
-    tokenizer = AutoTokenizer.from_pretrained(
-        base.name_or_path, revision=load.revision, trust_remote_code=load.trust_remote_code
-    )
     return VllmEngine(
         source,
         dtype=load.dtype,
-        max_length=max_length or min(getattr(model_config, "max_position_embeddings", 2048), 32768),
+        max_length=max_length or context_length(model_config),
         seed=seed,
         gpu_memory_utilization=gpu_memory_utilization,
         tensor_parallel_size=tensor_parallel_size,

@@ -41,7 +41,13 @@ from codegen_bench.harness.engine.likelihood import rolling_windows
 from codegen_bench.harness.engine.protocol import Engine
 from codegen_bench.harness.engine.vllm import BACKENDS, check_vllm_available, vllm_engine
 from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.harness.loading import LoadConfig, load_tokenizer, model_name, resolve_pretrained
+from codegen_bench.harness.loading import (
+    LoadConfig,
+    context_length,
+    load_tokenizer,
+    model_name,
+    resolve_pretrained,
+)
 from codegen_bench.variants import BaseModel, check_variant_spec, load_variant, resolve_artifact
 from codegen_bench.variants.artifact import base_fingerprint, weights_size_bytes
 from codegen_bench.variants.spec import VARIANT_CONFIG_PREFIX  # variant.sparsity=0.3
@@ -151,6 +157,7 @@ class CodegenLM(TemplateLM):
                 folder,
                 self.variant_manifest,
                 base,
+                self.tokenizer,
                 max_length=max_length,
                 seed=int(seed),
                 gpu_memory_utilization=float(gpu_memory_utilization),
@@ -375,10 +382,6 @@ class CodegenLM(TemplateLM):
             "loaded_memory_bytes": self.loaded_memory_bytes,
             "peak_memory_bytes": self.engine.memory().peak_memory_bytes,
         }
-
-
-def context_length(model_config) -> int:
-    return min(getattr(model_config, "max_position_embeddings", 2048), 32768)
 
 
 def _check_vllm_args(prepack_mode: str) -> None:
