@@ -1,4 +1,4 @@
-"""`codegen`: our lm-eval model. A thin adapter over loading, generation and likelihood modules.
+"""`codegen`: our lm-eval model. Requests in, prompt token ids to an engine, results out.
 
     lm_eval --model codegen --tasks humaneval_custom --confirm_run_unsafe_code
 
