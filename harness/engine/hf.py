@@ -8,7 +8,6 @@ model's, which is loaded at the first score: generation never needs it.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 
 import torch
@@ -19,10 +18,6 @@ from codegen_bench.harness.engine.memory import loaded_memory_bytes, model_weigh
 from codegen_bench.harness.engine.prepack import can_prepack, prepack_linears_
 from codegen_bench.harness.engine.protocol import EngineMemory, RowDone, eos_token_ids
 from codegen_bench.harness.errors import CodegenBenchError
-
-log = logging.getLogger(__name__)
-
-PREPACK_MODES = ("auto", "true", "false")
 
 
 class HfEngine:

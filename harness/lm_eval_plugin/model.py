@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from codegen_bench.harness.distributed import gather_object, launched_world_size, make_accelerator
 from codegen_bench.harness.engine.generation import GenerationSettings, GenerationStats
-from codegen_bench.harness.engine.hf import PREPACK_MODES, HfEngine
+from codegen_bench.harness.engine.hf import HfEngine
 from codegen_bench.harness.engine.likelihood import rolling_windows
 from codegen_bench.harness.engine.protocol import Engine
 from codegen_bench.harness.engine.vllm import BACKENDS, check_vllm_available, vllm_engine
@@ -54,7 +54,7 @@ from codegen_bench.variants.spec import VARIANT_CONFIG_PREFIX  # variant.sparsit
 
 log = logging.getLogger(__name__)
 
-AUTO_TRUE_FALSE = ("auto", "true", "false")  # chat=
+AUTO_TRUE_FALSE = ("auto", "true", "false")  # chat=, prepack=
 DEFAULT_MAX_GEN_TOKS = 512
 GEN_KWARGS = {"until", "max_gen_toks", "do_sample", "temperature", "top_p"}
 
@@ -118,7 +118,7 @@ class CodegenLM(TemplateLM):
         # Not `self.backend`: lm-eval's TemplateLM reads that ("causal") to decide how a context and
         # its continuation are tokenized for loglikelihood.
         self.engine_name = _as_bool_choice(backend, "backend", BACKENDS)
-        prepack_mode = _as_bool_choice(prepack, "prepack", PREPACK_MODES)
+        prepack_mode = _as_bool_choice(prepack, "prepack", AUTO_TRUE_FALSE)
         self.kl_reference = str(kl_reference) if kl_reference else None
         if self.engine_name == "vllm":
             _check_vllm_args(prepack_mode)

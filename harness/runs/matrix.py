@@ -206,9 +206,8 @@ def kl_reference(config: MatrixConfig, spec: VariantSpec) -> str | None:
 
 
 def _default_load(config: MatrixConfig, spec: VariantSpec):
-    extra = {}
-    if kl_reference(config, spec):
-        extra["kl_reference"] = kl_reference(config, spec)
+    reference = kl_reference(config, spec)
+    extra = {"kl_reference": reference} if reference else {}
     return CodegenLM(
         pretrained=config.pretrained,
         batch_size=config.batch_size,
