@@ -33,70 +33,6 @@ import time
 from pathlib import Path
 
 TASK = "humaneval_custom"
-ROOFLINE_ROWS = (256, 512, 1024)
-
-
-def model_shapes(config: dict) -> tuple[list[tuple[int, int]], tuple[int, int]]:
-    """(out, in) of one decoder layer's linear layers, and of the output head."""
-    hidden = config["hidden_size"]
-    heads = config["num_attention_heads"]
-    kv_heads = config.get("num_key_value_heads") or heads
-    head_dim = config.get("head_dim") or hidden // heads
-    inter = config["intermediate_size"]
-    layer = [
-        (heads * head_dim, hidden),
-        (kv_heads * head_dim, hidden),
-        (kv_heads * head_dim, hidden),
-        (hidden, heads * head_dim),
-        (inter, hidden),
-        (inter, hidden),
-        (hidden, inter),
-    ]
-    return layer, (config["vocab_size"], hidden)
-
-
-def work_flops(config: dict, prompt_tokens: int, generated_tokens: int, requests: int) -> float:
-    """Weight-matmul FLOPs of a generation run: every prompt token and every fed-back generated
-    token goes through every layer; every generated token comes out of the output head."""
-    layer, head = model_shapes(config)
-    layer_params = config["num_hidden_layers"] * sum(o * i for o, i in layer)
-    through_layers = prompt_tokens + generated_tokens - requests  # the last token is never fed back
-    return 2.0 * (layer_params * through_layers + head[0] * head[1] * generated_tokens)
-
-
-def measure_peak_flops(config: dict, repeats: int = 5) -> dict:
-    """Best FLOP/s of one decoder layer's matmuls, per kernel and row count (the output head is
-    left out: at these row counts it is bound by writing its huge output, not by arithmetic)."""
-    import torch
-
-    layer, _ = model_shapes(config)
-    weights = [torch.randn(o, i) for o, i in layer]
-    packed = None
-    if torch.backends.mkldnn.is_available():
-        packed = [torch.ops.mkldnn._reorder_linear_weight(w, ROOFLINE_ROWS[-1]) for w in weights]
-    result = {}
-    with torch.inference_mode():
-        for rows in ROOFLINE_ROWS:
-            inputs = {i: torch.randn(rows, i) for _, i in layer}
-            kernels = {
-                "linear": lambda inputs=inputs: [
-                    torch.nn.functional.linear(inputs[w.shape[1]], w) for w in weights
-                ]
-            }
-            if packed is not None:
-                kernels["onednn"] = lambda inputs=inputs: [
-                    torch.ops.mkldnn._linear_pointwise(inputs[w.shape[1]], p, None, "none", [], "")
-                    for w, p in zip(weights, packed, strict=True)
-                ]
-            for name, run in kernels.items():
-                run()
-                best = float("inf")
-                for _ in range(repeats):
-                    started = time.perf_counter()
-                    run()
-                    best = min(best, time.perf_counter() - started)
-                result[f"{name} {rows} rows"] = 2.0 * rows * sum(o * i for o, i in layer) / best
-    return result
 
 
 def find(folder: Path, pattern: str) -> Path | None:
@@ -176,6 +112,7 @@ def main() -> None:
     import torch
     from transformers import AutoTokenizer
 
+    from codegen_bench.harness.engine.roofline import generation_flops, measure_peak_flops
     from codegen_bench.harness.loading import resolve_pretrained
 
     pretrained = resolve_pretrained(None)
@@ -222,7 +159,7 @@ def main() -> None:
         generation = run.get("generation") or {}
         roofline = None
         if generation.get("seconds"):
-            flops = work_flops(
+            flops = generation_flops(
                 config, generation["prompt_tokens"], generation["tokens"], generation["requests"]
             )
             roofline = flops / peak / generation["seconds"]

@@ -7,6 +7,7 @@ need neither torch nor lm-eval, whose imports take seconds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 import time
@@ -68,11 +69,35 @@ def _cmd_data_build(args: argparse.Namespace) -> None:
 def _cmd_train(args: argparse.Namespace) -> None:
     from codegen_bench.harness.config_args import config_from
     from codegen_bench.harness.distributed import launched_rank
+    from codegen_bench.harness.errors import CodegenBenchError
+    from codegen_bench.trainers.recipes import get_recipe, recipe_adapter, recipe_data
     from codegen_bench.trainers.sft import TrainConfig, train
 
-    overrides = {**_parse_overrides(args.config), "kind": args.kind}
-    config = config_from(TrainConfig, overrides, owner=f"train {args.kind}")
-    out = train(args.data, _base_model(args), config, args.out, push_to_hub=args.push_to_hub)
+    overrides = _parse_overrides(args.config)
+    base = _base_model(args)
+    if args.data is None and args.out is None and not overrides:
+        # The recipe's adapter, where the matrix and `variant=lora` look for it.
+        out = recipe_adapter(args.kind, args.recipe, base)
+    else:
+        if args.out is None:
+            raise CodegenBenchError(
+                "--data or --config change what is trained, so the recipe's cached adapter is not the "
+                "place for it: pass --out FOLDER"
+            )
+        recipe = get_recipe(args.recipe)
+        defaults = {} if args.data else dataclasses.asdict(recipe.config)
+        config = config_from(
+            TrainConfig, {**defaults, **overrides, "kind": args.kind}, owner=f"train {args.kind}"
+        )
+        data = args.data or recipe_data(args.recipe)
+        out = train(
+            data,
+            base,
+            config,
+            args.out,
+            push_to_hub=args.push_to_hub,
+            recipe=None if args.data else args.recipe,
+        )
     if launched_rank() == 0:  # under accelerate launch, once
         print(out)
 
@@ -102,8 +127,10 @@ def _cmd_variants(args: argparse.Namespace) -> None:
         print(f"{name:14s} {get_variant(name).description.strip().splitlines()[0]}")
 
 
-DEFAULT_MATRIX_VARIANTS = ("base", "int8-dynamic", "nf4", "l1-pruned", "wanda-pruned")
-DEFAULT_MATRIX_TASKS = ("humaneval_custom", "humaneval_nll", "code_explain_humaneval")
+# lora and qlora: the default recipe's adapters (trainers/recipes.py), trained on first use.
+DEFAULT_MATRIX_VARIANTS = ("base", "int8-dynamic", "nf4", "l1-pruned", "wanda-pruned", "lora", "qlora")
+# code_explain_stdlib: held-out functions of the corpus the adapters learn from (what they are for).
+DEFAULT_MATRIX_TASKS = ("humaneval_custom", "humaneval_nll", "code_explain_humaneval", "code_explain_stdlib")
 
 
 def _cmd_matrix(args: argparse.Namespace) -> None:
@@ -200,13 +227,29 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="fine-tune a LoRA/QLoRA adapter (trl SFTTrainer) into a variant artifact"
     )
     p.add_argument("kind", choices=["lora", "qlora"])
-    p.add_argument("--data", required=True, help="JSONL: prompt+completion, code+explanation or text records")
-    p.add_argument("--out", required=True, help="artifact folder; checkpoints go to <out>.checkpoints")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="JSONL: prompt+completion, code+explanation or text records (default: the recipe's "
+        "sample of the stdlib corpus)",
+    )
+    p.add_argument(
+        "--recipe",
+        default="default",
+        help="training recipe when --data is not given: default (~30 min on 2 CPU cores) or demo",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="artifact folder; checkpoints go to <out>.checkpoints (default, with no --data or "
+        "--config: the recipe's adapter in the codegen-bench cache, used by variant=lora)",
+    )
     _add_config_arg(
         p,
         "a TrainConfig field, repeatable: r, alpha, dropout, target_modules (a+b+c), "
         "learning_rate, epochs, max_steps, batch_size, grad_accum, max_seq_len, "
-        "validation_fraction, test_fraction, max_examples, seed, logging_steps, save_steps",
+        "validation_fraction, test_fraction, max_examples, seed, logging_steps, save_steps, "
+        "eval_steps, padding_free, head_on_scored_positions_only, gradient_checkpointing",
     )
     p.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="also push the adapter to the hub")
     _add_base_model_args(p)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.trainers.sft import TrainConfig, to_example, train
+from codegen_bench.trainers.sft import TrainConfig, last_complete_checkpoint, to_example, train
 from codegen_bench.variants import load_variant
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
@@ -43,7 +43,12 @@ def test_lora_training_writes_a_loadable_adapter_artifact(base, data_file, tmp_p
     assert (out / "adapter_model.safetensors").is_file()
     manifest = json.loads((out / "variant.json").read_text())
     assert manifest["variant"] == "lora"
-    assert manifest["training"]["examples"] == {"train": 22, "validation": 1, "test": 1}
+    assert manifest["training"]["examples"] == {
+        "train": 22,
+        "validation": 1,
+        "test": 1,
+        "left_out_longer_than_max_seq_len": 0,
+    }
     assert manifest["training"]["metrics"]["validation_loss"] > 0
     assert manifest["training"]["metrics"]["train_tokens_per_s"] > 0
     model, loaded = load_variant(str(out), base)
@@ -53,12 +58,19 @@ def test_lora_training_writes_a_loadable_adapter_artifact(base, data_file, tmp_p
         assert not torch.allclose(model(tokens).logits, base.load()(tokens).logits)
 
 
-def test_interrupted_training_resumes_from_its_checkpoint(base, data_file, tmp_path, monkeypatch):
+def _adapter_weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def _stop_at_step(monkeypatch, step: int):
+    """Make the next SFTTrainer raise KeyboardInterrupt when step `step` begins (a kill)."""
     from transformers import TrainerCallback
 
-    class StopAfterCheckpoint(TrainerCallback):
+    class Stop(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
-            if state.global_step == 3:
+            if state.global_step == step:
                 raise KeyboardInterrupt
 
     import trl
@@ -67,16 +79,104 @@ def test_interrupted_training_resumes_from_its_checkpoint(base, data_file, tmp_p
 
     def with_stop(self, *args, **kwargs):
         original_init(self, *args, **kwargs)
-        self.add_callback(StopAfterCheckpoint())
+        self.add_callback(Stop())
 
     monkeypatch.setattr(trl.SFTTrainer, "__init__", with_stop)
+    return lambda: monkeypatch.setattr(trl.SFTTrainer, "__init__", original_init)
+
+
+def test_interrupted_training_resumes_to_the_same_adapter(base, data_file, tmp_path, monkeypatch):
+    uninterrupted = train(data_file, base, TrainConfig(**TINY), tmp_path / "whole")
+    restore = _stop_at_step(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         train(data_file, base, TrainConfig(**TINY), tmp_path / "lora")
     assert not (tmp_path / "lora").exists()  # no artifact from an unfinished run
-    monkeypatch.setattr(trl.SFTTrainer, "__init__", original_init)
+    restore()
     out = train(data_file, base, TrainConfig(**TINY), tmp_path / "lora")
     manifest = json.loads((out / "variant.json").read_text())
     assert manifest["training"]["resumed_from"].endswith("checkpoint-2")
+    whole, resumed = _adapter_weights(uninterrupted), _adapter_weights(out)
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        torch.testing.assert_close(resumed[name], whole[name], rtol=1e-5, atol=1e-6)
+    # The whole loss curve is kept across the restart.
+    curve = json.loads((uninterrupted / "variant.json").read_text())["training"]["metrics"]["logged_losses"]
+    assert manifest["training"]["metrics"]["logged_losses"] == pytest.approx(curve, rel=1e-5)
+
+
+def test_a_checkpoint_killed_while_being_written_is_skipped(base, data_file, tmp_path, monkeypatch):
+    restore = _stop_at_step(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        train(data_file, base, TrainConfig(**TINY), tmp_path / "lora")
+    restore()
+    checkpoints = tmp_path / "lora.checkpoints"
+    half_written = checkpoints / "checkpoint-3"
+    half_written.mkdir()
+    (half_written / "adapter_model.safetensors").write_bytes(b"\0" * 10)  # no trainer_state.json yet
+    assert last_complete_checkpoint(checkpoints).endswith("checkpoint-2")
+    out = train(data_file, base, TrainConfig(**TINY), tmp_path / "lora")
+    assert json.loads((out / "variant.json").read_text())["training"]["resumed_from"].endswith("checkpoint-2")
+
+
+def test_checkpoints_of_another_run_are_not_resumed(base, data_file, tmp_path, monkeypatch):
+    restore = _stop_at_step(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        train(data_file, base, TrainConfig(**TINY), tmp_path / "lora")
+    restore()
+    with pytest.raises(CodegenBenchError, match=r"checkpoints of another training run \(config differ\)"):
+        train(data_file, base, TrainConfig(**{**TINY, "learning_rate": 1e-3}), tmp_path / "lora")
+
+
+def test_the_fast_loss_is_trls_loss_on_the_same_first_step(base, data_file, tmp_path):
+    """Padding-free batches and the head on the scored positions only change the speed, not the
+    loss: the first step (LoRA's B is zero, so dropout cannot matter) gives the same loss."""
+    one_step = {**TINY, "max_steps": 1}
+    previous = TrainConfig(**one_step, padding_free=False, head_on_scored_positions_only=False, dropout=0.05)
+    losses = []
+    for name, config in (("previous", previous), ("current", TrainConfig(**one_step))):
+        out = train(data_file, base, config, tmp_path / name)
+        metrics = json.loads((out / "variant.json").read_text())["training"]["metrics"]
+        losses.append(metrics["logged_losses"][0])
+        assert metrics["throughput"]["processed_tokens"] > 0
+        assert 0 < metrics["throughput"]["roofline_fraction"] < 1
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
+def test_examples_longer_than_max_seq_len_are_left_out_and_counted(base, tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    records = [{"prompt": f"def f_{i}(a):\n", "completion": "    return a\n"} for i in range(20)]
+    records.append({"prompt": "def long(a):\n", "completion": "    x = a\n" * 200})
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = train(path, base, TrainConfig(**{**TINY, "max_steps": 1}), tmp_path / "lora")
+    examples = json.loads((out / "variant.json").read_text())["training"]["examples"]
+    assert examples["left_out_longer_than_max_seq_len"] == 1
+    assert examples["train"] + examples["validation"] + examples["test"] == 20
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"r": 0}, "r=0 is out of range: use an integer >= 1"),
+        ({"learning_rate": 5.0}, "learning_rate=5.0 is out of range"),
+        ({"dropout": 1.0}, "dropout=1.0 is out of range"),
+        ({"batch_size": 0}, "batch_size=0 is out of range"),
+        ({"max_steps": 0}, "max_steps=0 is out of range"),
+    ],
+)
+def test_a_recipe_value_out_of_range_is_refused_before_training(override, message):
+    with pytest.raises(CodegenBenchError, match=message):
+        TrainConfig(**override)
+
+
+def test_a_record_without_the_needed_fields_names_its_file_and_line(base, tmp_path, monkeypatch):
+    path = tmp_path / "pairs.jsonl"
+    good = json.dumps({"prompt": "def f():\n", "completion": "    pass\n"})
+    path.write_text(good + "\n" + '{"code": "x"}\n')
+    loaded = []
+    monkeypatch.setattr(type(base), "load", lambda self, **kw: loaded.append(1))
+    with pytest.raises(CodegenBenchError, match=r"pairs.jsonl line 2: record with keys \['code'\]"):
+        train(path, base, TrainConfig(**TINY), tmp_path / "lora")
+    assert not loaded  # refused before any model is loaded
 
 
 def test_qlora_trains_on_the_4bit_base_and_loads_on_it(base, data_file, tmp_path):
@@ -95,3 +195,16 @@ def test_a_global_batch_that_does_not_split_over_the_processes_is_refused(
     monkeypatch.setenv("WORLD_SIZE", "2")  # as under accelerate launch --num_processes 2
     with pytest.raises(CodegenBenchError, match="batch_size=3 does not split over 2 processes"):
         train(data_file, base, TrainConfig(**{**TINY, "batch_size": 3}), tmp_path / "lora")
+
+
+def test_example_length_counts_the_chat_template_tokens(tiny):
+    from copy import deepcopy
+
+    from codegen_bench.trainers.sft import example_length
+
+    _, tokenizer = tiny
+    tokenizer = deepcopy(tokenizer)
+    tokenizer.chat_template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}"
+    example = to_example({"prompt": "def f():\n", "completion": "    return 1\n"}, chat=True)
+    rendered = tokenizer.apply_chat_template(example["prompt"] + example["completion"], tokenize=False)
+    assert example_length(example, tokenizer) == len(tokenizer(rendered)["input_ids"]) > 2

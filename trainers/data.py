@@ -28,6 +28,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from codegen_bench.harness.cache import cache_dir
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.execution.problems import load_humaneval
 from codegen_bench.harness.files import read_jsonl, write_jsonl, write_text_atomic
@@ -424,6 +425,30 @@ def write_datasets(out_dir: Path, config: DataConfig) -> dict[str, Path]:
     return paths
 
 
+def corpus_key(config: DataConfig) -> str:
+    """What decides the corpus, as a short hash: the Python build (its stdlib is the corpus), the
+    stdlib folder, the config, and this extractor's source, so an edit here cannot leave a stale
+    cached corpus in use."""
+    key = {
+        "python": sys.version,
+        "stdlib_dir": str(config.stdlib_dir or default_stdlib_dir()),
+        "config": dataclasses.asdict(config),
+        "extractor_sha256": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return f"py{sys.version_info.major}{sys.version_info.minor}-{digest}"
+
+
+def cached_datasets(config: DataConfig | None = None) -> Path:
+    """The folder of the corpus for `config` (codegen.jsonl, explain.jsonl, provenance.json) in the
+    codegen-bench cache, built there on first use."""
+    config = config or DataConfig()
+    folder = cache_dir() / "stdlib-corpus" / corpus_key(config)
+    if not (folder / PROVENANCE_FILE).is_file():  # written last
+        write_datasets(folder, config)
+    return folder
+
+
 def load_pairs(path: str | Path, split: str | None = None) -> list[dict]:
     """The records of a codegen.jsonl or explain.jsonl, optionally only those of one split.
 
@@ -434,3 +459,9 @@ def load_pairs(path: str | Path, split: str | None = None) -> list[dict]:
         raise CodegenBenchError(f"split={split!r} is not a split: pass one of {', '.join(SPLITS)} or None")
     records = read_jsonl(path, required_keys=("id", "split"), what="pairs file")
     return [r for r in records if split is None or r["split"] == split]
+
+
+def function_name(record_id: str) -> str:
+    """The function's own name from a record id (`module:Class.name#2` -> `Class.name`), as the
+    explanation prompts name it; an id of another form is returned as it is."""
+    return record_id.split(":", 1)[-1].split("#", 1)[0]

@@ -10,18 +10,15 @@ model's checksum and the variant's config, so a changed config never reuses a st
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
-from codegen_bench.harness.cache import cache_dir
 from codegen_bench.harness.errors import CodegenBenchError
 
 # The built-in variants register themselves on import (a decorator per variant).
 from codegen_bench.variants import adapters, builtin  # noqa: F401
-from codegen_bench.variants.artifact import BaseModel, check_base, read_manifest, write_artifact
-from codegen_bench.variants.prune import measure_sparsity
+from codegen_bench.variants.artifact import BaseModel, check_base, read_manifest
+from codegen_bench.variants.cache import build_artifact, cached_artifact_dir, cached_variant
 from codegen_bench.variants.registry import (
     available_variants,
     config_to_dict,
@@ -40,32 +37,6 @@ __all__ = [
     "register_variant",
     "resolve_artifact",
 ]
-
-
-def cached_artifact_dir(name: str, config: dict[str, Any], base: BaseModel) -> Path:
-    config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
-    return cache_dir() / "variants" / base.fingerprint()[:12] / f"{name}-{config_hash}"
-
-
-def build_artifact(
-    name: str, base: BaseModel, overrides: dict[str, Any] | None = None, out_dir: Path | None = None
-) -> tuple[Any, Path]:
-    """Build variant `name` from `base` and save it as an artifact; return (model, folder)."""
-    variant = get_variant(name)
-    config = make_config(variant, overrides)
-    config_dict = config_to_dict(config)
-    out_dir = Path(out_dir) if out_dir else cached_artifact_dir(name, config_dict, base)
-    model = variant.build(base, config)
-    write_artifact(
-        model,
-        out_dir,
-        variant=name,
-        config=config_dict,
-        base=base,
-        save=variant.save,
-        sparsity=measure_sparsity(model),
-    )
-    return model, out_dir
 
 
 def check_variant_spec(spec: str, overrides: dict[str, Any] | None = None) -> None:
@@ -97,15 +68,7 @@ def load_variant(spec: str, base: BaseModel, overrides: dict[str, Any] | None = 
         variant = get_variant(manifest["variant"])
         config = make_config(variant, manifest["config"])
         return variant.load(folder, base, config), manifest
-    variant = get_variant(spec)
-    config = make_config(variant, overrides)
-    if spec == "base":
-        return variant.build(base, config), {"variant": "base", "config": config_to_dict(config)}
-    cached = cached_artifact_dir(spec, config_to_dict(config), base)
-    if (cached / "variant.json").is_file():
-        return variant.load(cached, base, config), read_manifest(cached)
-    model, folder = build_artifact(spec, base, overrides, cached)
-    return model, read_manifest(folder)
+    return cached_variant(spec, base, overrides)
 
 
 def resolve_artifact(

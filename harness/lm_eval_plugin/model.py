@@ -48,6 +48,7 @@ from codegen_bench.harness.loading import (
     model_name,
     resolve_pretrained,
 )
+from codegen_bench.trainers.recipes import with_recipe_adapter
 from codegen_bench.variants import BaseModel, check_variant_spec, load_variant, resolve_artifact
 from codegen_bench.variants.artifact import base_fingerprint, weights_size_bytes
 from codegen_bench.variants.spec import VARIANT_CONFIG_PREFIX  # variant.sparsity=0.3
@@ -149,6 +150,8 @@ class CodegenLM(TemplateLM):
         self.pretrained = resolve_pretrained(config.pretrained)
         self.tokenizer = load_tokenizer(self.pretrained, config)
         base = BaseModel(self.pretrained, config)
+        # lora/qlora without an adapter: the recipe's, trained into the cache on first use.
+        variant, variant_overrides = with_recipe_adapter(str(variant), variant_overrides, base)
         self.engine: Engine
         if self.engine_name == "vllm":
             folder, self.variant_manifest = resolve_artifact(str(variant), base, variant_overrides)

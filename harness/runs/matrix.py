@@ -40,6 +40,7 @@ from codegen_bench.harness.lm_eval_plugin.model import CodegenLM
 from codegen_bench.harness.loading import resolve_pretrained
 from codegen_bench.harness.runs.item_scores import ITEM_METRICS, cell_items
 from codegen_bench.harness.runs.uncertainty import interval
+from codegen_bench.trainers.recipes import ADAPTER_KINDS, recipe_identity
 from codegen_bench.variants import check_variant_spec, get_variant
 from codegen_bench.variants.artifact import base_fingerprint, read_manifest
 from codegen_bench.variants.registry import config_to_dict, make_config
@@ -85,7 +86,12 @@ def variant_identity(spec: VariantSpec) -> dict[str, Any]:
         keys = ("variant", "config", "base_model", "created_unix")
         return {"artifact": str(folder.resolve()), **{k: manifest.get(k) for k in keys}}
     variant = get_variant(spec.variant)
-    return {"variant": spec.variant, "config": config_to_dict(make_config(variant, dict(spec.overrides)))}
+    config = config_to_dict(make_config(variant, dict(spec.overrides)))
+    identity = {"variant": spec.variant, "config": config}
+    if spec.variant in ADAPTER_KINDS and not config.get("adapter"):
+        # The recipe's adapter (trained on first use): its recipe decides the weights.
+        identity["recipe"] = recipe_identity(spec.variant, config["recipe"])
+    return identity
 
 
 @functools.cache

@@ -13,18 +13,13 @@ so the split is cached as JSONL in the codegen-bench cache, keyed by everything 
 from __future__ import annotations
 
 import ast
-import dataclasses
-import hashlib
-import json
 import re
-import sys
 from pathlib import Path
 
 from codegen_bench.harness.cache import cache_dir
 from codegen_bench.harness.execution.problems import load_humaneval
 from codegen_bench.harness.files import read_jsonl, write_jsonl
-from codegen_bench.trainers import data as stdlib_data
-from codegen_bench.trainers.data import DataConfig, build_datasets, default_stdlib_dir
+from codegen_bench.trainers.data import DataConfig, build_datasets, corpus_key, function_name
 
 STDLIB_SPLIT = "validation"
 PAIR_KEYS = ("id", "name", "code", "explanation")
@@ -149,20 +144,8 @@ def humaneval_pairs() -> list[dict]:
 
 
 def stdlib_cache_path(config: DataConfig) -> Path:
-    """Where the held-out split for `config` is cached.
-
-    The key holds the Python build (its stdlib is the corpus), the stdlib folder, the config, and the
-    extractor's source, so an edit of trainers/data.py cannot leave a stale split in use.
-    """
-    key = {
-        "python": sys.version,
-        "stdlib_dir": str(config.stdlib_dir or default_stdlib_dir()),
-        "config": dataclasses.asdict(config),
-        "extractor_sha256": hashlib.sha256(Path(stdlib_data.__file__).read_bytes()).hexdigest(),
-    }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    version = f"py{sys.version_info.major}{sys.version_info.minor}"
-    return cache_dir() / "code_explain" / f"stdlib-{STDLIB_SPLIT}-{version}-{digest}.jsonl"
+    """Where the held-out split for `config` is cached (keyed like the corpus it comes from)."""
+    return cache_dir() / "code_explain" / f"stdlib-{STDLIB_SPLIT}-{corpus_key(config)}.jsonl"
 
 
 def stdlib_pairs(config: DataConfig | None = None) -> list[dict]:
@@ -173,7 +156,7 @@ def stdlib_pairs(config: DataConfig | None = None) -> list[dict]:
         return read_jsonl(path, required_keys=PAIR_KEYS, what="code_explain stdlib cache")
     _, explain, _ = build_datasets(config)
     pairs = [
-        {**record, "name": record["id"].split(":", 1)[1].split("#", 1)[0]}
+        {**record, "name": function_name(record["id"])}
         for record in explain
         if record["split"] == STDLIB_SPLIT
     ]

@@ -1,0 +1,91 @@
+"""Training recipes: `lora`/`qlora` without an adapter train their recipe's adapter once, then reuse it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from codegen_bench.harness.cli import main
+from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.harness.lm_eval_plugin.model import CodegenLM
+from codegen_bench.harness.runs.matrix import variant_identity
+from codegen_bench.trainers import recipes
+from codegen_bench.trainers.data import DataConfig
+from codegen_bench.trainers.recipes import RECIPES, Recipe, recipe_adapter_dir
+from codegen_bench.trainers.sft import TrainConfig
+from codegen_bench.variants import load_variant
+from codegen_bench.variants.spec import VariantSpec
+
+pytestmark = pytest.mark.usefixtures("isolated_cache")
+
+
+@pytest.fixture
+def tiny_recipe(monkeypatch):
+    """A recipe small enough for the tiny model: 12 records of the first 40 stdlib files, 2 steps."""
+    config = TrainConfig(r=4, alpha=8, max_steps=2, batch_size=4, logging_steps=1, max_seq_len=384)
+    monkeypatch.setitem(
+        RECIPES,
+        "tiny",
+        Recipe(explain_examples=6, codegen_examples=6, config=config, data=DataConfig(limit=40)),
+    )
+    return "tiny"
+
+
+def test_lora_without_an_adapter_trains_its_recipe_once_then_reuses_it(
+    tiny_model_dir, base, tiny_recipe, monkeypatch
+):
+    lm = CodegenLM(pretrained=str(tiny_model_dir), variant="lora", batch_size=2, **{"variant.recipe": "tiny"})
+    training = lm.variant_manifest["training"]
+    assert training["recipe"] == "tiny"
+    assert sum(training["examples"].values()) == 12  # including those longer than max_seq_len
+    assert training["steps"] == 2
+    folder = recipe_adapter_dir("lora", "tiny", base)
+    assert (folder / "adapter_model.safetensors").is_file()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached adapter should have been reused")
+
+    monkeypatch.setattr(recipes, "train", no_training)
+    again = CodegenLM(
+        pretrained=str(tiny_model_dir), variant="lora", batch_size=2, **{"variant.recipe": "tiny"}
+    )
+    assert again.variant_manifest["training"] == training
+
+
+def test_train_with_no_data_trains_the_recipe_into_its_cached_folder(
+    tiny_model_dir, base, tiny_recipe, capsys
+):
+    assert main(["train", "lora", "--recipe", "tiny", "--pretrained", str(tiny_model_dir)]) == 0
+    folder = recipe_adapter_dir("lora", "tiny", base)
+    assert capsys.readouterr().out.strip().endswith(str(folder))
+    manifest = json.loads((folder / "variant.json").read_text())
+    assert manifest["training"]["recipe"] == "tiny"
+    assert manifest["training"]["data"]["sha256"]
+
+
+def test_train_with_overrides_but_no_out_exits_2_with_one_line(tiny_model_dir, tiny_recipe, capsys):
+    assert main(["train", "lora", "--config", "r=8", "--pretrained", str(tiny_model_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "pass --out FOLDER" in err and len(err.splitlines()) == 1
+
+
+def test_an_unknown_recipe_is_refused_with_the_known_ones(tiny_model_dir):
+    with pytest.raises(
+        CodegenBenchError, match="recipe='nope' is not a training recipe: use one of default, demo"
+    ):
+        CodegenLM(pretrained=str(tiny_model_dir), variant="lora", **{"variant.recipe": "nope"})
+
+
+def test_a_recipe_row_is_fingerprinted_by_its_recipe(tiny_recipe):
+    tiny = variant_identity(VariantSpec.parse("lora=lora,variant.recipe=tiny"))
+    default = variant_identity(VariantSpec.parse("lora"))
+    assert tiny["recipe"]["explain_examples"] == 6
+    assert default["recipe"]["recipe"] == "default"
+    given = variant_identity(VariantSpec.parse("lora=lora,variant.adapter=/some/adapter"))
+    assert "recipe" not in given  # a given adapter is identified by its path
+
+
+def test_lora_loaded_directly_without_an_adapter_says_how_to_get_one(base):
+    with pytest.raises(CodegenBenchError, match=r"variant 'lora' has no adapter: pass variant\.adapter=PATH"):
+        load_variant("lora", base)

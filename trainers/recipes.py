@@ -1,0 +1,130 @@
+"""Named training recipes, and the adapters they produce, trained once and cached.
+
+A recipe is a seeded sample of the stdlib corpus's train split (explanation and code-generation
+records; the corpus is decontaminated against HumanEval and its validation split is the held-out
+`code_explain_stdlib` task) and a `TrainConfig`. `lora` and `qlora` without `adapter=` mean the
+adapter of their `recipe` (default: `default`): the first use trains it into the codegen-bench cache,
+keyed by the base model and the recipe, and every later use loads it from there.
+
+    default  ~30 min of training on 2 CPU cores (lora); the matrix's lora and qlora rows
+    demo     ~1-3 min; `make demo`'s rows, which show the plumbing rather than a useful adapter
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from codegen_bench.harness.cache import cache_dir
+from codegen_bench.harness.distributed import launched_world_size
+from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.harness.files import write_jsonl
+from codegen_bench.trainers.data import CODEGEN_FILE, EXPLAIN_FILE, DataConfig, cached_datasets, load_pairs
+from codegen_bench.trainers.sft import TrainConfig, train
+from codegen_bench.variants.artifact import BaseModel
+
+log = logging.getLogger(__name__)
+
+ADAPTER_KINDS = ("lora", "qlora")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How many train records of each kind (a seeded sample), and how they are trained."""
+
+    explain_examples: int
+    codegen_examples: int
+    config: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    seed: int = 0
+
+
+RECIPES = {
+    # Explanations are most of it: the held-out explanation task is what the adapter is for; the
+    # code records keep it answering code requests in code. About 130k tokens: ~30 min at the
+    # ~73 tokens/s the trainer measured on this machine (benchmarks/lora_training.py).
+    "default": Recipe(explain_examples=560, codegen_examples=128),
+    "demo": Recipe(explain_examples=28, codegen_examples=8),
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise CodegenBenchError(f"recipe={name!r} is not a training recipe: use one of {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+def recipe_identity(kind: str, name: str) -> dict[str, Any]:
+    """Everything that decides the recipe's adapter but the base model (the cache key, and what the
+    matrix fingerprints a recipe's row by)."""
+    recipe = get_recipe(name)
+    config = dataclasses.replace(recipe.config, kind=kind)
+    return {
+        "kind": kind,
+        "recipe": name,
+        "explain_examples": recipe.explain_examples,
+        "codegen_examples": recipe.codegen_examples,
+        "seed": recipe.seed,
+        "config": json.loads(json.dumps(dataclasses.asdict(config), default=list)),
+        "data": json.loads(json.dumps(dataclasses.asdict(recipe.data), default=str)),
+    }
+
+
+def recipe_data(name: str) -> Path:
+    """The recipe's training records as one JSONL file in the cache (written once)."""
+    recipe = get_recipe(name)
+    corpus = cached_datasets(recipe.data)
+    chosen = []
+    for file, count in ((EXPLAIN_FILE, recipe.explain_examples), (CODEGEN_FILE, recipe.codegen_examples)):
+        records = load_pairs(corpus / file, "train")
+        if count > len(records):
+            raise CodegenBenchError(
+                f"recipe {name!r} asks for {count} records of {file}, which has {len(records)}: lower it"
+            )
+        chosen += random.Random(recipe.seed).sample(records, count)
+    digest = hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:12]
+    path = cache_dir() / "recipes" / f"{name}-{digest}.jsonl"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl(path, chosen)
+    return path
+
+
+def recipe_adapter_dir(kind: str, name: str, base: BaseModel) -> Path:
+    key = hashlib.sha256(json.dumps(recipe_identity(kind, name), sort_keys=True).encode()).hexdigest()[:12]
+    return cache_dir() / "variants" / base.fingerprint()[:12] / f"{kind}-recipe-{name}-{key}"
+
+
+def recipe_adapter(kind: str, name: str, base: BaseModel) -> Path:
+    """The adapter folder of recipe `name` for `base`, trained now if the cache has none (an
+    interrupted training resumes from its last checkpoint)."""
+    if kind not in ADAPTER_KINDS:
+        raise CodegenBenchError(f"{kind!r} has no training recipes: only {', '.join(ADAPTER_KINDS)} do")
+    folder = recipe_adapter_dir(kind, name, base)
+    if (folder / "variant.json").is_file():
+        return folder
+    if launched_world_size() > 1:
+        # Every rank of an evaluation would start the same training into the same folder.
+        raise CodegenBenchError(
+            f"the {kind} adapter of recipe {name!r} is not trained yet: train it once with "
+            f"`codegen-bench train {kind} --recipe {name}` (or under accelerate launch), then evaluate"
+        )
+    log.warning("training the %s adapter of recipe %r (first use; cached in %s)", kind, name, folder)
+    config = dataclasses.replace(get_recipe(name).config, kind=kind)
+    return train(recipe_data(name), base, config, folder, recipe=name)
+
+
+def with_recipe_adapter(variant: str, overrides: dict[str, Any], base: BaseModel) -> tuple[str, dict]:
+    """(variant, overrides) with a recipe's adapter filled in where `lora`/`qlora` name none: the
+    adapter folder itself when nothing else is overridden, else `adapter=FOLDER` beside the rest."""
+    if variant not in ADAPTER_KINDS or overrides.get("adapter"):
+        return variant, overrides
+    rest = {k: v for k, v in overrides.items() if k != "recipe"}
+    folder = recipe_adapter(variant, str(overrides.get("recipe") or "default"), base)
+    return (str(folder), {}) if not rest else (variant, {**rest, "adapter": str(folder)})
