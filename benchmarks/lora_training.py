@@ -8,8 +8,9 @@ corpus's train split, drawn with a fixed seed among those of at most 512 tokens,
 configuration's truncation at 512 cuts nothing. The only differences are the trainer settings:
 
 - previous: padded batches, trl's fused output head (off CUDA it scores every position, prompts
-  included), LoRA dropout 0.05;
-- current: padding-free batches, the output head only at the scored positions, no dropout.
+  included), LoRA dropout 0.05, the frozen weights' matmuls as plain `nn.Linear` (sgemm);
+- current: padding-free batches, the output head only at the scored positions, no dropout, the
+  frozen weights' matmuls through oneDNN-packed copies.
 
 LoRA's B matrices start at zero, so dropout cannot change the first step's loss: the two first-step
 losses must agree to float noise, and the last ones show whether the faster run learns as well.
@@ -28,7 +29,13 @@ import shutil
 from pathlib import Path
 
 CONFIGURATIONS = {
-    "previous": dict(dropout=0.05, padding_free=False, head_on_scored_positions_only=False, max_seq_len=512),
+    "previous": dict(
+        dropout=0.05,
+        padding_free=False,
+        head_on_scored_positions_only=False,
+        prepack_frozen_weights=False,
+        max_seq_len=512,
+    ),
     "current": dict(),
 }
 

@@ -72,3 +72,28 @@ def test_packing_lets_the_memory_mapped_weights_file_go(tiny_model_dir, tmp_path
     assert not mapped()
     for name, param in model.named_parameters():  # what was copied out is unchanged
         torch.testing.assert_close(param, before[name], rtol=0, atol=0)
+
+
+def test_frozen_packed_linears_give_the_same_loss_and_adapter_gradients(tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+
+    from codegen_bench.harness.engine.prepack import prepack_frozen_linears_
+
+    ids = torch.arange(3, 40).unsqueeze(0)
+    results = []
+    for pack in (False, True):
+        torch.manual_seed(0)
+        config = LoraConfig(r=4, target_modules=["q_proj", "down_proj"], init_lora_weights=False)
+        model = get_peft_model(_fresh(tiny_model_dir), config).train()
+        if pack:
+            # The Linear layers LoRA wraps and the (untied) lm_head are frozen; the LoRA matrices train.
+            assert prepack_frozen_linears_(model) == 2 * 7 + 1
+        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+        loss.backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+        results.append((loss.detach(), grads))
+    (loss_plain, grads_plain), (loss_packed, grads_packed) = results
+    torch.testing.assert_close(loss_packed, loss_plain, rtol=1e-5, atol=1e-6)
+    assert grads_plain.keys() == grads_packed.keys() and grads_plain
+    for name, grad in grads_plain.items():
+        torch.testing.assert_close(grads_packed[name], grad, rtol=1e-4, atol=1e-6)

@@ -1,4 +1,5 @@
-"""Linear layers with their weights reordered once for oneDNN, for CPU inference.
+"""Linear layers with their weights reordered once for oneDNN: for CPU inference, and for the frozen
+weights of adapter training.
 
 `torch.nn.Linear` on CPU calls an sgemm that re-reads the weight in its plain [out, in] layout on
 every call; at the row counts of decoding (1-64 rows) that costs far more than the arithmetic: on the
@@ -82,3 +83,55 @@ def _copy_out_of_mapped_file_(model) -> None:
         for name, buffer in module._buffers.items():
             if buffer is not None:
                 module._buffers[name] = buffer.clone()
+
+
+class _FrozenPackedLinear(torch.autograd.Function):
+    """y = x W^T + b with W packed for oneDNN; the backward gives x's gradient only (W is frozen),
+    from a second packed copy of W^T: grad_x = grad_y W."""
+
+    @staticmethod
+    def forward(ctx, x, packed_weight, packed_weight_t, bias):
+        ctx.packed_weight_t = packed_weight_t
+        return torch.ops.mkldnn._linear_pointwise(x, packed_weight, bias, "none", [], "")
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_input = torch.ops.mkldnn._linear_pointwise(
+            grad_output.contiguous(), ctx.packed_weight_t, None, "none", [], ""
+        )
+        return grad_input, None, None, None
+
+
+def prepack_frozen_linears_(model) -> int:
+    """For training adapters on the CPU: every frozen float32 `nn.Linear` (requires_grad False, not
+    shared with another module) computes forward and input gradient with oneDNN-packed weights.
+
+    The module stays an `nn.Linear` with its weight (peft reads it, checkpoints save around it); only
+    its forward changes. On the 2-core test machine oneDNN's packed matmuls ran 390-405 GFLOP/s at the
+    training row counts against 155-176 for the plain sgemm `nn.Linear` calls. Costs two packed copies
+    of the frozen weights in memory. Returns how many layers were changed."""
+    if not torch.backends.mkldnn.is_available():
+        return 0
+    counts: dict[int, int] = {}
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            counts[id(param)] = counts.get(id(param), 0) + 1
+    changed = 0
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if type(module) is not torch.nn.Linear or weight is None or weight.requires_grad:
+            continue
+        if weight.dtype != torch.float32 or weight.device.type != "cpu" or counts.get(id(weight), 0) > 1:
+            continue
+        if module.bias is not None and module.bias.requires_grad:
+            continue
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), BATCH_HINT)
+        packed_t = torch.ops.mkldnn._reorder_linear_weight(weight.detach().t().contiguous(), BATCH_HINT)
+        bias = None if module.bias is None else module.bias.detach()
+
+        def forward(x, packed=packed, packed_t=packed_t, bias=bias):
+            return _FrozenPackedLinear.apply(x, packed, packed_t, bias)
+
+        module.forward = forward
+        changed += 1
+    return changed
