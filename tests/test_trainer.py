@@ -208,3 +208,21 @@ def test_example_length_counts_the_chat_template_tokens(tiny):
     example = to_example({"prompt": "def f():\n", "completion": "    return 1\n"}, chat=True)
     rendered = tokenizer.apply_chat_template(example["prompt"] + example["completion"], tokenize=False)
     assert example_length(example, tokenizer) == len(tokenizer(rendered)["input_ids"]) > 2
+
+
+def test_a_padding_free_row_attends_within_each_example(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from codegen_bench.trainers.packed_attention import PER_SEQUENCE_SDPA
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    model.set_attn_implementation(PER_SEQUENCE_SDPA)
+    examples = [torch.arange(5, 17), torch.arange(40, 47), torch.arange(90, 110)]
+    row = torch.cat(examples)[None]
+    positions = torch.cat([torch.arange(len(e)) for e in examples])[None]
+    bounds = torch.tensor([0, 12, 19, 39], dtype=torch.int32)
+    with torch.no_grad():
+        packed = model(input_ids=row, position_ids=positions, use_cache=False, cu_seq_lens_q=bounds).logits[0]
+        model.set_attn_implementation("sdpa")
+        alone = torch.cat([model(input_ids=e[None], use_cache=False).logits[0] for e in examples])
+    torch.testing.assert_close(packed, alone, rtol=1e-4, atol=1e-5)

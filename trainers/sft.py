@@ -1,22 +1,24 @@
 """LoRA / QLoRA supervised fine-tuning with trl's SFTTrainer and peft, saved as a variant artifact.
 
+    codegen-bench train lora                     # the default recipe (trainers/recipes.py)
     codegen-bench train lora --data stdlib/codegen.jsonl --out artifacts/lora --config max_steps=30
 
 Records are turned into prompt-completion examples (chat messages for instruct models, in the same
-form the HumanEval task prompts with), split into train/validation/test with a fixed seed, and
-trained with the loss on the completion only. Checkpoints go to `<out>.checkpoints/`, and a rerun
-of the same command resumes from the last complete one (a run with another base, data or config
-refuses that folder instead of mixing into it).
+form the HumanEval and code_explain tasks prompt with), split into train/validation/test with a
+fixed seed, and trained with the loss on the completion only. Checkpoints go to
+`<out>.checkpoints/`, and a rerun of the same command resumes from the last complete one (a run
+with another base, data or config refuses that folder instead of mixing into it). The adapter is
+saved as a `lora` (or `qlora`) artifact; `--model_args variant=<out>` evaluates it.
 
-Where a step's time goes on a CPU, and what the defaults do about it (one step profiled: 9.1 s, of
-which 43% scored all 151,936 vocabulary entries at every position, prompts included, and 9% drew
-LoRA dropout masks): the output head runs only at the positions the loss scores (`logits_to_keep`),
-batches are padding-free (the examples of a step concatenated into one row, kept apart by their
-position ids, which transformers turns into a block-diagonal attention mask), dropout is off, and
-evaluation runs after training, not inside the timed loop. The progress bar and the manifest show
-processed tokens/s and the share of the matmul roofline (harness/engine/roofline.py) measured at
-the start of the run. The adapter is saved as a `lora` (or `qlora`)
-artifact; `--model_args variant=<out>` evaluates it.
+Where a step's time went on a CPU, and what the defaults do about it. One step profiled at 9.1 s:
+43% scored all 151,936 vocabulary entries at every position, prompts included (trl's fused head
+does so off CUDA); 63% was matmuls at 114 GFLOP/s, where oneDNN's packed weights reach ~400 here;
+9% drew LoRA dropout masks. So: the output head runs only at the positions the loss scores
+(`logits_to_keep`); the frozen weights' matmuls run on oneDNN-packed copies; batches are
+padding-free (the examples of a step in one row, each attending only to itself:
+trainers/packed_attention.py); dropout is off; evaluation runs after training, not inside the
+timed loop. The progress bar and the manifest show processed tokens/s and the share of the matmul
+roofline (harness/engine/roofline.py) measured at the start of the run.
 
 Data-parallel under accelerate (DDP: gloo on CPU, NCCL on GPUs; or FSDP from an accelerate config):
 
@@ -50,6 +52,7 @@ from codegen_bench.tasks.code_explain.utils import BASE_PROMPT as EXPLAIN_BASE_P
 from codegen_bench.tasks.code_explain.utils import CHAT_USER as EXPLAIN_CHAT_USER
 from codegen_bench.tasks.humaneval.utils import FENCED_ASSISTANT_PREFIX, FENCED_USER
 from codegen_bench.trainers.data import function_name
+from codegen_bench.trainers.packed_attention import PER_SEQUENCE_SDPA
 from codegen_bench.variants.artifact import BaseModel, write_artifact
 from codegen_bench.variants.cache import cached_variant
 from codegen_bench.variants.quantize import Nf4
@@ -420,6 +423,9 @@ def train(
         model = base.load()
     model.train()
     on_cpu = model.device.type == "cpu"
+    if config.padding_free and model.config._attn_implementation == "sdpa":
+        # The examples of a padding-free row attend each on its own (trainers/packed_attention.py).
+        model.set_attn_implementation(PER_SEQUENCE_SDPA)
     evaluate_inside = bool(config.eval_steps and len(validation_set))
     args = SFTConfig(
         output_dir=str(checkpoints),
