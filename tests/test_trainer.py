@@ -38,8 +38,10 @@ def test_unknown_record_shape_is_refused():
         to_example({"question": "?"}, chat=False)
 
 
-def test_lora_training_writes_a_loadable_adapter_artifact(base, data_file, tmp_path):
+def test_lora_training_writes_a_loadable_adapter_artifact(base, data_file, tmp_path, capfd):
     out = train(data_file, base, TrainConfig(**TINY), tmp_path / "lora")
+    progress = capfd.readouterr().err
+    assert "tok/s" in progress and "of roofline" in progress  # the progress bar's postfix
     assert (out / "adapter_model.safetensors").is_file()
     manifest = json.loads((out / "variant.json").read_text())
     assert manifest["variant"] == "lora"

@@ -47,9 +47,9 @@ class Recipe:
 
 RECIPES = {
     # Explanations are most of it: the held-out explanation task is what the adapter is for; the
-    # code records keep it answering code requests in code. About 250k tokens: ~30 min at the
-    # ~150 tokens/s the trainer reached on the 2-core test machine (benchmarks/lora_training.py).
-    "default": Recipe(explain_examples=1100, codegen_examples=220),
+    # code records keep it answering code requests in code. About 200k tokens (214 a record on
+    # average): 20-30 min at the 110-160 tokens/s the trainer ran at on the 2-core test machine.
+    "default": Recipe(explain_examples=800, codegen_examples=140),
     "demo": Recipe(explain_examples=28, codegen_examples=8),
 }
 

@@ -319,11 +319,10 @@ def _throughput_callback(throughput: Throughput):
         share of the roofline on the Trainer's progress bar."""
 
         def __init__(self) -> None:
-            self.bar_owner = None
+            self.bar_owner = None  # the Trainer's ProgressCallback, set once the Trainer exists
 
-        def on_train_begin(self, args, state, control, **kwargs):
-            handler = kwargs.get("callback_handler")
-            callbacks = handler.callbacks if handler is not None else []
+        def attach_to(self, trainer) -> None:
+            callbacks = trainer.callback_handler.callbacks
             self.bar_owner = next((c for c in callbacks if isinstance(c, ProgressCallback)), None)
 
         def on_step_begin(self, args, state, control, **kwargs):
@@ -466,6 +465,7 @@ def train(
     # A quiet machine's matmul peak, measured now: the share of the roofline is against this run's.
     throughput = Throughput(model_config, max(measure_peak_flops(model_config).values()) if on_cpu else 0.0)
     trainer_cls = _completion_loss_trainer() if config.head_on_scored_positions_only else SFTTrainer
+    throughput_callback = _throughput_callback(throughput)()
     trainer = trainer_cls(
         model=model,
         args=args,
@@ -473,8 +473,9 @@ def train(
         eval_dataset=validation_set if len(validation_set) else None,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[_throughput_callback(throughput)()],
+        callbacks=[throughput_callback],
     )
+    throughput_callback.attach_to(trainer)
     trainer.throughput = throughput
     if config.prepack_frozen_weights and on_cpu and model.dtype == torch.float32:
         log.info("oneDNN-packed frozen weights in %d linear layers", prepack_frozen_linears_(trainer.model))
