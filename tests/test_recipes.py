@@ -89,3 +89,26 @@ def test_a_recipe_row_is_fingerprinted_by_its_recipe(tiny_recipe):
 def test_lora_loaded_directly_without_an_adapter_says_how_to_get_one(base):
     with pytest.raises(CodegenBenchError, match=r"variant 'lora' has no adapter: pass variant\.adapter=PATH"):
         load_variant("lora", base)
+
+
+def test_the_matrix_trains_a_recipe_row_on_first_use_and_records_its_training(
+    tiny_model_dir, tiny_recipe, tmp_path, monkeypatch
+):
+    from codegen_bench.tasks.humaneval import utils
+
+    monkeypatch.setattr(utils, "SAMPLE_LOG", utils.SampleLog())
+    run = tmp_path / "run"
+    args = ["matrix", "--variants", "base", "lora=lora,variant.recipe=tiny", "--tasks", "humaneval_custom"]
+    args += ["--limit", "2", "--batch-size", "2", "--pretrained", str(tiny_model_dir)]
+    args += ["--model-args", "max_length=256,chat=false", "--gen-kwargs", "max_gen_toks=8"]
+    args += ["--out", str(run), "--no-latency"]
+    assert main(args) == 0
+    records = [json.loads(line) for line in (run / "records.jsonl").read_text().splitlines()]
+    assert [(r["variant"], r["task"]) for r in records] == [
+        ("base", "humaneval_custom"),
+        ("lora", "humaneval_custom"),
+    ]
+    training = records[1]["model"]["variant_training"]
+    assert training["recipe"] == "tiny" and training["steps"] == 2 and training["train_tokens"] > 0
+    assert records[1]["model"]["variant_config"]["adapter"] == ""  # no machine path in a record
+    assert "| lora |" in (run / "LEADERBOARD.md").read_text()

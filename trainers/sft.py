@@ -555,7 +555,9 @@ def _count_tokens_of_trl_steps(trainer, throughput: Throughput) -> None:
 def _write_adapter_artifact(model, adapter_dir: Path, out_dir: Path, *, base, config, training) -> None:
     # The variant's own config (variants/adapters.py): where the adapter is, and for qlora the 4-bit
     # base it was trained on, which is also the base it is evaluated on.
-    variant_config = {"adapter": str(out_dir.resolve())}
+    # No path: the artifact folder is the adapter, wherever it is moved (and records stay free of
+    # machine paths); `recipe` names the recipe it was trained by, if any.
+    variant_config = {"adapter": "", "recipe": training.get("recipe") or ""}
     variant_config.update(asdict(config.nf4) if config.kind == "qlora" else {"merge": False})
     write_artifact(
         model,

@@ -380,11 +380,33 @@ class CodegenLM(TemplateLM):
             # What the variant costs on disk and how sparse it is, from its manifest (None for base).
             "variant_size_on_disk_bytes": self.variant_manifest.get("size_on_disk_bytes"),
             "variant_sparsity": (self.variant_manifest.get("sparsity") or {}).get("total"),
+            "variant_training": training_summary(self.variant_manifest),
             "generation": self.generation_stats.as_dict(),
             "weight_memory_bytes": self.weight_memory_bytes,
             "loaded_memory_bytes": self.loaded_memory_bytes,
             "peak_memory_bytes": self.engine.memory().peak_memory_bytes,
         }
+
+
+def training_summary(manifest: dict) -> dict | None:
+    """How an adapter variant was trained, from its manifest: what a results record keeps of it."""
+    training = manifest.get("training")
+    if not training:
+        return None
+    metrics = training.get("metrics") or {}
+    throughput = metrics.get("throughput") or {}
+    return {
+        "recipe": training.get("recipe"),
+        "data_sha256": (training.get("data") or {}).get("sha256"),
+        "examples": training.get("examples"),
+        "steps": training.get("steps"),
+        "train_tokens": metrics.get("train_tokens"),
+        "train_runtime_s": metrics.get("train_runtime_s"),
+        "processed_tokens_per_s": throughput.get("processed_tokens_per_s"),
+        "roofline_fraction": throughput.get("roofline_fraction"),
+        "validation_loss": metrics.get("validation_loss"),
+        "test_loss": metrics.get("test_loss"),
+    }
 
 
 def _check_vllm_args(prepack_mode: str) -> None:
