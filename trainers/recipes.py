@@ -6,8 +6,10 @@ records; the corpus is decontaminated against HumanEval and its validation split
 adapter of their `recipe` (default: `default`): the first use trains it into the codegen-bench cache,
 keyed by the base model and the recipe, and every later use loads it from there.
 
-    default  ~30 min of training on 2 CPU cores (lora); the matrix's lora and qlora rows
-    demo     ~1-3 min; `make demo`'s rows, which show the plumbing rather than a useful adapter
+    default  the matrix's lora and qlora rows: 21 min for lora on 2 CPU cores (152 tokens/s);
+             qlora ran at ~100 tokens/s on the demo recipe: about half an hour expected, not yet run
+    demo     `make demo`'s rows (75 s of training for lora, 88 s for qlora), which show the
+             plumbing rather than a useful adapter
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class Recipe:
 RECIPES = {
     # Explanations are most of it: the held-out explanation task is what the adapter is for; the
     # code records keep it answering code requests in code. About 200k tokens (214 a record on
-    # average): 20-30 min at the 110-160 tokens/s the trainer ran at on the 2-core test machine.
+    # average): 177k training tokens took 19.4 min for lora on the 2-core test machine.
     "default": Recipe(explain_examples=800, codegen_examples=140),
     "demo": Recipe(explain_examples=28, codegen_examples=8),
 }
