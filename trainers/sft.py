@@ -257,8 +257,6 @@ def _completion_loss_trainer():
             loss = loss_sum / (scored.clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes
-            if self.model.training:
-                self.throughput.add(int(inputs["input_ids"].numel()), int(scored))
             return (loss, outputs) if return_outputs else loss
 
     return CompletionLossSFTTrainer
@@ -476,11 +474,9 @@ def train(
         callbacks=[throughput_callback],
     )
     throughput_callback.attach_to(trainer)
-    trainer.throughput = throughput
     if config.prepack_frozen_weights and on_cpu and model.dtype == torch.float32:
         log.info("oneDNN-packed frozen weights in %d linear layers", prepack_frozen_linears_(trainer.model))
-    if not config.head_on_scored_positions_only:
-        _count_tokens_of_trl_steps(trainer, throughput)
+    _count_processed_tokens(trainer, throughput)
     resume = last_complete_checkpoint(checkpoints)
     if resume:
         log.warning("resuming from checkpoint %s", resume)
@@ -538,9 +534,8 @@ def train(
     return out_dir
 
 
-def _count_tokens_of_trl_steps(trainer, throughput: Throughput) -> None:
-    """With trl's own loss (head_on_scored_positions_only=false), count the tokens of each
-    training batch the same way, for the same tokens/s."""
+def _count_processed_tokens(trainer, throughput: Throughput) -> None:
+    """Count each training batch's tokens (padding included) and scored tokens, whichever loss runs."""
     compute_loss = trainer.compute_loss
 
     def counted(model, inputs, *args, **kwargs):
