@@ -47,15 +47,21 @@ def can_prepack(model) -> bool:
     )
 
 
+def _holders(model) -> dict[int, int]:
+    """How many modules hold each parameter (by id): a shared (tied) weight is left unpacked."""
+    counts: dict[int, int] = {}
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            counts[id(param)] = counts.get(id(param), 0) + 1
+    return counts
+
+
 def prepack_linears_(model) -> int:
     """Replace every float32 `nn.Linear` of `model` (in place) by a `PrepackedLinear`; return how many.
 
     Layers of other types (quantized, 4-bit, LoRA) are left alone, as is a weight shared with
     another module (tied embeddings): packing it would keep a second copy in memory."""
-    counts: dict[int, int] = {}  # modules holding each parameter
-    for module in model.modules():
-        for param in module.parameters(recurse=False):
-            counts[id(param)] = counts.get(id(param), 0) + 1
+    counts = _holders(model)
     replaced = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
@@ -112,10 +118,7 @@ def prepack_frozen_linears_(model) -> int:
     of the frozen weights in memory. Returns how many layers were changed."""
     if not torch.backends.mkldnn.is_available():
         return 0
-    counts: dict[int, int] = {}
-    for module in model.modules():
-        for param in module.parameters(recurse=False):
-            counts[id(param)] = counts.get(id(param), 0) + 1
+    counts = _holders(model)
     changed = 0
     for module in model.modules():
         weight = getattr(module, "weight", None)
