@@ -112,3 +112,30 @@ def test_the_matrix_trains_a_recipe_row_on_first_use_and_records_its_training(
     assert training["recipe"] == "tiny" and training["steps"] == 2 and training["train_tokens"] > 0
     assert records[1]["model"]["variant_config"]["adapter"] == ""  # no machine path in a record
     assert "| lora |" in (run / "LEADERBOARD.md").read_text()
+
+
+def test_a_recipe_samples_only_explanations_as_long_as_its_minimum(monkeypatch):
+    monkeypatch.setitem(
+        RECIPES,
+        "long",
+        Recipe(explain_examples=5, codegen_examples=1, min_explanation_chars=60, data=DataConfig(limit=40)),
+    )
+    records = [json.loads(line) for line in recipes.recipe_data("long").read_text().splitlines()]
+    explanations = [r["explanation"] for r in records if "explanation" in r]
+    assert len(explanations) == 5 and len(records) == 6
+    assert all(len(text) >= 60 for text in explanations)
+
+
+def test_a_recipe_asking_for_more_long_explanations_than_exist_names_the_fix(monkeypatch):
+    monkeypatch.setitem(
+        RECIPES,
+        "long",
+        Recipe(
+            explain_examples=5, codegen_examples=1, min_explanation_chars=10**6, data=DataConfig(limit=40)
+        ),
+    )
+    with pytest.raises(
+        CodegenBenchError,
+        match=r"recipe 'long' asks for 5 records of explain\.jsonl, which has 0 of at least 1000000 char",
+    ):
+        recipes.recipe_data("long")
