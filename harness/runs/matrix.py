@@ -289,7 +289,7 @@ def run_matrix(
                 "seconds": round(seconds, 3),
                 "generation": {
                     k: generation.get(k, 0) - generation_before.get(k, 0)
-                    for k in ("requests", "tokens", "prompt_tokens", "seconds")
+                    for k in ("requests", "tokens", "prompt_tokens", "seconds", "cut_repeating")
                 },
                 "model": {k: v for k, v in info.items() if k != "generation"},
                 "kernels": kernel_settings(),
