@@ -128,7 +128,8 @@ def main() -> None:
     peak = max(peaks.values())
     print("peak FLOP/s: " + ", ".join(f"{k} {v / 1e9:.0f} G" for k, v in peaks.items()), flush=True)
 
-    codegen_args = f"pretrained={pretrained},chat={args.chat}"
+    # The same work as hf's: no answer ends early on a repetition (hf has no such cut).
+    codegen_args = f"pretrained={pretrained},chat={args.chat},cut_repetitions=false"
     # hf right after codegen: it is the comparison the benchmark is for, and the slowest run.
     runs = [run_lm_eval("codegen", "codegen", codegen_args, args.batch_size, args)]
     if not args.no_hf:

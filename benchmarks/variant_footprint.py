@@ -51,7 +51,8 @@ def measure(spec_text: str, new_tokens: int, batch_size: int, repeats: int) -> d
 
         def timed(max_new_tokens: int, batch=batch, size=size) -> float:
             t0 = time.perf_counter()
-            generate(model, tokenizer, batch, GenerationSettings(max_new_tokens), set(), max_batch_size=size)
+            settings = GenerationSettings(max_new_tokens, repetition_cut=None)  # fixed work
+            generate(model, tokenizer, batch, settings, set(), max_batch_size=size)
             return time.perf_counter() - t0
 
         timed(2)  # warm-up

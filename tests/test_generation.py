@@ -45,7 +45,7 @@ def _generate_counting(model, tokenizer, ids, settings, eos=frozenset(), **kwarg
         ids,
         settings,
         eos_token_ids=set(eos),
-        on_row_done=lambda row, text, n: counts.__setitem__(row, n),
+        on_row_done=lambda row, text, n, period: counts.__setitem__(row, n),
         **kwargs,
     )
     return texts, [counts[i] for i in range(len(ids))]

@@ -138,11 +138,11 @@ def test_interrupted_generation_resumes_from_lm_evals_cache(tiny_model_dir, tmp_
     def interrupted_after_two(*args, on_row_done, **kwargs):
         finished = []
 
-        def row_done(row, text, n_tokens):
+        def row_done(row, text, n_tokens, repeat_period):
             if len(finished) == 2:
                 raise KeyboardInterrupt
             finished.append(row)
-            on_row_done(row, text, n_tokens)
+            on_row_done(row, text, n_tokens, repeat_period)
 
         return real_generate(*args, on_row_done=row_done, **kwargs)
 

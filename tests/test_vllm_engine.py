@@ -158,6 +158,9 @@ class FakeLLM:
         self.tokenizer = AutoTokenizer.from_pretrained(kwargs["tokenizer"])
         FakeLLM.instances.append(self)
 
+    def get_tokenizer(self):
+        return self.tokenizer
+
     def generate(self, prompts, params, *, use_tqdm=True, lora_request=None):
         return [self._one(prompt["prompt_token_ids"], params) for prompt in prompts]
 
@@ -263,3 +266,15 @@ def test_vllm_under_accelerate_launch_is_refused(tiny_model_dir, fake_vllm, monk
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(CodegenBenchError, match="tensor_parallel_size"):
         CodegenLM(pretrained=str(tiny_model_dir), backend="vllm")
+
+
+def test_vllm_rows_that_loop_are_cut_where_the_hf_engine_ends_them(tiny_model_dir, fake_vllm):
+    kwargs = {"pretrained": str(tiny_model_dir), "batch_size": 4, "max_length": 256, "chat": "false"}
+    hf = CodegenLM(**kwargs, device="cpu")
+    vllm = CodegenLM(**kwargs, backend="vllm")
+    gen_kwargs = {"until": [], "max_gen_toks": 200, "do_sample": False}
+    prompts = ["def add(a, b):\n", "import math\n", "    return sorted(", "class Stack:\n", "print("]
+    generations = _requests("generate_until", [(p, gen_kwargs) for p in prompts])
+    assert vllm.generate_until(generations) == hf.generate_until(generations)
+    assert vllm.generation_stats.cut_repeating == hf.generation_stats.cut_repeating >= 1
+    assert vllm.generation_stats.tokens == hf.generation_stats.tokens

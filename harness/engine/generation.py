@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
+from codegen_bench.harness.engine.repetition import DEFAULT_REPETITION_CUT, RepetitionCut, repeating_period
 from codegen_bench.harness.errors import CodegenBenchError
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,9 @@ class GenerationSettings:
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
+    repetition_cut: RepetitionCut | None = (
+        DEFAULT_REPETITION_CUT  # None: every row runs to a stop or its budget
+    )
 
 
 def truncate_at_stop(text: str, stop_strings: Sequence[str]) -> str:
@@ -81,6 +85,7 @@ class GenerationStats:
     tokens: int = 0  # generated
     prompt_tokens: int = 0
     seconds: float = 0.0
+    cut_repeating: int = 0  # rows ended early because their last tokens repeated (repetition.py)
 
     @property
     def tokens_per_second(self) -> float:
@@ -92,6 +97,7 @@ class GenerationStats:
             "tokens": self.tokens,
             "prompt_tokens": self.prompt_tokens,
             "seconds": round(self.seconds, 3),
+            "cut_repeating": self.cut_repeating,
             "tokens_per_second": round(self.tokens_per_second, 3),
         }
 
@@ -184,14 +190,15 @@ def generate(
     eos_token_ids: set[int],
     max_batch_size: int = 8,
     generator: torch.Generator | None = None,
-    on_row_done: Callable[[int, str, int], None] | None = None,
+    on_row_done: Callable[[int, str, int, int | None], None] | None = None,
     prefill_chunk_tokens: int = 512,
 ) -> list[str]:
     """Generate a continuation for each prompt (token ids); return the decoded texts, stops cut off.
 
-    `on_row_done(row, text, n_tokens)` is called as each row finishes, with its text and the number
-    of tokens the model generated for it (its end-of-sequence token included), so a caller can store
-    each result at once."""
+    `on_row_done(row, text, n_tokens, repeat_period)` is called as each row finishes, with its text,
+    the number of tokens the model generated for it (its end-of-sequence token included), and the
+    period of the repetition that ended it early (None when it ended otherwise), so a caller can
+    store each result at once."""
     if not prompts or settings.max_new_tokens < 1:
         return [""] * len(prompts)
     config = model.config
@@ -260,6 +267,7 @@ def generate(
         """Add the slot's newly chosen token to its output; True when that ends the row."""
         next_token[slot] = token
         tokens = generated[slot]
+        period = None
         if token in eos_token_ids:
             done = True
         else:
@@ -269,12 +277,15 @@ def generate(
                 # A stop string that ends in this token starts at most `longest_stop` tokens back.
                 tail = tokenizer.decode(tokens[-(longest_stop + 1) :], skip_special_tokens=False)
                 done = any(stop in tail for stop in settings.stop_strings)
+            if not done and settings.repetition_cut is not None:
+                period = repeating_period(tokens, settings.repetition_cut)
+                done = period is not None
         if done:
             row = slot_row[slot]
             text = tokenizer.decode(tokens, skip_special_tokens=True)
             texts[row] = truncate_at_stop(text, settings.stop_strings)
             if on_row_done is not None:
-                on_row_done(row, texts[row], len(tokens) + (token in eos_token_ids))
+                on_row_done(row, texts[row], len(tokens) + (token in eos_token_ids), period)
         return done
 
     def fill(slot: int) -> None:

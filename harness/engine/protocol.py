@@ -13,8 +13,9 @@ from typing import Protocol
 from codegen_bench.harness.engine.generation import GenerationSettings
 from codegen_bench.harness.engine.likelihood import ContinuationScore
 
-# on_row_done(row, text, n_tokens): a prompt's generation is finished (stop strings cut off).
-RowDone = Callable[[int, str, int], None]
+# on_row_done(row, text, n_tokens, repeat_period): a prompt's generation is finished (stop strings
+# cut off); repeat_period is the period of the repetition that ended it early, else None.
+RowDone = Callable[[int, str, int, int | None], None]
 
 
 @dataclass(frozen=True)

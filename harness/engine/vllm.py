@@ -33,9 +33,10 @@ from importlib import metadata
 from pathlib import Path
 
 from codegen_bench.harness.cache import cache_dir
-from codegen_bench.harness.engine.generation import GenerationSettings
+from codegen_bench.harness.engine.generation import GenerationSettings, truncate_at_stop
 from codegen_bench.harness.engine.likelihood import ContinuationScore, scored_window
 from codegen_bench.harness.engine.protocol import EngineMemory, RowDone, eos_token_ids
+from codegen_bench.harness.engine.repetition import first_cut
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.loading import context_length
 from codegen_bench.variants.adapters import LoraAdapter, load_lora
@@ -270,7 +271,9 @@ class VllmEngine:
         on_row_done: RowDone,
     ) -> None:
         """Generate for every prompt (vLLM batches and schedules them itself), then report each row
-        as `on_row_done(row, text, n_tokens)`, like `generation.generate`."""
+        as `on_row_done(row, text, n_tokens, repeat_period)`, like `generation.generate`. vLLM cannot
+        end a row on a repetition, so a repeating row is cut afterwards at the token where
+        `generation.generate` would have ended it: the same text, without the time saved."""
         from vllm import SamplingParams, TokensPrompt
 
         params = SamplingParams(
@@ -293,7 +296,15 @@ class VllmEngine:
         )
         for row, output in enumerate(outputs):
             completion = output.outputs[0]
-            on_row_done(row, completion.text, len(completion.token_ids))
+            cut = (
+                first_cut(completion.token_ids, settings.repetition_cut) if settings.repetition_cut else None
+            )
+            if cut is None:
+                on_row_done(row, completion.text, len(completion.token_ids), None)
+                continue
+            kept, period = cut
+            text = self.llm.get_tokenizer().decode(completion.token_ids[:kept], skip_special_tokens=True)
+            on_row_done(row, truncate_at_stop(text, settings.stop_strings), kept, period)
 
     def score(
         self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], max_length: int

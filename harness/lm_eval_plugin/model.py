@@ -39,6 +39,7 @@ from codegen_bench.harness.engine.generation import GenerationSettings, Generati
 from codegen_bench.harness.engine.hf import HfEngine
 from codegen_bench.harness.engine.likelihood import rolling_windows
 from codegen_bench.harness.engine.protocol import Engine
+from codegen_bench.harness.engine.repetition import DEFAULT_REPETITION_CUT
 from codegen_bench.harness.engine.vllm import BACKENDS, check_vllm_available, vllm_engine
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.loading import (
@@ -56,6 +57,7 @@ from codegen_bench.variants.spec import VARIANT_CONFIG_PREFIX  # variant.sparsit
 log = logging.getLogger(__name__)
 
 AUTO_TRUE_FALSE = ("auto", "true", "false")  # chat=, prepack=
+TRUE_FALSE = ("true", "false")  # cut_repetitions=
 DEFAULT_MAX_GEN_TOKS = 512
 GEN_KWARGS = {"until", "max_gen_toks", "do_sample", "temperature", "top_p"}
 
@@ -99,6 +101,8 @@ class CodegenLM(TemplateLM):
         gpu_memory_utilization: float = 0.9,  # backend=vllm: the share of the GPU vLLM takes
         tensor_parallel_size: int = 1,  # backend=vllm: GPUs one model is split over
         kl_reference: str | None = None,  # a variant to compare next-token distributions with (base)
+        # End a generation whose last tokens repeat one short pattern (harness/engine/repetition.py).
+        cut_repetitions: str | bool = True,
         max_batch_size: int | None = None,  # passed by lm-eval's CLI; unused
         **unknown,
     ) -> None:
@@ -113,7 +117,7 @@ class CodegenLM(TemplateLM):
                 f"unknown model_args {sorted(unknown)} for --model codegen: known are pretrained, variant, "
                 "variant.<config key>, dtype, batch_size, max_length, device, chat, seed, revision, "
                 "trust_remote_code, prepack, backend, gpu_memory_utilization, tensor_parallel_size, "
-                "kl_reference"
+                "kl_reference, cut_repetitions"
             )
         self.batch_size = _as_batch_size(batch_size)
         # Not `self.backend`: lm-eval's TemplateLM reads that ("causal") to decide how a context and
@@ -121,6 +125,11 @@ class CodegenLM(TemplateLM):
         self.engine_name = _as_bool_choice(backend, "backend", BACKENDS)
         prepack_mode = _as_bool_choice(prepack, "prepack", AUTO_TRUE_FALSE)
         self.kl_reference = str(kl_reference) if kl_reference else None
+        self.repetition_cut = (
+            DEFAULT_REPETITION_CUT
+            if _as_bool_choice(cut_repetitions, "cut_repetitions", TRUE_FALSE) == "true"
+            else None
+        )
         if self.engine_name == "vllm":
             _check_vllm_args(prepack_mode)
             if kl_reference:
@@ -292,13 +301,21 @@ class CodegenLM(TemplateLM):
             for settings, indices in groups.items():
                 started = time.perf_counter() - stats.seconds
 
-                def row_done(row: int, text: str, n_tokens: int, indices=indices, started=started) -> None:
+                def row_done(
+                    row: int,
+                    text: str,
+                    n_tokens: int,
+                    repeat_period: int | None,
+                    indices=indices,
+                    started=started,
+                ) -> None:
                     # Stored at once: with --use_cache an interrupted run keeps every finished row.
                     i = indices[row]
                     results[i] = text
                     self.cache_hook.add_partial("generate_until", requests[i].args, text)
                     stats.requests += 1
                     stats.tokens += n_tokens
+                    stats.cut_repeating += repeat_period is not None
                     stats.prompt_tokens += len(prepared[i][0])
                     progress.set_postfix_str(f"{stats.tokens / (time.perf_counter() - started):.1f} tok/s")
                     progress.update(1)
@@ -338,6 +355,7 @@ class CodegenLM(TemplateLM):
             do_sample=bool(gen_kwargs.get("do_sample", False)),
             temperature=float(gen_kwargs.get("temperature", 1.0)),
             top_p=float(gen_kwargs.get("top_p", 1.0)),
+            repetition_cut=self.repetition_cut,
         )
         prompt = self._prompt_text(context, doc if isinstance(doc, dict) else {})
         ids = self.tok_encode(prompt)

@@ -27,13 +27,14 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from codegen_bench.harness.distributed import launched_rank
+from codegen_bench.harness.engine.repetition import DEFAULT_REPETITION_CUT
 from codegen_bench.harness.execution.samples import SAMPLES_DIR_ENV
 from codegen_bench.harness.files import RecordStore
 from codegen_bench.harness.lm_eval_plugin.model import CodegenLM
@@ -146,6 +147,8 @@ def cell_fingerprint(base_sha256: str, identity: dict, task: str, config: Matrix
         "batch_size": config.batch_size,
         "model_args": config.model_args,
         "gen_kwargs": config.gen_kwargs,
+        # What ends a looping generation decides its text too (model_args can turn it off).
+        "repetition_cut": asdict(DEFAULT_REPETITION_CUT),
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -289,7 +292,7 @@ def run_matrix(
                 "seconds": round(seconds, 3),
                 "generation": {
                     k: generation.get(k, 0) - generation_before.get(k, 0)
-                    for k in ("requests", "tokens", "prompt_tokens", "seconds")
+                    for k in ("requests", "tokens", "prompt_tokens", "seconds", "cut_repeating")
                 },
                 "model": {k: v for k, v in info.items() if k != "generation"},
                 "kernels": kernel_settings(),
