@@ -29,7 +29,10 @@ def test_dequantized_layers_compute_what_the_4bit_kernels_compute(base):
     layers = len([m for m in dequantized.modules() if isinstance(m, bnb.nn.Linear4bit)])
     assert dequantize_4bit_(dequantized) == layers == len(prunable_linears(base.load()))
     assert not any(isinstance(m, bnb.nn.Linear4bit) for m in dequantized.modules())
-    assert all(p.dtype == torch.float32 and not p.requires_grad for p in dequantized.parameters())
+    linears = [
+        m for m in dequantized.modules() if type(m) is torch.nn.Linear and m is not dequantized.lm_head
+    ]
+    assert all(m.weight.dtype == torch.float32 and not m.weight.requires_grad for m in linears)
     # bitsandbytes' CPU kernel may multiply in bf16 (AVX512-BF16 CPUs): agreement to its rounding.
     expected = _logits(kernels)
     assert torch.allclose(_logits(dequantized), expected, atol=2e-2 * expected.abs().max().item())
@@ -38,10 +41,7 @@ def test_dequantized_layers_compute_what_the_4bit_kernels_compute(base):
 def test_the_lm_eval_model_dequantizes_on_request_and_reports_it(tiny_model_dir):
     args = {"pretrained": str(tiny_model_dir), "variant": "nf4", "batch_size": 2, "max_length": 128}
     plain = CodegenLM(**args)
-    assert (
-        plain.get_model_info()["dequantized_linears"] == 0
-        and plain.get_model_info()["prepacked_linears"] == 0
-    )
+    assert plain.get_model_info()["dequantized_linears"] == 0
     fast = CodegenLM(**args, dequantize_4bit="true")
     info = fast.get_model_info()
     assert info["dequantized_linears"] > 0 and info["prepacked_linears"] >= info["dequantized_linears"]
