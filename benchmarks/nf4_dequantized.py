@@ -7,7 +7,7 @@ protocol, batch 32) through the matrix, one after the other in this process: fir
 `dequantize_4bit=false` (every layer dequantizes its weights at every step, as the variant runs),
 then with `dequantize_4bit=true` (the matrix's default for quality cells). Reported: each run's
 seconds and pass@1, and how many of the completions are identical, each different one listed with
-both verdicts. Files: OUT/kernels/ and OUT/dequantized/ (matrix runs), OUT/table.md, OUT/benchmark.json.
+both verdicts. Files: OUT/table.md, OUT/benchmark.json, and the two matrix runs in OUT/work/.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def main() -> None:
 
     runs = {}
     for name, dequantize in (("kernels", "false"), ("dequantized", "true")):
-        out = args.out / name
+        out = args.out / "work" / name
         (record,) = run_matrix(
             MatrixConfig(
                 variants=(VariantSpec.parse("nf4"),),
@@ -52,6 +52,8 @@ def main() -> None:
     different = [t for t in kernels if kernels[t]["raw_completion"] != dequantized[t]["raw_completion"]]
     summary = {
         "machine": platform.processor() or platform.machine(),
+        # bitsandbytes multiplies 4-bit weights through its own bf16 kernel where the CPU has AVX512-BF16.
+        "bitsandbytes_avx512bf16_kernel": bool(__import__("bitsandbytes").functional.has_avx512bf16()),
         "problems": len(kernels),
         "identical_completions": len(kernels) - len(different),
         "different": [

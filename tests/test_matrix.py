@@ -214,16 +214,3 @@ def test_every_variant_but_the_reference_is_compared_with_it(tmp_path):
     assert [kl_reference(alone, s) for s in alone.variants] == [None, "int8-dynamic"]
     on_vllm = config("base", "nf4", backend="vllm")  # vLLM returns no distributions
     assert [kl_reference(on_vllm, s) for s in on_vllm.variants] == [None, None]
-
-
-def test_quality_cells_dequantize_4bit_weights_unless_told_otherwise(tmp_path):
-    from codegen_bench.harness.runs.matrix import quality_model_args
-
-    def config(**model_args):
-        return MatrixConfig(
-            variants=(VariantSpec.parse("nf4"),), tasks=("t",), out=tmp_path, model_args=model_args
-        )
-
-    assert quality_model_args(config()) == {"dequantize_4bit": "true"}
-    assert quality_model_args(config(dequantize_4bit="false")) == {}  # the user's own choice stands
-    assert quality_model_args(config(backend="vllm")) == {}  # vLLM has its own 4-bit kernels

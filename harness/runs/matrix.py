@@ -214,23 +214,12 @@ def kl_reference(config: MatrixConfig, spec: VariantSpec) -> str | None:
     return reference.variant
 
 
-def quality_model_args(config: MatrixConfig) -> dict[str, str]:
-    """Model arguments the matrix adds for its quality cells unless `--model-args` sets them:
-    4-bit layers dequantized once (the same function at float speed; the latency suite measures the
-    4-bit kernels), where the backend is ours."""
-    backend = str(config.model_args.get("backend", "hf")).lower()
-    if backend != "hf" or "dequantize_4bit" in config.model_args:
-        return {}
-    return {"dequantize_4bit": "true"}
-
-
 def _default_load(config: MatrixConfig, spec: VariantSpec):
     reference = kl_reference(config, spec)
     extra = {"kl_reference": reference} if reference else {}
     return CodegenLM(
         pretrained=config.pretrained,
         batch_size=config.batch_size,
-        **quality_model_args(config),
         **config.model_args,
         **spec.model_args(),
         **extra,
@@ -250,7 +239,6 @@ def run_matrix(
     for spec in config.variants:
         identity = variant_identity(spec)
         identity["kl_reference"] = kl_reference(config, spec)
-        identity.update(quality_model_args(config))
         plan += [(spec, task, cell_fingerprint(base_sha256, identity, task, config)) for task in config.tasks]
     todo = [cell for cell in plan if done.get((cell[0].name, cell[1]), {}).get("fingerprint") != cell[2]]
     log.info("matrix: %d cells, %d already done, %d to run", len(plan), len(plan) - len(todo), len(todo))
