@@ -49,6 +49,46 @@ class Nf4:
         )
 
 
+def dequantize_4bit_(model) -> int:
+    """Replace every bitsandbytes 4-bit Linear in `model` (a peft adapter's base layers included) by a
+    plain Linear holding its weights dequantized once, in the layer's compute dtype; return how many.
+
+    The function is the 4-bit model's: bitsandbytes' CPU path dequantizes the same weights at every
+    call and multiplies in the compute dtype. Only the cost changes (float32 weights in memory, no
+    dequantization per step), so quality can be evaluated at float speed; the variant's own speed and
+    memory are the bitsandbytes kernels', which the latency suite measures. Call it before the first
+    forward: bitsandbytes may repack a layer's weights for its CPU kernel on first use.
+    """
+    import bitsandbytes as bnb
+    import torch
+    from bitsandbytes.nn.modules import fix_4bit_weight_quant_state_from_module
+
+    replaced = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if not isinstance(child, bnb.nn.Linear4bit):
+                continue
+            fix_4bit_weight_quant_state_from_module(child)
+            state = child.weight.quant_state
+            dtype = child.compute_dtype or state.dtype
+            weight = bnb.functional.dequantize_4bit(child.weight.data, state).to(dtype)
+            linear = torch.nn.Linear(
+                child.in_features,
+                child.out_features,
+                bias=child.bias is not None,
+                device=weight.device,
+                dtype=dtype,
+            )
+            with torch.no_grad():
+                linear.weight.copy_(weight)
+                if child.bias is not None:
+                    linear.bias.copy_(child.bias.to(dtype))
+            linear.requires_grad_(False)
+            setattr(parent, name, linear)
+            replaced += 1
+    return replaced
+
+
 # --- int8-dynamic -------------------------------------------------------------------------------
 #
 # Backend: torch.ao dynamic quantization (fbgemm), chosen by measurement (benchmarks/int8_dynamic.py)

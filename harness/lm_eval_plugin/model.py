@@ -52,6 +52,7 @@ from codegen_bench.harness.loading import (
 from codegen_bench.trainers.recipes import with_recipe_adapter
 from codegen_bench.variants import BaseModel, check_variant_spec, load_variant, resolve_artifact
 from codegen_bench.variants.artifact import base_fingerprint, weights_size_bytes
+from codegen_bench.variants.quantize import dequantize_4bit_
 from codegen_bench.variants.spec import VARIANT_CONFIG_PREFIX  # variant.sparsity=0.3
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,9 @@ class CodegenLM(TemplateLM):
         kl_reference: str | None = None,  # a variant to compare next-token distributions with (base)
         # End a generation whose last tokens repeat one short pattern (harness/engine/repetition.py).
         cut_repetitions: str | bool = True,
+        # bitsandbytes 4-bit layers as float Linears dequantized once (variants/quantize.py): quality at
+        # float speed; the variant's own speed and memory are the 4-bit kernels' (the latency suite).
+        dequantize_4bit: str | bool = False,
         max_batch_size: int | None = None,  # passed by lm-eval's CLI; unused
         **unknown,
     ) -> None:
@@ -117,7 +121,7 @@ class CodegenLM(TemplateLM):
                 f"unknown model_args {sorted(unknown)} for --model codegen: known are pretrained, variant, "
                 "variant.<config key>, dtype, batch_size, max_length, device, chat, seed, revision, "
                 "trust_remote_code, prepack, backend, gpu_memory_utilization, tensor_parallel_size, "
-                "kl_reference, cut_repetitions"
+                "kl_reference, cut_repetitions, dequantize_4bit"
             )
         self.batch_size = _as_batch_size(batch_size)
         # Not `self.backend`: lm-eval's TemplateLM reads that ("causal") to decide how a context and
@@ -130,8 +134,14 @@ class CodegenLM(TemplateLM):
             if _as_bool_choice(cut_repetitions, "cut_repetitions", TRUE_FALSE) == "true"
             else None
         )
+        dequantize = _as_bool_choice(dequantize_4bit, "dequantize_4bit", TRUE_FALSE) == "true"
+        self.dequantized_linears = 0
         if self.engine_name == "vllm":
             _check_vllm_args(prepack_mode)
+            if dequantize:
+                raise CodegenBenchError(
+                    "dequantize_4bit is for backend=hf: vLLM runs 4-bit weights with its own kernels; drop it"
+                )
             if kl_reference:
                 raise CodegenBenchError(
                     "kl_reference needs the next-token distributions, which backend=vllm does not return: "
@@ -178,6 +188,8 @@ class CodegenLM(TemplateLM):
             self._max_length = self.engine.max_length
         else:
             self.model, self.variant_manifest = load_variant(str(variant), base, variant_overrides)
+            if dequantize:
+                self.dequantized_linears = dequantize_4bit_(self.model)
             reference = self.kl_reference
 
             def load_reference():
@@ -394,6 +406,8 @@ class CodegenLM(TemplateLM):
             "backend": self.engine_name,
             "chat": self.chat,
             "prepacked_linears": self.engine.prepacked_linears,
+            # 4-bit layers evaluated as float Linears dequantized once (dequantize_4bit=true).
+            "dequantized_linears": self.dequantized_linears,
             "codegen_bench_version": version("codegen-bench"),
             # What the variant costs on disk and how sparse it is, from its manifest (None for base).
             "variant_size_on_disk_bytes": self.variant_manifest.get("size_on_disk_bytes"),

@@ -474,8 +474,19 @@ def run_settings(records: Sequence[dict]) -> dict[str, str]:
                 seen.append(value)
         return ", ".join(str(v) for v in seen) or "-"
 
+    dequantized = values(
+        lambda r: r["variant"] if (r.get("model") or {}).get("dequantized_linears") else None
+    )
     return {
         "model": values(_model_identity),
+        **(
+            {
+                "4-bit weights dequantized once for quality": f"{dequantized} (their speed and memory are "
+                "the latency suite's, with the bitsandbytes kernels)"
+            }
+            if dequantized != "-"
+            else {}
+        ),
         "tasks": values(lambda r: r["task"]),
         "limit": values(lambda r: r.get("limit") or "all"),
         "batch size": values(lambda r: r.get("batch_size")),
