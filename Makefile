@@ -16,7 +16,9 @@ GATE_RUN ?= results/ci-gate
 # absorbs that (with ATen at AVX2 on an AVX-512 machine its gate generations were identical and its
 # NLL moved by 2e-5 relative), but int8-dynamic rounds its activations to 8 bits on every call and
 # amplifies it: 3 of its 5 gate generations changed and its NLL moved by 1.4%. oneDNN and MKL held
-# to AVX2, or one thread instead of two, changed nothing.
+# to AVX2, or one thread instead of two, changed nothing. A CPU with AMX-INT8 still gives int8 other
+# numbers with everything held to AVX2: it is checked against results/baseline.amx_int8.json, written
+# on such a host by `make gate-baseline` there (harness/runs/gate.py, INT8_KERNEL_FAMILIES).
 GATE_ENV := ATEN_CPU_CAPABILITY=avx2
 GATE_MATRIX := --variants base int8-dynamic --tasks humaneval_custom humaneval_nll code_explain_humaneval \
 	--limit 5 --batch-size 5 --no-latency

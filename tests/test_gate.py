@@ -14,13 +14,33 @@ from codegen_bench.harness.runs.gate import (
     Check,
     baseline_checks,
     check_run,
+    family_baseline,
     format_outcomes,
+    int8_kernel_family,
     judge,
     write_baseline,
 )
 from codegen_bench.harness.runs.matrix import RECORDS_FILE, MatrixConfig, RecordStore, VariantSpec, run_matrix
 
 N = 50
+
+
+@pytest.fixture(autouse=True)
+def default_int8_family(monkeypatch):
+    """The CLI checks against this CPU's family baseline; these tests are about the default one."""
+    monkeypatch.setattr("codegen_bench.harness.runs.gate.int8_kernel_family", lambda cpuinfo=None: None)
+
+
+def test_a_cpu_with_amx_int8_has_its_own_baseline_beside_the_default(tmp_path, monkeypatch):
+    assert int8_kernel_family.__name__ == "int8_kernel_family"  # the real one, imported before the patch
+    amx = "processor : 0\nflags : fpu avx2 avx512f avx512_vnni amx_tile amx_int8\n"
+    assert int8_kernel_family(amx) == "amx_int8"
+    assert int8_kernel_family("processor : 0\nflags : fpu avx2 avx512f avx512_vnni\n") is None
+    path = tmp_path / "baseline.json"
+    assert family_baseline(path, None) == path
+    assert family_baseline(path, "amx_int8") == tmp_path / "baseline.amx_int8.json"
+    monkeypatch.setattr("codegen_bench.harness.runs.gate.int8_kernel_family", lambda cpuinfo=None: "amx_int8")
+    assert cli.main(["check", str(tmp_path / "run"), "--baseline", str(path)]) == 2  # no family baseline yet
 
 
 def _record(variant, pass_at_1, tokens_per_s, tokens=1000, n=N, nll=0.7):
