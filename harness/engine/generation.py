@@ -49,9 +49,8 @@ class GenerationSettings:
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
-    repetition_cut: RepetitionCut | None = (
-        DEFAULT_REPETITION_CUT  # None: every row runs to a stop or its budget
-    )
+    # None: every row runs to a stop string or its budget (fixed-work benchmarks).
+    repetition_cut: RepetitionCut | None = DEFAULT_REPETITION_CUT
 
 
 def truncate_at_stop(text: str, stop_strings: Sequence[str]) -> str:

@@ -58,7 +58,7 @@ from codegen_bench.variants.spec import VARIANT_CONFIG_PREFIX  # variant.sparsit
 log = logging.getLogger(__name__)
 
 AUTO_TRUE_FALSE = ("auto", "true", "false")  # chat=, prepack=
-TRUE_FALSE = ("true", "false")  # cut_repetitions=
+TRUE_FALSE = ("true", "false")  # cut_repetitions=, dequantize_4bit=
 DEFAULT_MAX_GEN_TOKS = 512
 GEN_KWARGS = {"until", "max_gen_toks", "do_sample", "temperature", "top_p"}
 
