@@ -5,7 +5,7 @@
 Both evaluate the same `nf4` artifact on the same problems (`humaneval_custom`, greedy, the published
 protocol, batch 32) through the matrix, one after the other in this process: first with
 `dequantize_4bit=false` (every layer dequantizes its weights at every step, as the variant runs),
-then with `dequantize_4bit=true` (the matrix's default for quality cells). Reported: each run's
+then with `dequantize_4bit=true` (weights dequantized once at load). Reported: each run's
 seconds and pass@1, and how many of the completions are identical, each different one listed with
 both verdicts. Files: OUT/table.md, OUT/benchmark.json, and the two matrix runs in OUT/work/.
 """
