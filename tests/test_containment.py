@@ -346,19 +346,25 @@ def test_a_completion_of_megabytes_fails_without_running(add, host):
 def test_a_machine_that_refuses_isolation_gets_one_warning_and_the_limits(add, monkeypatch, tmp_path, caplog):
     from codegen_bench.harness.execution import executor
 
-    # A runner that refuses isolation the way a container without setuid would, else is the real one.
+    # The real fork server, except that its children cannot become the sandbox user, the way a
+    # container without setuid refuses it.
     runner = tmp_path / "refusing_runner.py"
     runner.write_text(
-        "import os, sys\n"
-        "if int(sys.argv[8]) >= 0:\n"
-        "    os.write(int(sys.argv[1]), b'sandbox setup failed: setuid: Operation not permitted')\n"
-        "    os._exit(121)\n"
-        f"exec(compile(open({executor.RUNNER_PATH!r}).read(), 'sandbox_runner.py', 'exec'))\n"
+        f"server = {{'__name__': 'refusing_runner', '__file__': {executor.RUNNER_PATH!r}}}\n"
+        f"exec(compile(open({executor.RUNNER_PATH!r}).read(), 'sandbox_runner.py', 'exec'), server)\n"
+        "def refuse(uid):\n"
+        "    raise server['_SetupError'](f'setuid({uid}): Operation not permitted')\n"
+        "server['_become'] = refuse\n"
+        "server['main']()\n"
     )
     monkeypatch.setattr(executor, "RUNNER_PATH", str(runner))
+    monkeypatch.setattr(executor, "FORK_SERVERS", executor._ForkServers())
     monkeypatch.setattr(executor, "ISOLATION", executor._Isolation())
-    with caplog.at_level("WARNING"):
-        results = [run(add, "    return x + y\n") for _ in range(2)]
+    try:
+        with caplog.at_level("WARNING"):
+            results = [run(add, "    return x + y\n") for _ in range(2)]
+    finally:
+        executor.FORK_SERVERS.close()
     assert [r.passed for r in results] == [True, True]  # the program ran, without isolation
     warnings = [r.getMessage() for r in caplog.records if "sandbox setup failed" in r.getMessage()]
     assert len(warnings) == 1 and "runs as root with the limits only" in warnings[0]

