@@ -73,7 +73,7 @@ def test_task_nll_matches_a_manual_sum_of_token_logprobs(tiny, tiny_model_dir, d
     assert "kl_per_token,none" not in metrics  # no reference model given
 
 
-def test_kl_reference_adds_divergence_and_agreement_with_the_reference(tiny_model_dir):
+def test_kl_reference_adds_divergence_and_agreement_with_the_reference(tiny, tiny_model_dir, docs):
     from codegen_bench.harness.lm_eval_plugin.model import CodegenLM
 
     # The reference is the same base model: no divergence, every top-1 token the same.
@@ -87,7 +87,13 @@ def test_kl_reference_adds_divergence_and_agreement_with_the_reference(tiny_mode
     metrics = results["results"]["humaneval_nll"]
     assert metrics["kl_per_token,none"] == pytest.approx(0.0, abs=1e-6)
     assert metrics["top1_agreement,none"] == 1.0
-    assert lm.get_model_info()["kl_reference"] == "base"
+    info = lm.get_model_info()
+    assert info["kl_reference"] == "base"
+    # The reference model's forward is work too: every token counted twice.
+    _, tokenizer = tiny
+    whole = [tokenizer.encode(d["prompt"] + d["canonical_solution"]) for d in list(docs)[:2]]
+    assert info["scoring"]["forward_tokens"] == 2 * sum(len(ids) - 1 for ids in whole)
+    assert info["scoring"]["head_tokens"] == 2 * sum(d["n_tokens"] for d in list(docs)[:2])
 
 
 def test_kl_reference_must_name_a_variant(tiny_model_dir):

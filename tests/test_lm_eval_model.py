@@ -40,6 +40,19 @@ def test_generation_throughput_and_peak_memory_reach_the_results(tiny_lm, monkey
     assert info["loaded_memory_bytes"] is None or info["loaded_memory_bytes"] > 50 * 2**20
 
 
+def test_scoring_work_reaches_the_results(tiny_lm):
+    before = tiny_lm.get_model_info()["scoring"]
+    context, continuation = tiny_lm.tok_encode("def f(x):"), tiny_lm.tok_encode(" return x")
+    requests = [_request("loglikelihood", ("def f(x):", " return x"))] * 2
+    tiny_lm.loglikelihood(requests, disable_tqdm=True)
+    scoring = tiny_lm.get_model_info()["scoring"]
+    assert scoring["requests"] - before["requests"] == 2
+    # Every token but the last goes through the layers; the continuation's positions through the head.
+    assert scoring["forward_tokens"] - before["forward_tokens"] == 2 * (len(context) + len(continuation) - 1)
+    assert scoring["head_tokens"] - before["head_tokens"] == 2 * len(continuation)
+    assert scoring["seconds"] > before["seconds"]
+
+
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux: peak RSS reset")
 def test_peak_memory_counts_from_the_end_of_loading(tiny_model_dir):
     spike = bytearray(400 * 2**20)

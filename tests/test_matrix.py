@@ -214,3 +214,37 @@ def test_every_variant_but_the_reference_is_compared_with_it(tmp_path):
     assert [kl_reference(alone, s) for s in alone.variants] == [None, "int8-dynamic"]
     on_vllm = config("base", "nf4", backend="vllm")  # vLLM returns no distributions
     assert [kl_reference(on_vllm, s) for s in on_vllm.variants] == [None, None]
+
+
+def test_cell_work_is_the_matmul_flops_over_the_cells_seconds(tiny_model_dir):
+    from codegen_bench.harness.engine.roofline import generation_flops, scoring_flops
+    from codegen_bench.harness.runs.matrix import cell_work, model_config_dict
+
+    config = model_config_dict(str(tiny_model_dir))
+    generation = {"requests": 2, "tokens": 30, "prompt_tokens": 50, "seconds": 2.0}
+    scoring = {"requests": 4, "forward_tokens": 400, "head_tokens": 60, "seconds": 1.0}
+    work = cell_work(config, generation, scoring, seconds=10.0, peak=1e9)
+    flops = generation_flops(config, 50, 30, 2) + scoring_flops(config, 400, 60)
+    assert work["matmul_flops"] == pytest.approx(flops)
+    assert work["model_seconds"] == 3.0
+    assert work["roofline_fraction"] == pytest.approx(flops / 10.0 / 1e9)
+    assert work["model_roofline_fraction"] == pytest.approx(flops / 3.0 / 1e9)
+    idle = cell_work(config, {"requests": 0}, {"requests": 0}, seconds=5.0, peak=1e9)
+    assert idle["matmul_flops"] == 0 and idle["model_roofline_fraction"] is None
+
+
+def test_each_record_carries_the_runs_roofline_and_the_leaderboard_its_cell_times(tiny_model_dir, tmp_path):
+    from codegen_bench.harness.runs.reports import build_reports
+
+    config = MatrixConfig(
+        variants=[VariantSpec.parse("base")],
+        tasks=["a", "b"],
+        pretrained=str(tiny_model_dir),
+        out=tmp_path / "run",
+    )
+    records = run_matrix(config, load=lambda c, s: FakeLM(s), evaluate=_fake_evaluate([]))
+    peaks = {r["work"]["roofline_flops_per_s"] for r in records}
+    assert len(peaks) == 1 and peaks.pop() > 1e6  # measured once for the run
+    leaderboard = build_reports([config.out])["leaderboard"].read_text()
+    assert "## Time per cell" in leaderboard
+    assert "| base | a |" in leaderboard and "| base | b |" in leaderboard

@@ -11,6 +11,7 @@ do not.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -41,6 +42,35 @@ class ContinuationScore(tuple):
 
 def _rebuild_score(pair: tuple, fields: dict) -> ContinuationScore:
     return ContinuationScore(*pair, **fields)
+
+
+@dataclass
+class ScoringStats:
+    """The work of the likelihood requests served so far, for a run's share of the roofline.
+
+    Counted over every model forward, a reference model's (KL) included: `forward_tokens` went through
+    the decoder layers, `head_tokens` through the output head (the scored positions)."""
+
+    requests: int = 0
+    forward_tokens: int = 0
+    head_tokens: int = 0
+    seconds: float = 0.0
+
+    def add(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], scores, max_length: int) -> None:
+        for (context, continuation), score in zip(pairs, scores, strict=True):
+            whole, n_scored = scored_window(context, continuation, max_length)
+            forwards = 1 if getattr(score, "kl_sum", None) is None else 2
+            self.requests += 1
+            self.forward_tokens += forwards * (len(whole) - 1)
+            self.head_tokens += forwards * n_scored
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "requests": self.requests,
+            "forward_tokens": self.forward_tokens,
+            "head_tokens": self.head_tokens,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 def scored_window(

@@ -47,6 +47,13 @@ def generation_flops(config: dict, prompt_tokens: int, generated_tokens: int, re
     return 2.0 * (layer_params(config) * through_layers + head[0] * head[1] * generated_tokens)
 
 
+def scoring_flops(config: dict, forward_tokens: int, head_tokens: int) -> float:
+    """Weight-matmul FLOPs of likelihood scoring: `forward_tokens` through every layer,
+    `head_tokens` (the scored positions) through the output head (likelihood.ScoringStats)."""
+    _, head = model_shapes(config)
+    return 2.0 * (layer_params(config) * forward_tokens + head[0] * head[1] * head_tokens)
+
+
 def adapter_training_flops(config: dict, tokens: int, scored_tokens: int) -> float:
     """Weight-matmul FLOPs of adapter training (LoRA) on frozen weights.
 

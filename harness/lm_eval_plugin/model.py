@@ -37,7 +37,7 @@ from tqdm import tqdm
 from codegen_bench.harness.distributed import gather_object, launched_world_size, make_accelerator
 from codegen_bench.harness.engine.generation import GenerationSettings, GenerationStats
 from codegen_bench.harness.engine.hf import HfEngine
-from codegen_bench.harness.engine.likelihood import rolling_windows
+from codegen_bench.harness.engine.likelihood import ScoringStats, rolling_windows
 from codegen_bench.harness.engine.protocol import Engine
 from codegen_bench.harness.engine.repetition import DEFAULT_REPETITION_CUT
 from codegen_bench.harness.engine.vllm import BACKENDS, check_vllm_available, vllm_engine
@@ -216,6 +216,7 @@ class CodegenLM(TemplateLM):
         self.eos_token_ids = self.engine.eos_token_ids()
         self._chat_histories: dict[str, list[dict]] = {}
         self.generation_stats = GenerationStats()
+        self.scoring_stats = ScoringStats()
         memory = self.engine.memory()
         self.weight_memory_bytes = memory.weight_memory_bytes
         self.loaded_memory_bytes = memory.loaded_memory_bytes
@@ -282,7 +283,7 @@ class CodegenLM(TemplateLM):
         for start in tqdm(range(0, len(order), self.batch_size), disable=disable_tqdm, desc="loglikelihood"):
             batch = order[start : start + self.batch_size]
             pairs = [(requests[i][1], requests[i][2]) for i in batch]
-            for i, result in zip(batch, self.engine.score(pairs, self.max_length), strict=True):
+            for i, result in zip(batch, self._score(pairs), strict=True):
                 results[i] = result
                 self.cache_hook.add_partial("loglikelihood", requests[i][0], result)
         return results
@@ -294,11 +295,18 @@ class CodegenLM(TemplateLM):
             windows = rolling_windows(self.tok_encode(text), self.prefix_token_id, self.max_length)
             total = 0.0
             for start in range(0, len(windows), self.batch_size):
-                scored = self.engine.score(windows[start : start + self.batch_size], self.max_length)
+                scored = self._score(windows[start : start + self.batch_size])
                 total += sum(logprob for logprob, _ in scored)
             results.append(total)
             self.cache_hook.add_partial("loglikelihood_rolling", (text,), total)
         return results
+
+    def _score(self, pairs) -> list:
+        started = time.perf_counter()
+        scores = self.engine.score(pairs, self.max_length)
+        self.scoring_stats.seconds += time.perf_counter() - started
+        self.scoring_stats.add(pairs, scores, self.max_length)
+        return scores
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         prepared = [self.prepare_generation(*request.args, doc=request.doc) for request in requests]
@@ -414,6 +422,7 @@ class CodegenLM(TemplateLM):
             "variant_sparsity": (self.variant_manifest.get("sparsity") or {}).get("total"),
             "variant_training": training_summary(self.variant_manifest),
             "generation": self.generation_stats.as_dict(),
+            "scoring": self.scoring_stats.as_dict(),
             "weight_memory_bytes": self.weight_memory_bytes,
             "loaded_memory_bytes": self.loaded_memory_bytes,
             "peak_memory_bytes": self.engine.memory().peak_memory_bytes,

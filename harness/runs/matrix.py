@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from codegen_bench.harness.distributed import launched_rank
 from codegen_bench.harness.engine.repetition import DEFAULT_REPETITION_CUT
+from codegen_bench.harness.engine.roofline import generation_flops, measure_peak_flops, scoring_flops
 from codegen_bench.harness.execution.samples import SAMPLES_DIR_ENV
 from codegen_bench.harness.files import RecordStore
 from codegen_bench.harness.lm_eval_plugin.model import CodegenLM
@@ -199,6 +200,33 @@ def cell_uncertainty(results: dict, metrics: dict[str, dict[str, float]]) -> tup
     return items, intervals
 
 
+def cell_work(model_config: dict, generation: dict, scoring: dict, seconds: float, peak: float) -> dict:
+    """What a cell's model did against the roofline: the weight-matmul FLOPs of its generation and
+    scoring (roofline.py counts them), over the cell's whole time and over the model's own time (the
+    rest is executing programs, scoring metrics, loading), as shares of `peak` FLOP/s."""
+    flops = 0.0
+    if generation.get("requests"):
+        flops += generation_flops(
+            model_config, generation["prompt_tokens"], generation["tokens"], generation["requests"]
+        )
+    if scoring.get("requests"):
+        flops += scoring_flops(model_config, scoring["forward_tokens"], scoring["head_tokens"])
+    model_seconds = generation.get("seconds", 0.0) + scoring.get("seconds", 0.0)
+    return {
+        "matmul_flops": flops,
+        "model_seconds": round(model_seconds, 3),
+        "roofline_flops_per_s": peak,
+        "roofline_fraction": flops / seconds / peak if seconds and peak else None,
+        "model_roofline_fraction": flops / model_seconds / peak if model_seconds and peak else None,
+    }
+
+
+def model_config_dict(pretrained: str) -> dict:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(pretrained).to_dict()
+
+
 def reference_spec(config: MatrixConfig) -> VariantSpec:
     """The variant every other one is compared with: `base` where the run has it, else the first."""
     return next((s for s in config.variants if s.name == "base"), config.variants[0])
@@ -252,6 +280,12 @@ def run_matrix(
     )
     samples_dir_before = os.environ.get(SAMPLES_DIR_ENV)
     lm, loaded = None, None
+    model_config, peak = None, None
+    if todo:
+        # Measured once per run, before any cell: the cells' shares of the roofline compare with it.
+        model_config = model_config_dict(resolve_pretrained(config.pretrained))
+        peak = max(measure_peak_flops(model_config).values())
+        log.info("matrix: matmul roofline %.1f GFLOP/s", peak / 1e9)
     try:
         for spec, task, fingerprint in todo:
             bar.set_description(f"matrix: {spec.name} × {task}")
@@ -260,6 +294,7 @@ def run_matrix(
                 lm, loaded = load(config, spec), spec
             os.environ[SAMPLES_DIR_ENV] = str(config.out / "samples" / spec.name)
             generation_before = dict(lm.generation_stats.as_dict()) if hasattr(lm, "generation_stats") else {}
+            scoring_before = dict(lm.scoring_stats.as_dict()) if hasattr(lm, "scoring_stats") else {}
             started = time.perf_counter()
             results = evaluate(lm, task, config)
             seconds = time.perf_counter() - started
@@ -268,7 +303,14 @@ def run_matrix(
                 bar.update(1)
                 continue
             info = lm.get_model_info() if hasattr(lm, "get_model_info") else {}
-            generation = info.get("generation") or {}
+            generation = {
+                k: (info.get("generation") or {}).get(k, 0) - generation_before.get(k, 0)
+                for k in ("requests", "tokens", "prompt_tokens", "seconds", "cut_repeating")
+            }
+            scoring = {
+                k: (info.get("scoring") or {}).get(k, 0) - scoring_before.get(k, 0)
+                for k in ("requests", "forward_tokens", "head_tokens", "seconds")
+            }
             metrics = task_metrics(results)
             items, intervals = cell_uncertainty(results, metrics)
             record = {
@@ -290,11 +332,10 @@ def run_matrix(
                     "transformers": results.get("transformers_version"),
                 },
                 "seconds": round(seconds, 3),
-                "generation": {
-                    k: generation.get(k, 0) - generation_before.get(k, 0)
-                    for k in ("requests", "tokens", "prompt_tokens", "seconds", "cut_repeating")
-                },
-                "model": {k: v for k, v in info.items() if k != "generation"},
+                "generation": generation,
+                "scoring": scoring,
+                "work": cell_work(model_config, generation, scoring, seconds, peak),
+                "model": {k: v for k, v in info.items() if k not in ("generation", "scoring")},
                 "kernels": kernel_settings(),
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }

@@ -309,6 +309,44 @@ def _header(columns, direction) -> list[str]:
     return ["| variant | " + " | ".join(names) + " |", "|---|" + "---|" * len(columns)]
 
 
+def cell_time_table(records: Sequence[dict]) -> list[str]:
+    """Markdown lines: each cell's time and its share of the matmul roofline (matrix.cell_work), and
+    the total; empty when no record measured its work."""
+    measured = [r for r in records if (r.get("work") or {}).get("roofline_flops_per_s")]
+    if not measured:
+        return []
+
+    def share(value: float | None) -> str:
+        return "" if value is None else f"{value:.0%}"
+
+    peaks = sorted({r["work"]["roofline_flops_per_s"] / 1e9 for r in measured})
+    lines = [
+        "",
+        "## Time per cell",
+        "",
+        "Seconds of each cell, the model's share of them (generation and scoring; the rest executes "
+        "programs, computes metrics, loads), and the weight-matmul FLOPs done over those seconds as a "
+        "share of the matmul roofline measured at the start of the run "
+        f"({', '.join(f'{p:.0f}' for p in peaks)} GFLOP/s): a low share is a cell far from what the "
+        "machine can do. Quantized variants can pass 100%: the roofline is float32's.",
+        "",
+        "| variant | task | seconds | model seconds | % roofline (cell) | % roofline (model time) "
+        "| cut repeating |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for record in measured:
+        work = record["work"]
+        lines.append(
+            f"| {record['variant']} | {record['task']} | {record['seconds']:,.0f} "
+            f"| {work['model_seconds']:,.0f} | {share(work['roofline_fraction'])} "
+            f"| {share(work['model_roofline_fraction'])} "
+            f"| {(record.get('generation') or {}).get('cut_repeating', 0)} |"
+        )
+    total = sum(r["seconds"] for r in measured)
+    lines.append(f"| all | | {total:,.0f} ({total / 3600:.2f} h) | | | | |")
+    return lines
+
+
 def leaderboard_markdown(
     title: str,
     settings: dict[str, str],
@@ -319,9 +357,11 @@ def leaderboard_markdown(
     items: dict | None = None,
     reference: str | None = None,
     comparisons: dict | None = None,
+    records: Sequence[dict] = (),
 ) -> str:
-    """Three tables: quality with 95% intervals, quality paired against the reference variant, and
-    costs. Bold marks a column's best only where it is a finding (see `best_values`)."""
+    """Tables: quality with 95% intervals, quality paired against the reference variant, costs, and
+    the time of each cell of `records`. Bold marks a column's best only where it is a finding (see
+    `best_values`)."""
     intervals, items, comparisons = intervals or {}, items or {}, comparisons or {}
     key = sort_key_column(columns, direction)
     order = sorted(
@@ -390,6 +430,7 @@ def leaderboard_markdown(
                     else text
                 )
             lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    lines += cell_time_table(records)
     return "\n".join(lines) + "\n"
 
 
@@ -541,7 +582,7 @@ def build_reports(runs: Sequence[Path], out: Path | None = None) -> dict[str, Pa
             label = f"command ({run.name})" if len(runs) > 1 else "command"
             settings[label] = "`" + commands.read_text().splitlines()[-1].split(" ", 1)[1] + "`"
     markdown = leaderboard_markdown(
-        title, settings, columns, rows, direction, intervals, items, reference, comparisons
+        title, settings, columns, rows, direction, intervals, items, reference, comparisons, records
     )
     paths["leaderboard"].write_text(markdown)
     plot = out / "quality_vs_cost.png"
