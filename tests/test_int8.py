@@ -62,7 +62,11 @@ def test_artifact_round_trip_gives_identical_logits(base):
     model, folder = build_artifact("int8-dynamic", base)
     reloaded, manifest = load_variant(str(folder), base)
     assert manifest["variant"] == "int8-dynamic"
-    assert manifest["config"] == {"granularity": "per-channel", "keep_float": ["down_proj"]}
+    assert manifest["config"] == {
+        "granularity": "per-channel",
+        "keep_float": ["down_proj"],
+        "kernels": "auto",
+    }
     assert sum(isinstance(m, DynamicQuantizedLinear) for m in reloaded.modules()) == 13
     assert torch.equal(_logits(reloaded), _logits(model))
     # Packed int8 weights count as weights, and sparsity covers every decoder Linear, int8 or not.
@@ -120,6 +124,34 @@ def test_bfloat16_base_is_refused_with_the_fix(tiny_model_dir):
     half = BaseModel(str(tiny_model_dir), LoadConfig(dtype="bfloat16", device="cpu"))
     with pytest.raises(CodegenBenchError, match="pass dtype=float32 device=cpu"):
         load_variant("int8-dynamic", half)
+
+
+def test_auto_kernels_are_onednn_on_a_cpu_with_amx_int8_else_fbgemm(monkeypatch):
+    from codegen_bench.variants import quantize
+
+    monkeypatch.setattr(quantize, "cpu_flags", lambda: {"avx512f", "amx_int8"})
+    assert quantize.int8_kernels_for_this_cpu(Int8Dynamic()) == "onednn"
+    monkeypatch.setattr(quantize, "cpu_flags", lambda: {"avx2"})
+    assert quantize.int8_kernels_for_this_cpu(Int8Dynamic()) == "fbgemm"
+    assert quantize.int8_kernels_for_this_cpu(Int8Dynamic(kernels="onednn")) == "onednn"
+
+
+@pytest.mark.parametrize("kernels", ["fbgemm", "onednn"])
+def test_either_kernel_library_stays_close_to_fp32_and_round_trips(base, kernels):
+    engine_before = torch.backends.quantized.engine
+    model, folder = build_artifact("int8-dynamic", base, {"kernels": kernels})
+    assert torch.backends.quantized.engine == engine_before  # selected only while packing
+    reference = _logits(base.load())
+    logits = _logits(model)
+    assert (logits - reference).abs().max() < 0.05
+    reloaded, manifest = load_variant(str(folder), base)
+    assert manifest["config"]["kernels"] == kernels
+    assert torch.equal(_logits(reloaded), logits)
+
+
+def test_unknown_kernels_are_refused():
+    with pytest.raises(CodegenBenchError, match="kernels='mkl' is not valid: use auto, fbgemm or onednn"):
+        registry.make_config(registry.get_variant("int8-dynamic"), {"kernels": "mkl"})
 
 
 def test_keep_float_from_the_command_line_is_a_tuple():

@@ -14,7 +14,14 @@ PACKAGES = ("harness", "tasks", "variants", "trainers")
 # Lower layers are imported by higher ones, never the reverse; a module may import its own layer.
 LAYERS = [
     ("harness.errors",),
-    ("harness.files", "harness.cache", "harness.config_args", "harness.signals", "harness.distributed"),
+    (
+        "harness.files",
+        "harness.cache",
+        "harness.config_args",
+        "harness.signals",
+        "harness.distributed",
+        "harness.cpu",
+    ),
     ("harness.provision", "harness.loading"),
     ("harness.execution",),
     ("trainers.data",),  # the standard-library corpus: training data, wanda's calibration, a held-out task

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from codegen_bench.harness.cpu import cpu_flags
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.loading import resolve_device, resolve_dtype
 
@@ -124,8 +125,13 @@ class Int8Dynamic:
     # most of any one layer kind; likely because its input, SiLU(gate) * up, has the largest outliers,
     # and one outlier sets the single activation scale of the whole call.
     keep_float: tuple[str, ...] = ("down_proj",)
+    # The int8 matmul library the weights are packed for: fbgemm, or oneDNN (which uses AVX512-VNNI
+    # and AMX-INT8 where the CPU has them). "auto" picks by the CPU (int8_kernels_for_this_cpu).
+    kernels: Literal["auto", "fbgemm", "onednn"] = "auto"
 
     def __post_init__(self) -> None:
+        if self.kernels not in ("auto", "fbgemm", "onednn"):
+            raise CodegenBenchError(f"kernels={self.kernels!r} is not valid: use auto, fbgemm or onednn")
         if self.granularity not in ("per-channel", "per-tensor"):
             raise CodegenBenchError(
                 f"granularity={self.granularity!r} is not valid: use per-channel or per-tensor"
@@ -136,6 +142,34 @@ class Int8Dynamic:
                 "('down_proj', 'lm_head'); on the command line keep_float=down_proj+lm_head"
             )
         object.__setattr__(self, "keep_float", tuple(self.keep_float))  # a JSON manifest gives a list
+
+
+def int8_kernels_for_this_cpu(config: Int8Dynamic) -> str:
+    """The quantized engine `config.kernels` means here: its own choice, or for "auto" oneDNN on a CPU
+    with AMX-INT8 and fbgemm elsewhere."""
+    if config.kernels != "auto":
+        return config.kernels
+    return "onednn" if "amx_int8" in cpu_flags() else "fbgemm"
+
+
+@contextmanager
+def _packing_for(config: Int8Dynamic):
+    """torch.ao packs a dynamic int8 Linear's weights for the quantized engine selected when they are
+    set, and the packed weights then run that engine's kernels whatever is selected later."""
+    import torch
+
+    engine = int8_kernels_for_this_cpu(config)
+    if engine not in torch.backends.quantized.supported_engines:
+        raise CodegenBenchError(
+            f"int8-dynamic kernels={engine} is not in this torch build's quantized engines "
+            f"({', '.join(torch.backends.quantized.supported_engines)}): pass variant.kernels=fbgemm"
+        )
+    before = torch.backends.quantized.engine
+    torch.backends.quantized.engine = engine
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = before
 
 
 def _int8_targets(model, config: Int8Dynamic) -> list[str]:
@@ -189,7 +223,7 @@ def quantize_(model, config: Int8Dynamic):
     if not targets:
         raise CodegenBenchError(f"{type(model).__name__} has no Linear layers to quantize")
     # Keyed by module name so keep_float layers are left out (a type key would take every Linear).
-    with _quiet_torch_ao(), torch.no_grad():
+    with _quiet_torch_ao(), _packing_for(config), torch.no_grad():
         quantize_dynamic(model, {name: _qconfig(config) for name in targets}, dtype=torch.qint8, inplace=True)
     return model
 
@@ -290,7 +324,7 @@ def load_int8_dynamic(folder: Path, base: BaseModel, config: Int8Dynamic):
         model = AutoModelForCausalLM.from_config(
             model_config, dtype=torch.float32, trust_remote_code=cfg.trust_remote_code
         )
-    with _quiet_torch_ao():
+    with _quiet_torch_ao(), _packing_for(config):
         for name in int8_layers:
             int8 = tensors.pop(f"{name}.weight")
             scale = tensors.pop(f"{name}.weight_scale")

@@ -53,6 +53,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from codegen_bench.harness.cpu import cpu_flags
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.files import RecordStore, write_text_atomic
 from codegen_bench.harness.runs.item_scores import ITEM_METRICS, OUTPUTS
@@ -333,15 +334,7 @@ INT8_KERNEL_FAMILIES = ("amx_int8",)
 
 def int8_kernel_family(cpuinfo: str | None = None) -> str | None:
     """The CPU's int8 kernel family that has its own baseline (`amx_int8`), or None for the default."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return None
-    flags = set()
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.partition(":")[2].split())
+    flags = cpu_flags(cpuinfo)
     return next((family for family in INT8_KERNEL_FAMILIES if family in flags), None)
 
 
