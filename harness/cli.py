@@ -151,6 +151,7 @@ def _cmd_matrix(args: argparse.Namespace) -> None:
         pretrained=args.pretrained,
         model_args=simple_parse_args_string(args.model_args or ""),
         gen_kwargs=simple_parse_args_string(args.gen_kwargs or ""),
+        dequantize_4bit=not args.bitsandbytes_kernels,
     )
     # The exact command, every invocation (resumes too): the run's provenance in the reports.
     out.mkdir(parents=True, exist_ok=True)
@@ -298,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-latency",
         action="store_true",
         help="skip the latency/memory benchmark (benchmarks/test_latency.py)",
+    )
+    p.add_argument(
+        "--bitsandbytes-kernels",
+        action="store_true",
+        help="evaluate 4-bit variants' quality with bitsandbytes' kernels (default: their weights "
+        "dequantized once at load; the latency suite always times the kernels)",
     )
     p.set_defaults(run=_cmd_matrix)
 

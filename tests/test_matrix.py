@@ -248,3 +248,15 @@ def test_each_record_carries_the_runs_roofline_and_the_leaderboard_its_cell_time
     leaderboard = build_reports([config.out])["leaderboard"].read_text()
     assert "## Time per cell" in leaderboard
     assert "| base | a |" in leaderboard and "| base | b |" in leaderboard
+
+
+def test_quality_cells_dequantize_4bit_weights_unless_told_otherwise(tmp_path):
+    from codegen_bench.harness.runs.matrix import cell_model_args
+
+    def args(**kwargs):
+        return cell_model_args(MatrixConfig(variants=(), tasks=(), out=tmp_path, **kwargs))
+
+    assert args() == {"dequantize_4bit": "true"}
+    assert args(model_args={"dequantize_4bit": "false"}) == {"dequantize_4bit": "false"}
+    assert args(dequantize_4bit=False) == {}
+    assert args(model_args={"backend": "vllm"}) == {"backend": "vllm"}  # vLLM has its own 4-bit path

@@ -76,6 +76,20 @@ class MatrixConfig:
     pretrained: str | None = None  # None: the embedded default model
     model_args: dict[str, Any] = field(default_factory=dict)  # more `codegen` arguments (dtype, chat...)
     gen_kwargs: dict[str, Any] = field(default_factory=dict)  # overrides of the tasks' generation_kwargs
+    # Quality cells of 4-bit variants (nf4, qlora) run on their weights dequantized once at load:
+    # float32 matmuls, the compute dtype they declare, faster than bitsandbytes' CPU path, which
+    # dequantizes at every call (benchmarks/nf4_dequantized.py compares the two). Their speed and
+    # memory stay the kernels', measured by the latency suite. False: the kernels in every cell.
+    dequantize_4bit: bool = True
+
+
+def cell_model_args(config: MatrixConfig) -> dict[str, Any]:
+    """The `codegen` arguments of every quality cell: the run's, and dequantize_4bit where it applies
+    (a no-op for variants without 4-bit layers; vLLM runs 4-bit weights its own way)."""
+    args = dict(config.model_args)
+    if config.dequantize_4bit and str(args.get("backend", "hf")).lower() == "hf":
+        args.setdefault("dequantize_4bit", "true")
+    return args
 
 
 def variant_identity(spec: VariantSpec) -> dict[str, Any]:
@@ -146,7 +160,7 @@ def cell_fingerprint(base_sha256: str, identity: dict, task: str, config: Matrix
         "task_configuration": task_configuration(task),
         "limit": config.limit,
         "batch_size": config.batch_size,
-        "model_args": config.model_args,
+        "model_args": cell_model_args(config),
         "gen_kwargs": config.gen_kwargs,
         # What ends a looping generation decides its text too (model_args can turn it off).
         "repetition_cut": asdict(DEFAULT_REPETITION_CUT),
@@ -248,7 +262,7 @@ def _default_load(config: MatrixConfig, spec: VariantSpec):
     return CodegenLM(
         pretrained=config.pretrained,
         batch_size=config.batch_size,
-        **config.model_args,
+        **cell_model_args(config),
         **spec.model_args(),
         **extra,
     )
