@@ -126,16 +126,6 @@ def test_bfloat16_base_is_refused_with_the_fix(tiny_model_dir):
         load_variant("int8-dynamic", half)
 
 
-def test_auto_kernels_are_onednn_on_a_cpu_with_amx_int8_else_fbgemm(monkeypatch):
-    from codegen_bench.variants import quantize
-
-    monkeypatch.setattr(quantize, "cpu_flags", lambda: {"avx512f", "amx_int8"})
-    assert quantize.int8_kernels_for_this_cpu(Int8Dynamic()) == "onednn"
-    monkeypatch.setattr(quantize, "cpu_flags", lambda: {"avx2"})
-    assert quantize.int8_kernels_for_this_cpu(Int8Dynamic()) == "fbgemm"
-    assert quantize.int8_kernels_for_this_cpu(Int8Dynamic(kernels="onednn")) == "onednn"
-
-
 @pytest.mark.parametrize("kernels", ["fbgemm", "onednn"])
 def test_either_kernel_library_stays_close_to_fp32_and_round_trips(base, kernels):
     engine_before = torch.backends.quantized.engine
@@ -150,7 +140,7 @@ def test_either_kernel_library_stays_close_to_fp32_and_round_trips(base, kernels
 
 
 def test_unknown_kernels_are_refused():
-    with pytest.raises(CodegenBenchError, match="kernels='mkl' is not valid: use auto, fbgemm or onednn"):
+    with pytest.raises(CodegenBenchError, match="kernels='mkl' is not valid: use fbgemm or onednn"):
         registry.make_config(registry.get_variant("int8-dynamic"), {"kernels": "mkl"})
 
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from codegen_bench.harness.cpu import cpu_flags
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.loading import resolve_device, resolve_dtype
 
@@ -126,12 +125,14 @@ class Int8Dynamic:
     # and one outlier sets the single activation scale of the whole call.
     keep_float: tuple[str, ...] = ("down_proj",)
     # The int8 matmul library the weights are packed for: fbgemm, or oneDNN (which uses AVX512-VNNI
-    # and AMX-INT8 where the CPU has them). "auto" picks by the CPU (int8_kernels_for_this_cpu).
-    kernels: Literal["auto", "fbgemm", "onednn"] = "auto"
+    # and AMX-INT8 where the CPU has them). Even on a 2-core Xeon with AMX-INT8, oneDNN decoded
+    # slower than fbgemm at batch 1 (1.53x base against 1.92x) and only a little faster at batch 32
+    # (1.79x against 1.61x), in one latency-suite run; so fbgemm, everywhere.
+    kernels: Literal["fbgemm", "onednn"] = "fbgemm"
 
     def __post_init__(self) -> None:
-        if self.kernels not in ("auto", "fbgemm", "onednn"):
-            raise CodegenBenchError(f"kernels={self.kernels!r} is not valid: use auto, fbgemm or onednn")
+        if self.kernels not in ("fbgemm", "onednn"):
+            raise CodegenBenchError(f"kernels={self.kernels!r} is not valid: use fbgemm or onednn")
         if self.granularity not in ("per-channel", "per-tensor"):
             raise CodegenBenchError(
                 f"granularity={self.granularity!r} is not valid: use per-channel or per-tensor"
@@ -144,21 +145,13 @@ class Int8Dynamic:
         object.__setattr__(self, "keep_float", tuple(self.keep_float))  # a JSON manifest gives a list
 
 
-def int8_kernels_for_this_cpu(config: Int8Dynamic) -> str:
-    """The quantized engine `config.kernels` means here: its own choice, or for "auto" oneDNN on a CPU
-    with AMX-INT8 and fbgemm elsewhere."""
-    if config.kernels != "auto":
-        return config.kernels
-    return "onednn" if "amx_int8" in cpu_flags() else "fbgemm"
-
-
 @contextmanager
 def _packing_for(config: Int8Dynamic):
     """torch.ao packs a dynamic int8 Linear's weights for the quantized engine selected when they are
     set, and the packed weights then run that engine's kernels whatever is selected later."""
     import torch
 
-    engine = int8_kernels_for_this_cpu(config)
+    engine = config.kernels
     if engine not in torch.backends.quantized.supported_engines:
         raise CodegenBenchError(
             f"int8-dynamic kernels={engine} is not in this torch build's quantized engines "
@@ -190,7 +183,7 @@ def _check_cpu_float32(model) -> None:
     for name, param in model.named_parameters():
         if param.device.type != "cpu" or param.dtype != torch.float32:
             raise CodegenBenchError(
-                f"variant int8-dynamic runs fbgemm kernels on the CPU in float32, but {name} is "
+                f"variant int8-dynamic runs int8 kernels on the CPU in float32, but {name} is "
                 f"{param.dtype} on {param.device}: pass dtype=float32 device=cpu"
             )
 
@@ -299,7 +292,7 @@ def load_int8_dynamic(folder: Path, base: BaseModel, config: Int8Dynamic):
     device = resolve_device(cfg.device)
     if device.type != "cpu" or resolve_dtype(cfg.dtype, device) != torch.float32:
         raise CodegenBenchError(
-            f"variant int8-dynamic runs fbgemm kernels on the CPU in float32, not dtype={cfg.dtype} "
+            f"variant int8-dynamic runs int8 kernels on the CPU in float32, not dtype={cfg.dtype} "
             f"device={cfg.device}: pass dtype=float32 device=cpu"
         )
     path = Path(folder) / INT8_WEIGHTS_FILE
