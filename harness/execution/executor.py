@@ -378,19 +378,18 @@ class _ForkServer:
     def __init__(self) -> None:
         self.connection, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            with open(os.devnull, "rb") as devnull:
-                self.process = subprocess.Popen(
-                    [sys.executable, "-I", "-S", "-B", RUNNER_PATH, str(theirs.fileno()), *SITE_DIRS],
-                    stdin=devnull,
-                    stdout=subprocess.DEVNULL,
-                    # Ours: a traceback of the server itself is seen (a program's output never comes here).
-                    stderr=None,
-                    cwd="/",
-                    env=_scrubbed_env("/"),
-                    pass_fds=(theirs.fileno(),),
-                    # Out of our process group: a Ctrl-C reaches us, and we end the servers.
-                    start_new_session=True,
-                )
+            self.process = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-B", RUNNER_PATH, str(theirs.fileno()), *SITE_DIRS],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                # Ours: a traceback of the server itself is seen (a program's output never comes here).
+                stderr=None,
+                cwd="/",
+                env=_scrubbed_env("/"),
+                pass_fds=(theirs.fileno(),),
+                # Out of our process group: a Ctrl-C reaches us, and we end the servers.
+                start_new_session=True,
+            )
         finally:
             theirs.close()
         self.broken = False
@@ -401,17 +400,18 @@ class _ForkServer:
         server answers. None: the server failed (it died, or did not answer in time) and is marked
         broken."""
         try:
-            return self._run(request, child_fds, output_fd, output)
+            answer = self._run(request, child_fds, output_fd, output)
         except BaseException:
             # Interrupted or failed mid-request: its answer would be read as the next one's.
             self.broken = True
             raise
+        self.broken = answer is None
+        return answer
 
     def _run(self, request: dict, child_fds: tuple[int, int], output_fd: int, output: _Output) -> dict | None:
         try:
             socket.send_fds(self.connection, [json.dumps(request).encode()], list(child_fds))
         except OSError:
-            self.broken = True
             return None
         finally:
             # Only the server's child keeps the write ends, so the output pipe ends when it does.
@@ -430,11 +430,7 @@ class _ForkServer:
                     pipe_open = False
                 elif fd != output_fd:
                     answer = self.connection.recv(MAX_VERDICT_BYTES)
-                    if answer:
-                        return json.loads(answer)
-                    self.broken = True
-                    return None
-        self.broken = True
+                    return json.loads(answer) if answer else None  # b"": the server is gone
         return None
 
     def close(self) -> None:

@@ -235,6 +235,11 @@ def cell_work(model_config: dict, generation: dict, scoring: dict, seconds: floa
     }
 
 
+def _counts_since(now: dict | None, before: dict, keys: tuple[str, ...]) -> dict:
+    """The cell's share of a model's running counts (GenerationStats, ScoringStats)."""
+    return {k: (now or {}).get(k, 0) - before.get(k, 0) for k in keys}
+
+
 def model_config_dict(pretrained: str) -> dict:
     from transformers import AutoConfig
 
@@ -317,14 +322,14 @@ def run_matrix(
                 bar.update(1)
                 continue
             info = lm.get_model_info() if hasattr(lm, "get_model_info") else {}
-            generation = {
-                k: (info.get("generation") or {}).get(k, 0) - generation_before.get(k, 0)
-                for k in ("requests", "tokens", "prompt_tokens", "seconds", "cut_repeating")
-            }
-            scoring = {
-                k: (info.get("scoring") or {}).get(k, 0) - scoring_before.get(k, 0)
-                for k in ("requests", "forward_tokens", "head_tokens", "seconds")
-            }
+            generation = _counts_since(
+                info.get("generation"),
+                generation_before,
+                ("requests", "tokens", "prompt_tokens", "seconds", "cut_repeating"),
+            )
+            scoring = _counts_since(
+                info.get("scoring"), scoring_before, ("requests", "forward_tokens", "head_tokens", "seconds")
+            )
             metrics = task_metrics(results)
             items, intervals = cell_uncertainty(results, metrics)
             record = {
