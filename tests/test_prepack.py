@@ -37,6 +37,36 @@ def test_prepacked_model_computes_the_same_logits_and_completions(tiny, tiny_mod
     )
 
 
+def test_the_layers_under_an_unmerged_lora_adapter_are_packed_and_its_matrices_are_not(tiny, tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+
+    _, tokenizer = tiny
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)  # the same adapter weights in both (nonzero B: the adapter counts)
+        config = LoraConfig(r=4, target_modules=["q_proj", "down_proj"], init_lora_weights=False)
+        models.append(get_peft_model(_fresh(tiny_model_dir), config).eval())
+    plain, packed = models
+    assert can_prepack(packed)
+    assert prepack_linears_(packed) == 2 * 7 + 1  # every base layer, wrapped or not, and lm_head
+    wrapped = packed.base_model.model.model.layers[0].self_attn.q_proj
+    assert isinstance(wrapped.base_layer, PrepackedLinear)
+    assert type(wrapped.lora_A["default"]) is torch.nn.Linear  # peft reads its .weight
+    assert type(wrapped.lora_B["default"]) is torch.nn.Linear
+
+    ids = torch.tensor([tokenizer.encode("def add(a, b):\n    return a + b\n")])
+    with torch.inference_mode():
+        with_adapter = plain(input_ids=ids).logits
+        with plain.disable_adapter():
+            assert not torch.allclose(plain(input_ids=ids).logits, with_adapter, atol=1e-3)
+        torch.testing.assert_close(packed(input_ids=ids).logits, with_adapter, rtol=1e-4, atol=1e-4)
+    prompts = [tokenizer.encode(p) for p in ["import os\n", "def f(x):\n", "class A:\n"]]
+    settings = GenerationSettings(max_new_tokens=12)
+    assert generate(packed, tokenizer, prompts, settings, set(), 2) == generate(
+        plain, tokenizer, prompts, settings, set(), 2
+    )
+
+
 def test_tied_output_weights_are_not_copied(tiny_model_dir):
     model = _fresh(tiny_model_dir)
     model.lm_head.weight = model.model.embed_tokens.weight  # tied, as in many small models

@@ -32,10 +32,7 @@ class HfEngine:
         load_reference: Callable[[], torch.nn.Module] | None = None,
     ) -> None:
         if prepack == "true" and not can_prepack(model):
-            raise CodegenBenchError(
-                "prepack=true needs a float32 model on CPU with oneDNN and no unmerged adapter: "
-                "use prepack=auto"
-            )
+            raise CodegenBenchError("prepack=true needs a float32 model on CPU with oneDNN: use prepack=auto")
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size

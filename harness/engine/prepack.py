@@ -38,13 +38,26 @@ class PrepackedLinear(torch.nn.Module):
 
 
 def can_prepack(model) -> bool:
-    """float32 on CPU, oneDNN present, and no unmerged adapter (peft reads its base layers' weights)."""
+    """float32 on CPU, with oneDNN."""
     return (
-        torch.backends.mkldnn.is_available()
-        and model.device.type == "cpu"
-        and model.dtype == torch.float32
-        and not hasattr(model, "peft_config")
+        torch.backends.mkldnn.is_available() and model.device.type == "cpu" and model.dtype == torch.float32
     )
+
+
+def _adapter_modules(model) -> set[int]:
+    """ids of the modules inside peft adapter layers' own matrices (lora_A, lora_B, ...): peft reads
+    their `.weight` in every forward, so they stay `nn.Linear`. They are small (rank r); the base
+    layer each adapter wraps is what costs, and peft only calls it (`self.base_layer(x)`)."""
+    try:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+    except ImportError:
+        return set()
+    inside: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            for name in module.adapter_layer_names:
+                inside.update(id(m) for m in getattr(module, name).modules())
+    return inside
 
 
 def _holders(model) -> dict[int, int]:
@@ -59,15 +72,19 @@ def _holders(model) -> dict[int, int]:
 def prepack_linears_(model) -> int:
     """Replace every float32 `nn.Linear` of `model` (in place) by a `PrepackedLinear`; return how many.
 
-    Layers of other types (quantized, 4-bit, LoRA) are left alone, as is a weight shared with
-    another module (tied embeddings): packing it would keep a second copy in memory."""
+    Layers of other types (quantized, 4-bit) are left alone, as are an adapter's own matrices and a
+    weight shared with another module (tied embeddings): packing it would keep a second copy in
+    memory. Under an unmerged peft adapter the base layers it wraps are packed: the adapter's output
+    is still added to theirs at every call (the same function), but the adapter can no longer be
+    merged or unmerged, which reads the base weights: this is for inference only."""
     counts = _holders(model)
+    adapters = _adapter_modules(model)
     replaced = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is not torch.nn.Linear or child.weight.dtype != torch.float32:
                 continue
-            if counts.get(id(child.weight), 0) > 1:
+            if counts.get(id(child.weight), 0) > 1 or id(child) in adapters:
                 continue
             setattr(parent, name, PrepackedLinear(child))
             replaced += 1
