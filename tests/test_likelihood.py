@@ -5,7 +5,13 @@ import math
 import pytest
 import torch
 
-from codegen_bench.harness.engine.likelihood import ContinuationScore, rolling_windows, score_continuations
+from codegen_bench.harness.engine.likelihood import (
+    ContinuationScore,
+    LogProbsFolder,
+    ReferenceLogProbs,
+    rolling_windows,
+    score_continuations,
+)
 
 
 @torch.no_grad()
@@ -101,7 +107,8 @@ def test_divergence_from_a_reference_model_matches_a_manual_computation(tiny):
         (tokenizer.encode("def add(a, b):\n"), tokenizer.encode("    return a + b\n")),
         (tokenizer.encode("import math\n\n"), tokenizer.encode("def f(x):")),
     ]
-    ours = score_continuations(model, pairs, 256, tokenizer.pad_token_id, reference_model=reference)
+    compared_with = ReferenceLogProbs(lambda: reference, tokenizer.pad_token_id)
+    ours = score_continuations(model, pairs, 256, tokenizer.pad_token_id, compared_with)
     plain = score_continuations(model, pairs, 256, tokenizer.pad_token_id)
     for (context, continuation), score, without in zip(pairs, ours, plain, strict=True):
         kl, agree = _manual_divergence(model, reference, context, continuation)
@@ -113,9 +120,53 @@ def test_divergence_from_a_reference_model_matches_a_manual_computation(tiny):
 def test_a_model_against_itself_diverges_by_nothing(tiny):
     model, tokenizer = tiny
     pairs = [(tokenizer.encode("def add(a, b):\n"), tokenizer.encode("    return a + b\n"))]
-    (score,) = score_continuations(model, pairs, 256, tokenizer.pad_token_id, reference_model=model)
+    itself = ReferenceLogProbs(lambda: model, tokenizer.pad_token_id)
+    (score,) = score_continuations(model, pairs, 256, tokenizer.pad_token_id, itself)
     assert score.kl_sum == pytest.approx(0.0, abs=1e-6)
     assert score.top1_agreements == score.n_tokens == len(pairs[0][1])
+
+
+def _comparison(score: ContinuationScore) -> tuple:
+    return (*score, score.kl_sum, score.top1_agreements, score.n_tokens)
+
+
+def test_kept_reference_log_probs_give_the_same_comparison_without_loading_the_reference(tiny, tmp_path):
+    model, tokenizer = tiny
+    reference = _perturbed(model)
+    pad = tokenizer.pad_token_id
+    pairs = [
+        (tokenizer.encode("def add(a, b):\n"), tokenizer.encode("    return a + b\n")),
+        (tokenizer.encode("import math\n\n"), tokenizer.encode("def f(x):")),
+    ]
+    loads = []
+
+    def load():
+        loads.append(1)
+        return reference
+
+    computed = score_continuations(
+        model, pairs, 256, pad, ReferenceLogProbs(load, pad, LogProbsFolder(tmp_path / "a"))
+    )
+    assert len(loads) == 1 and all(score.reference_computed for score in computed)
+    kept = score_continuations(
+        model, pairs, 256, pad, ReferenceLogProbs(load, pad, LogProbsFolder(tmp_path / "a"))
+    )
+    assert len(loads) == 1 and not any(score.reference_computed for score in kept)
+    assert [_comparison(s) for s in kept] == [_comparison(s) for s in computed]  # bit for bit
+
+    # The reference's own scoring can leave them, as a matrix's reference cell does.
+    score_continuations(reference, pairs, 256, pad, keep_log_probs=LogProbsFolder(tmp_path / "b"))
+    left = score_continuations(
+        model, pairs, 256, pad, ReferenceLogProbs(load, pad, LogProbsFolder(tmp_path / "b"))
+    )
+    assert len(loads) == 1 and [_comparison(s) for s in left] == [_comparison(s) for s in computed]
+
+    # Other rows than the kept batches: the reference is loaded and computes them.
+    other = [(tokenizer.encode("x = 1\n"), tokenizer.encode("y = 2\n"))]
+    (score,) = score_continuations(
+        model, other, 256, pad, ReferenceLogProbs(load, pad, LogProbsFolder(tmp_path / "b"))
+    )
+    assert len(loads) == 2 and score.reference_computed and score.kl_sum > 0
 
 
 def test_continuation_scores_survive_pickling_with_their_comparison():

@@ -216,6 +216,32 @@ def test_every_variant_but_the_reference_is_compared_with_it(tmp_path):
     assert [kl_reference(on_vllm, s) for s in on_vllm.variants] == [None, None]
 
 
+def test_the_reference_cells_log_probs_serve_every_other_variants_kl_bit_for_bit(tiny_model_dir, tmp_path):
+    from codegen_bench.harness.runs import matrix
+
+    def config(out, keep=True):
+        return MatrixConfig(
+            variants=(VariantSpec.parse("base"), VariantSpec.parse("l1=l1-pruned,variant.sparsity=0.3")),
+            tasks=("humaneval_nll",),
+            out=tmp_path / out,
+            pretrained=str(tiny_model_dir),
+            limit=3,
+            batch_size=2,
+            model_args={"max_length": 256},
+            keep_reference_log_probs=keep,
+        )
+
+    base, kept = run_matrix(config("kept"))
+    assert not (tmp_path / "kept" / matrix.KL_CACHE_DIR).exists()  # removed when the run ends
+    _, rerun = run_matrix(config("rerun", keep=False))
+    # base left its log-probs, so l1's cell never ran the reference: half the forward tokens.
+    assert kept["scoring"]["reference_kept"] == 3 and rerun["scoring"]["reference_kept"] == 0
+    assert 2 * kept["scoring"]["forward_tokens"] == rerun["scoring"]["forward_tokens"]
+    assert kept["scoring"]["forward_tokens"] == base["scoring"]["forward_tokens"]
+    assert kept["metrics"]["humaneval_nll"]["kl_per_token"] > 0
+    assert kept["metrics"] == rerun["metrics"] and kept["items"] == rerun["items"]  # the same values
+
+
 def test_cell_work_is_the_matmul_flops_over_the_cells_seconds(tiny_model_dir):
     from codegen_bench.harness.engine.roofline import generation_flops, scoring_flops
     from codegen_bench.harness.runs.matrix import cell_work, model_config_dict

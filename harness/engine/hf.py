@@ -3,7 +3,9 @@
 Generation is our continuous batching (`generation.py`), scoring our continuation log-likelihoods
 (`likelihood.py`); on CPU the float32 linears are reordered once for oneDNN (`prepack.py`). With a
 reference model loader (`kl_reference=`), scores also compare next-token distributions with that
-model's, which is loaded at the first score: generation never needs it.
+model's, which is loaded at the first score that needs it: generation never does, and neither does a
+score whose reference log-probs a `LogProbsFolder` already holds (`reference_log_probs`). An engine
+given `keep_log_probs` leaves its own log-probs there for the models compared with it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,12 @@ from collections.abc import Callable, Sequence
 import torch
 
 from codegen_bench.harness.engine.generation import GenerationSettings, generate
-from codegen_bench.harness.engine.likelihood import ContinuationScore, score_continuations
+from codegen_bench.harness.engine.likelihood import (
+    ContinuationScore,
+    LogProbsFolder,
+    ReferenceLogProbs,
+    score_continuations,
+)
 from codegen_bench.harness.engine.memory import loaded_memory_bytes, model_weight_bytes, peak_memory_bytes
 from codegen_bench.harness.engine.prepack import can_prepack, prepack_linears_
 from codegen_bench.harness.engine.protocol import EngineMemory, RowDone, eos_token_ids
@@ -30,6 +37,8 @@ class HfEngine:
         seed: int,
         prepack: str = "auto",
         load_reference: Callable[[], torch.nn.Module] | None = None,
+        reference_log_probs: LogProbsFolder | None = None,
+        keep_log_probs: LogProbsFolder | None = None,
     ) -> None:
         if prepack == "true" and not can_prepack(model):
             raise CodegenBenchError("prepack=true needs a float32 model on CPU with oneDNN: use prepack=auto")
@@ -41,8 +50,12 @@ class HfEngine:
         self.generator = torch.Generator(device=model.device).manual_seed(int(seed))
         self.dtype_name = str(model.dtype)
         self.device_name = str(model.device)
-        self._load_reference = load_reference
-        self.reference_model = None
+        self.reference = None
+        if load_reference is not None:
+            self.reference = ReferenceLogProbs(
+                lambda: self._prepacked(load_reference()), tokenizer.pad_token_id, reference_log_probs
+            )
+        self.keep_log_probs = keep_log_probs
         self.weight_memory_bytes = model_weight_bytes(model)
         self.loaded_memory_bytes = loaded_memory_bytes(model.device)
 
@@ -67,13 +80,14 @@ class HfEngine:
     def score(
         self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], max_length: int
     ) -> list[ContinuationScore]:
-        if self._load_reference is not None and self.reference_model is None:
-            self.reference_model = self._load_reference()
-            if self.prepack != "false" and can_prepack(self.reference_model):
-                prepack_linears_(self.reference_model)
         return score_continuations(
-            self.model, pairs, max_length, self.tokenizer.pad_token_id, self.reference_model
+            self.model, pairs, max_length, self.tokenizer.pad_token_id, self.reference, self.keep_log_probs
         )
+
+    def _prepacked(self, model: torch.nn.Module) -> torch.nn.Module:
+        if self.prepack != "false" and can_prepack(model):
+            prepack_linears_(model)
+        return model
 
     def memory(self) -> EngineMemory:
         return EngineMemory(

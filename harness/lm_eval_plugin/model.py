@@ -14,7 +14,11 @@ re-rendered with the doc's chat fields applied to the last user turn, so both pa
 Distribution shift: `kl_reference=base` (any variant spec) loads that variant beside the one being
 evaluated, and every loglikelihood request also reports how far this model's next-token
 distributions are from the reference's on the continuation's tokens (harness/engine/likelihood.py);
-`humaneval_nll` turns that into `kl_per_token` and `top1_agreement`.
+`humaneval_nll` turns that into `kl_per_token` and `top1_agreement`. `kl_cache=DIR` keeps the
+reference's log-probabilities at the scored positions in DIR (float32 over the vocabulary: about
+5 GiB for all of humaneval_nll), in a subfolder per reference model: a run with `kl_reference=X`
+reads them there instead of rerunning X where a run left them, and a run of X itself (no
+`kl_reference`) leaves its own there. `codegen-bench matrix` uses it within a run.
 
 Engines: this class builds prompts and reads results; the work goes to an engine
 (harness/engine/protocol.py): `backend=hf` (the default) is our continuous-batching engine on
@@ -24,10 +28,13 @@ stop settings to vLLM on a GPU (harness/engine/vllm.py).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections import defaultdict
 from importlib.metadata import version
+from pathlib import Path
 
 import lm_eval.models  # noqa: F401  (registers lm-eval's built-ins before ours: see hook.py)
 from lm_eval.api.model import TemplateLM
@@ -37,7 +44,7 @@ from tqdm import tqdm
 from codegen_bench.harness.distributed import gather_object, launched_world_size, make_accelerator
 from codegen_bench.harness.engine.generation import GenerationSettings, GenerationStats
 from codegen_bench.harness.engine.hf import HfEngine
-from codegen_bench.harness.engine.likelihood import ScoringStats, rolling_windows
+from codegen_bench.harness.engine.likelihood import LogProbsFolder, ScoringStats, rolling_windows
 from codegen_bench.harness.engine.protocol import Engine
 from codegen_bench.harness.engine.repetition import DEFAULT_REPETITION_CUT
 from codegen_bench.harness.engine.vllm import BACKENDS, check_vllm_available, vllm_engine
@@ -102,6 +109,7 @@ class CodegenLM(TemplateLM):
         gpu_memory_utilization: float = 0.9,  # backend=vllm: the share of the GPU vLLM takes
         tensor_parallel_size: int = 1,  # backend=vllm: GPUs one model is split over
         kl_reference: str | None = None,  # a variant to compare next-token distributions with (base)
+        kl_cache: str | None = None,  # a folder keeping the reference's log-probs between runs
         # End a generation whose last tokens repeat one short pattern (harness/engine/repetition.py).
         cut_repetitions: str | bool = True,
         # bitsandbytes 4-bit layers as float Linears dequantized once (variants/quantize.py): quality at
@@ -121,7 +129,7 @@ class CodegenLM(TemplateLM):
                 f"unknown model_args {sorted(unknown)} for --model codegen: known are pretrained, variant, "
                 "variant.<config key>, dtype, batch_size, max_length, device, chat, seed, revision, "
                 "trust_remote_code, prepack, backend, gpu_memory_utilization, tensor_parallel_size, "
-                "kl_reference, cut_repetitions, dequantize_4bit"
+                "kl_reference, kl_cache, cut_repetitions, dequantize_4bit"
             )
         self.batch_size = _as_batch_size(batch_size)
         # Not `self.backend`: lm-eval's TemplateLM reads that ("causal") to decide how a context and
@@ -142,10 +150,10 @@ class CodegenLM(TemplateLM):
                 raise CodegenBenchError(
                     "dequantize_4bit is for backend=hf: vLLM runs 4-bit weights with its own kernels; drop it"
                 )
-            if kl_reference:
+            if kl_reference or kl_cache:
                 raise CodegenBenchError(
-                    "kl_reference needs the next-token distributions, which backend=vllm does not return: "
-                    "use backend=hf"
+                    "kl_reference and kl_cache need the next-token distributions, which backend=vllm does "
+                    "not return: use backend=hf"
                 )
         # Under `accelerate launch`: this process's rank, and its own device (GPU i for rank i).
         self.accelerator = make_accelerator()
@@ -196,6 +204,26 @@ class CodegenLM(TemplateLM):
                 log.info("codegen: loading %s to compare next-token distributions with", reference)
                 return load_variant(reference, base, {})[0]
 
+            def kept_log_probs(spec: str) -> LogProbsFolder:
+                identity = {
+                    "variant": spec,
+                    "base": base_fingerprint(self.pretrained),
+                    "prepack": prepack_mode,
+                }
+                identity |= {"dtype": config.dtype, "device": config.device, "torch": version("torch")}
+                key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+                return LogProbsFolder(Path(kl_cache) / key)
+
+            # This model's own log-probs are kept only where it is what kl_reference=<its spec> loads:
+            # no config overrides, no recipe adapter added, no 4-bit layer dequantized.
+            keeps_own = bool(kl_cache) and not (reference or variant_overrides or self.dequantized_linears)
+            if kl_cache and not (reference or keeps_own):
+                log.warning(
+                    "codegen: kl_cache=%s unused: without kl_reference, a model keeps its log-probs only "
+                    "where it is what kl_reference=%s loads (no config overrides, adapter or dequantizing)",
+                    kl_cache,
+                    variant,
+                )
             self.engine = HfEngine(
                 self.model,
                 self.tokenizer,
@@ -203,6 +231,8 @@ class CodegenLM(TemplateLM):
                 seed=int(seed),
                 prepack=prepack_mode,
                 load_reference=load_reference if reference else None,
+                reference_log_probs=kept_log_probs(reference) if kl_cache and reference else None,
+                keep_log_probs=kept_log_probs(str(variant)) if keeps_own else None,
             )
             self._max_length = max_length or context_length(self.model.config)
         self.variant = self.variant_manifest["variant"]

@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -51,6 +52,10 @@ from codegen_bench.variants.spec import VariantSpec
 log = logging.getLogger(__name__)
 
 RECORDS_FILE = "records.jsonl"
+# The KL reference's log-probabilities, kept while the run lasts (`kl_cache`): its own likelihood
+# cells write them, and every other variant's read them instead of rerunning the reference. Float32
+# over the vocabulary, about 5 GiB for humaneval_nll; removed when the run ends.
+KL_CACHE_DIR = ".kl-reference-log-probs"
 # Settings that choose the CPU kernels, and so the last bits of every float result (which a variant
 # that rounds its activations, such as int8-dynamic, turns into different generations; see the
 # Makefile's GATE_ENV).
@@ -81,6 +86,9 @@ class MatrixConfig:
     # dequantizes at every call (benchmarks/nf4_dequantized.py compares the two). Their speed and
     # memory stay the kernels', measured by the latency suite. False: the kernels in every cell.
     dequantize_4bit: bool = True
+    # The reference's log-probabilities kept for the run (KL_CACHE_DIR): the same values as rerunning
+    # it in every variant's likelihood cell, so not part of any fingerprint. False: rerun it.
+    keep_reference_log_probs: bool = True
 
 
 def cell_model_args(config: MatrixConfig) -> dict[str, Any]:
@@ -264,6 +272,10 @@ def kl_reference(config: MatrixConfig, spec: VariantSpec) -> str | None:
 def _default_load(config: MatrixConfig, spec: VariantSpec):
     reference = kl_reference(config, spec)
     extra = {"kl_reference": reference} if reference else {}
+    compared = any(kl_reference(config, s) for s in config.variants)
+    if config.keep_reference_log_probs and compared and (reference or spec == reference_spec(config)):
+        # Same values as rerunning the reference (same batches, same kernels), so not in the fingerprint.
+        extra["kl_cache"] = str(config.out / KL_CACHE_DIR)
     return CodegenLM(
         pretrained=config.pretrained,
         batch_size=config.batch_size,
@@ -328,7 +340,9 @@ def run_matrix(
                 ("requests", "tokens", "prompt_tokens", "seconds", "cut_repeating"),
             )
             scoring = _counts_since(
-                info.get("scoring"), scoring_before, ("requests", "forward_tokens", "head_tokens", "seconds")
+                info.get("scoring"),
+                scoring_before,
+                ("requests", "forward_tokens", "head_tokens", "reference_kept", "seconds"),
             )
             metrics = task_metrics(results)
             items, intervals = cell_uncertainty(results, metrics)
@@ -363,6 +377,7 @@ def run_matrix(
             bar.update(1)
     finally:
         bar.close()
+        shutil.rmtree(config.out / KL_CACHE_DIR, ignore_errors=True)
         if samples_dir_before is None:
             os.environ.pop(SAMPLES_DIR_ENV, None)
         else:
