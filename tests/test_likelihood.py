@@ -169,6 +169,30 @@ def test_kept_reference_log_probs_give_the_same_comparison_without_loading_the_r
     assert len(loads) == 2 and score.reference_computed and score.kl_sum > 0
 
 
+def test_log_probs_that_cannot_be_written_are_computed_again_and_no_score_is_lost(
+    tiny, tmp_path, monkeypatch
+):
+    import safetensors.torch
+
+    model, tokenizer = tiny
+    pad = tokenizer.pad_token_id
+    pairs = [(tokenizer.encode("def add(a, b):\n"), tokenizer.encode("    return a + b\n"))]
+    expected = score_continuations(model, pairs, 256, pad, ReferenceLogProbs(lambda: model, pad))
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
+    folder = LogProbsFolder(tmp_path)
+    kept = score_continuations(model, pairs, 256, pad, keep_log_probs=folder)
+    assert [tuple(s) for s in kept] == [tuple(s) for s in expected] and not folder.writable
+    assert list(tmp_path.iterdir()) == []  # no half-written file left behind
+    loads = []
+    reference = ReferenceLogProbs(lambda: loads.append(1) or model, pad, LogProbsFolder(tmp_path))
+    (score,) = score_continuations(model, pairs, 256, pad, reference)
+    assert loads == [1] and _comparison(score) == _comparison(expected[0])
+
+
 def test_continuation_scores_survive_pickling_with_their_comparison():
     import pickle
 

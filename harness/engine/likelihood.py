@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+log = logging.getLogger(__name__)
 
 # A scored row: the token ids fed to the model, and the ids its last positions must predict.
 Row = tuple[list[int], list[int]]
@@ -109,6 +112,7 @@ class LogProbsFolder:
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
+        self.writable = True
 
     def _path(self, rows: Sequence[Row]) -> Path:
         key = hashlib.sha256(json.dumps([[list(i), list(t)] for i, t in rows]).encode()).hexdigest()
@@ -124,19 +128,31 @@ class LogProbsFolder:
         return [tensors[str(i)] for i in range(len(rows))]
 
     def put(self, rows: Sequence[Row], log_probs: Sequence[torch.Tensor]) -> None:
+        """Keep them; where the folder cannot take them (a full disk), warn once and keep no more:
+        the models compared with this one then compute what they do not find, and no score is lost."""
         from safetensors.torch import save_file
 
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self._path(rows)
-        # Written beside its name, then renamed: a reader never sees half a file.
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.folder)
-        os.close(fd)
+        if not self.writable:
+            return
+        tmp_name = None
         try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            path = self._path(rows)
+            # Written beside its name, then renamed: a reader never sees half a file.
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.folder)
+            os.close(fd)
             save_file({str(i): t.contiguous() for i, t in enumerate(log_probs)}, tmp_name)
             os.replace(tmp_name, path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        except OSError as error:
+            self.writable = False
+            log.warning(
+                "log-probs not kept in %s from here on (%s): free space there to keep them",
+                self.folder,
+                error,
+            )
+        finally:
+            if tmp_name is not None:
+                Path(tmp_name).unlink(missing_ok=True)
 
 
 class ReferenceLogProbs:
