@@ -46,14 +46,20 @@ class HfEngine:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.prepack = prepack
-        self.prepacked_linears = prepack_linears_(model) if prepack != "false" and can_prepack(model) else 0
+        self.prepacked_linears = self._prepack(model)
         self.generator = torch.Generator(device=model.device).manual_seed(int(seed))
         self.dtype_name = str(model.dtype)
         self.device_name = str(model.device)
         self.reference = None
         if load_reference is not None:
+
+            def load_prepacked_reference() -> torch.nn.Module:
+                reference = load_reference()
+                self._prepack(reference)
+                return reference
+
             self.reference = ReferenceLogProbs(
-                lambda: self._prepacked(load_reference()), tokenizer.pad_token_id, reference_log_probs
+                load_prepacked_reference, tokenizer.pad_token_id, reference_log_probs
             )
         self.keep_log_probs = keep_log_probs
         self.weight_memory_bytes = model_weight_bytes(model)
@@ -84,10 +90,9 @@ class HfEngine:
             self.model, pairs, max_length, self.tokenizer.pad_token_id, self.reference, self.keep_log_probs
         )
 
-    def _prepacked(self, model: torch.nn.Module) -> torch.nn.Module:
-        if self.prepack != "false" and can_prepack(model):
-            prepack_linears_(model)
-        return model
+    def _prepack(self, model: torch.nn.Module) -> int:
+        """Prepack `model`'s float32 linears where `prepack` allows it; the number packed."""
+        return prepack_linears_(model) if self.prepack != "false" and can_prepack(model) else 0
 
     def memory(self) -> EngineMemory:
         return EngineMemory(
