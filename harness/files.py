@@ -30,24 +30,32 @@ def _umask() -> int:
 
 
 @contextmanager
-def atomic_writer(path: str | Path) -> Iterator[TextIO]:
-    """Open a temporary file beside `path` for writing text; on success it replaces `path`."""
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary file's path beside `path`, for a writer that takes a path (safetensors); on
+    success that file replaces `path`."""
     path = Path(path)
     if not path.parent.is_dir():
         raise CodegenBenchError(f"cannot write {path}: folder {path.parent} does not exist, create it first")
     # Same folder, so os.replace is a rename within one file system.
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as file:
-            yield file
-            file.flush()
-            os.fsync(file.fileno())
+        yield Path(tmp_name)
         # mkstemp makes the file 0600; give it the permissions a plain open() would have.
         os.chmod(tmp_name, 0o666 & ~_umask())
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_writer(path: str | Path) -> Iterator[TextIO]:
+    """Open a temporary file beside `path` for writing text; on success it replaces `path`."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as file:
+        yield file
+        file.flush()
+        os.fsync(file.fileno())
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -17,13 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from codegen_bench.harness.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -134,15 +134,11 @@ class LogProbsFolder:
 
         if not self.writable:
             return
-        tmp_name = None
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            path = self._path(rows)
             # Written beside its name, then renamed: a reader never sees half a file.
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.folder)
-            os.close(fd)
-            save_file({str(i): t.contiguous() for i, t in enumerate(log_probs)}, tmp_name)
-            os.replace(tmp_name, path)
+            with atomic_path(self._path(rows)) as tmp:
+                save_file({str(i): t.contiguous() for i, t in enumerate(log_probs)}, str(tmp))
         except OSError as error:
             self.writable = False
             log.warning(
@@ -150,9 +146,6 @@ class LogProbsFolder:
                 self.folder,
                 error,
             )
-        finally:
-            if tmp_name is not None:
-                Path(tmp_name).unlink(missing_ok=True)
 
 
 class ReferenceLogProbs:
@@ -214,10 +207,8 @@ def score_continuations(
             keep_log_probs.put(batch, log_probs)
         reference_log_probs, computed = reference(batch) if reference is not None else (None, False)
         for i, (_, target) in enumerate(batch):
-            if reference_log_probs is None:
-                results.append(_score(log_probs[i], target, None))
-            else:
-                results.append(_score(log_probs[i], target, reference_log_probs[i], computed))
+            reference_i = None if reference_log_probs is None else reference_log_probs[i]
+            results.append(_score(log_probs[i], target, reference_i, computed))
         start = stop
     return results
 
@@ -226,7 +217,7 @@ def _score(
     log_probs: torch.Tensor,
     target: list[int],
     reference: torch.Tensor | None,
-    reference_computed: bool = True,
+    reference_computed: bool,
 ) -> ContinuationScore:
     target_ids = torch.tensor(target)
     token_log_probs = log_probs.gather(-1, target_ids.unsqueeze(-1)).squeeze(-1)
