@@ -137,7 +137,8 @@ def _cmd_matrix(args: argparse.Namespace) -> None:
     from lm_eval.utils import simple_parse_args_string
 
     from codegen_bench.harness.distributed import launched_rank
-    from codegen_bench.harness.runs.latency import run_latency
+    from codegen_bench.harness.runs.invocations import recorded_invocation
+    from codegen_bench.harness.runs.latency import latency_pending, run_latency
     from codegen_bench.harness.runs.matrix import MatrixConfig, VariantSpec, run_matrix
     from codegen_bench.harness.runs.reports import build_reports
 
@@ -155,14 +156,20 @@ def _cmd_matrix(args: argparse.Namespace) -> None:
     )
     # The exact command, every invocation (resumes too): the run's provenance in the reports.
     out.mkdir(parents=True, exist_ok=True)
-    if launched_rank() == 0:
+    command = f"codegen-bench {shlex.join(sys.argv[1:])}"
+    main_rank = launched_rank() == 0
+    if main_rank:
         with open(out / "commands.txt", "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} codegen-bench {shlex.join(sys.argv[1:])}\n")
-    run_matrix(config)
-    if launched_rank() != 0:
-        return  # a data-parallel run: rank 0 measures latency and writes the reports
-    if not args.no_latency:
-        run_latency(config)
+            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {command}\n")
+    cells = len(config.variants) * len(config.tasks)
+    with recorded_invocation(out, command, cells, enabled=main_rank) as invocation:
+        run_matrix(config)
+        if not main_rank:
+            return  # a data-parallel run: rank 0 measures latency and writes the reports
+        if not args.no_latency and latency_pending(config):
+            started = time.perf_counter()
+            run_latency(config)
+            invocation.latency_s = round(time.perf_counter() - started, 1)
     for name, path in build_reports([out]).items():
         print(f"{name}: {path}")
 

@@ -88,6 +88,8 @@ def test_matrix_writes_records_and_reports_then_leaderboard_rebuilds_them(
     assert main(args) == 0
     assert "leaderboard: " in capsys.readouterr().out
     assert (run / "records.jsonl").is_file() and (run / "matrix.csv").is_file()
+    assert "one uninterrupted invocation: 1 cell (" in (run / "LEADERBOARD.md").read_text()
+    assert "and no latency suite" in (run / "LEADERBOARD.md").read_text()
     (run / "LEADERBOARD.md").unlink()
     assert main(["leaderboard", str(run)]) == 0
     assert "| base |" in (run / "LEADERBOARD.md").read_text()

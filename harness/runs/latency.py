@@ -30,6 +30,11 @@ def latency_variants(path: Path) -> set[str]:
     return {b["extra_info"]["variant"] for b in benchmarks if "variant" in b.get("extra_info", {})}
 
 
+def latency_pending(config: MatrixConfig) -> bool:
+    """Whether RUN/latency.json lacks any of the run's variants (the suite then runs for all)."""
+    return not {spec.name for spec in config.variants} <= latency_variants(config.out / LATENCY_FILE)
+
+
 def run_latency(config: MatrixConfig) -> Path | None:
     """Every variant through benchmarks/test_latency.py (pytest-benchmark) into RUN/latency.json,
     in a process of its own; skipped when the file already covers every variant. The suite lives in
@@ -39,9 +44,8 @@ def run_latency(config: MatrixConfig) -> Path | None:
         # The suite times our engine's prefill and decode steps, which vLLM does not expose.
         log.warning("matrix: the latency suite measures backend=hf only: no latency figures for backend=vllm")
         return None
-    names = {spec.name for spec in config.variants}
-    if names <= latency_variants(out):
-        log.info("matrix: %s already covers %s", out, ", ".join(sorted(names)))
+    if not latency_pending(config):
+        log.info("matrix: %s already covers %s", out, ", ".join(spec.name for spec in config.variants))
         return out
     if not LATENCY_SUITE.is_file():
         log.warning(

@@ -22,6 +22,7 @@ from pathlib import Path
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.files import RecordStore
 from codegen_bench.harness.loading import model_name
+from codegen_bench.harness.runs.invocations import wall_time_summary
 from codegen_bench.harness.runs.item_scores import ITEM_METRICS, OUTPUTS
 from codegen_bench.harness.runs.latency import LATENCY_FILE
 from codegen_bench.harness.runs.matrix import RECORDS_FILE
@@ -581,6 +582,9 @@ def build_reports(runs: Sequence[Path], out: Path | None = None) -> dict[str, Pa
         if commands.is_file() and commands.read_text().strip():
             label = f"command ({run.name})" if len(runs) > 1 else "command"
             settings[label] = "`" + commands.read_text().splitlines()[-1].split(" ", 1)[1] + "`"
+        wall_time = wall_time_summary(run)
+        if wall_time:
+            settings[f"wall time ({run.name})" if len(runs) > 1 else "wall time"] = wall_time
     markdown = leaderboard_markdown(
         title, settings, columns, rows, direction, intervals, items, reference, comparisons, records
     )

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from codegen_bench.harness.files import RecordStore
+from codegen_bench.harness.runs.invocations import (
+    INVOCATIONS_FILE,
+    read_invocations,
+    recorded_invocation,
+    wall_time_summary,
+)
+from codegen_bench.harness.runs.matrix import RECORDS_FILE
+
+
+def _finish_cell(run, task: str, seconds: float) -> None:
+    RecordStore(run / RECORDS_FILE).append({"variant": "base", "task": task, "seconds": seconds})
+
+
+def test_one_invocation_that_runs_every_cell_states_the_runs_wall_time(tmp_path):
+    with recorded_invocation(tmp_path, "codegen-bench matrix", cells_planned=2) as invocation:
+        _finish_cell(tmp_path, "a", 10.0)
+        _finish_cell(tmp_path, "b", 5.5)
+        invocation.latency_s = 3.0
+    (recorded,) = read_invocations(tmp_path)
+    assert (recorded.outcome, recorded.cells_run, recorded.cells_s, recorded.latency_s) == (
+        "finished",
+        2,
+        15.5,
+        3.0,
+    )
+    assert recorded.wall_s >= 0 and recorded.command == "codegen-bench matrix"
+    summary = wall_time_summary(tmp_path)
+    assert summary.endswith("one uninterrupted invocation: 2 cells (16 s) and the latency suite (3 s)")
+
+
+def test_an_interrupted_run_resumed_says_it_was_not_one_uninterrupted_invocation(tmp_path):
+    with pytest.raises(KeyboardInterrupt), recorded_invocation(tmp_path, "matrix", cells_planned=2):
+        _finish_cell(tmp_path, "a", 10.0)
+        raise KeyboardInterrupt
+    with recorded_invocation(tmp_path, "matrix", cells_planned=2):
+        _finish_cell(tmp_path, "b", 5.0)
+    # Rerun with everything done: nothing to do, so not counted as part of the run's time.
+    with recorded_invocation(tmp_path, "matrix", cells_planned=2):
+        pass
+    outcomes = [(i.outcome, i.cells_run) for i in read_invocations(tmp_path)]
+    assert outcomes == [("interrupted", 1), ("finished", 1), ("finished", 0)]
+    summary = wall_time_summary(tmp_path)
+    assert summary.startswith("not one uninterrupted invocation: 2 did the work")
+    assert "(1 of 2 cells, interrupted)" in summary and "(1 of 2 cells, finished)" in summary
+
+
+def test_a_failed_invocation_is_recorded_and_its_error_raised(tmp_path):
+    with pytest.raises(RuntimeError, match="boom"), recorded_invocation(tmp_path, "matrix", cells_planned=1):
+        raise RuntimeError("boom")
+    line = json.loads((tmp_path / INVOCATIONS_FILE).read_text())
+    assert (line["outcome"], line["cells_run"]) == ("failed", 0)
+    assert wall_time_summary(tmp_path) is None  # it did no work
+
+
+def test_other_ranks_record_nothing(tmp_path):
+    with recorded_invocation(tmp_path, "matrix", cells_planned=1, enabled=False):
+        _finish_cell(tmp_path, "a", 1.0)
+    assert not (tmp_path / INVOCATIONS_FILE).exists()
+    assert wall_time_summary(tmp_path) is None
