@@ -168,8 +168,8 @@ def _cmd_matrix(args: argparse.Namespace) -> None:
             return  # a data-parallel run: rank 0 measures latency and writes the reports
         if not args.no_latency and latency_pending(config):
             started = time.perf_counter()
-            run_latency(config)
-            invocation.latency_s = round(time.perf_counter() - started, 1)
+            if run_latency(config) is not None:  # None: skipped (backend=vllm, no benchmarks/ folder)
+                invocation.latency_s = round(time.perf_counter() - started, 1)
     for name, path in build_reports([out]).items():
         print(f"{name}: {path}")
 
