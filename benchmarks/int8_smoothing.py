@@ -1,6 +1,7 @@
-"""int8-dynamic with down_proj quantized, with and without SmoothQuant-style smoothing of its input.
+"""int8-dynamic with down_proj quantized, with and without SmoothQuant-style smoothing of its input;
+and how int8's likelihood depends on the rows it is scored with.
 
-    .venv/bin/python benchmarks/int8_smoothing.py --problems 40 \
+    .venv/bin/python benchmarks/int8_smoothing.py --problems 40 --batch-sizes 1,8,40 \
         --out results/measurements/int8-down-proj-smoothing
 
 int8-dynamic keeps down_proj in float32 (variants/quantize.py) because quantizing it costs the most
@@ -13,10 +14,16 @@ max|x_j| over calibration tokens from the standard-library corpus (variants/cali
 texts Wanda calibrates on; decontaminated against HumanEval).
 
 Measured per candidate against the float32 model, on the canonical solutions of the first
---problems HumanEval problems (teacher-forced on prompt + solution, the solution's tokens scored, as
-humaneval_nll does): KL(fp32 ‖ candidate) per token and top-1 agreement (each problem's mean, then
-the mean over problems), and the NLL change per token; each candidate's KL is also paired against
-int8 with down_proj quantized and unsmoothed, problem by problem (95% paired bootstrap).
+--problems HumanEval problems, scored as humaneval_nll scores them (`continuation_log_probs`; the
+prompt's trailing whitespace moves into the continuation), each problem on its own: KL(fp32 ‖
+candidate) per token and top-1 agreement (each problem's mean, then the mean over problems), and the
+NLL change per token; each candidate's KL is also paired against int8 with down_proj quantized and
+unsmoothed, problem by problem (95% paired bootstrap).
+
+Then the KL of float32 and of the two unsmoothed int8 configurations with the problems scored
+--batch-sizes at a time, against float32 scored alone: torch.ao's dynamic int8 Linear takes one
+activation scale per call from its whole input (every row of the batch, the left padding included),
+so an int8 row's log-probabilities depend on the rows it is scored with; float32's do not.
 """
 
 from __future__ import annotations
@@ -30,13 +37,26 @@ from pathlib import Path
 import torch
 
 
-def solution_log_probs(model, sequences: list[tuple[torch.Tensor, int]]) -> list[torch.Tensor]:
+def solution_rows(tokenizer, problems) -> list[tuple[list[int], list[int]]]:
+    """(input ids, solution ids) per problem, as humaneval_nll's requests reach the engine."""
+    from codegen_bench.tasks.humaneval.nll import scored_pair
+
+    rows = []
+    for problem in problems:
+        context, continuation = scored_pair(problem["prompt"], problem["canonical_solution"])
+        whole = tokenizer.encode(context + continuation, add_special_tokens=False)
+        n_solution = len(whole) - len(tokenizer.encode(context, add_special_tokens=False))
+        rows.append((whole[:-1], whole[-n_solution:]))
+    return rows
+
+
+def solution_log_probs(model, rows, pad_token_id: int, batch_size: int = 1) -> list[torch.Tensor]:
     """Log-probabilities over the vocabulary at each position that predicts a solution token."""
+    from codegen_bench.harness.engine.likelihood import continuation_log_probs
+
     out = []
-    with torch.inference_mode():
-        for ids, prompt_length in sequences:
-            logits = model(ids).logits[0, prompt_length - 1 : -1].float()
-            out.append(torch.log_softmax(logits, dim=-1))
+    for start in range(0, len(rows), batch_size):
+        out += continuation_log_probs(model, rows[start : start + batch_size], pad_token_id)
     return out
 
 
@@ -80,11 +100,10 @@ def smoothed(model, input_max: dict[str, torch.Tensor], alpha: float):
     return model
 
 
-def compare(
-    reference: list[torch.Tensor], candidate: list[torch.Tensor], targets: list[torch.Tensor]
-) -> dict:
+def compare(reference: list[torch.Tensor], candidate: list[torch.Tensor], rows) -> dict:
     kl, top1, nll_change = [], [], []
-    for ref, got, target in zip(reference, candidate, targets, strict=True):
+    for ref, got, (_, solution) in zip(reference, candidate, rows, strict=True):
+        target = torch.tensor(solution)
         kl.append(float((ref.exp() * (ref - got)).sum(dim=-1).mean()))
         top1.append(float((ref.argmax(dim=-1) == got.argmax(dim=-1)).float().mean()))
         rows = torch.arange(len(target))
@@ -98,6 +117,7 @@ def main() -> None:
     parser.add_argument("--alphas", default="0.5,0.7,0.85", help="smoothing strengths to try")
     parser.add_argument("--calibration-samples", type=int, default=32)
     parser.add_argument("--calibration-seq-len", type=int, default=128)
+    parser.add_argument("--batch-sizes", default="1,8,40", help="rows per scoring call, for the batch table")
     parser.add_argument("--out", type=Path, default=None, help="folder for benchmark.json and table.md")
     args = parser.parse_args()
 
@@ -116,13 +136,9 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     problems = list(load_humaneval().values())[: args.problems]
-    sequences, targets = [], []
-    for problem in problems:
-        prompt = tokenizer.encode(problem["prompt"])
-        ids = tokenizer.encode(problem["prompt"] + problem["canonical_solution"])
-        sequences.append((torch.tensor([ids]), len(prompt)))
-        targets.append(torch.tensor(ids[len(prompt) :]))
-    reference = solution_log_probs(model, sequences)
+    rows = solution_rows(tokenizer, problems)
+    pad = tokenizer.pad_token_id
+    reference = solution_log_probs(model, rows, pad)
     input_max = down_proj_input_max(
         model, calibration_batches(tokenizer, args.calibration_samples, args.calibration_seq_len)
     )
@@ -138,13 +154,13 @@ def main() -> None:
     results = {}
     for name, build in candidates.items():
         candidate = build()
-        results[name] = compare(reference, solution_log_probs(candidate, sequences), targets)
+        results[name] = compare(reference, solution_log_probs(candidate, rows, pad), rows)
         del candidate
         print(f"{name}: KL {mean(results[name]['kl']):.4f}", flush=True)
 
     unsmoothed = results["int8, down_proj int8"]["kl"]
     lines = [
-        f"{len(problems)} HumanEval problems, {sum(len(t) for t in targets)} solution tokens; "
+        f"{len(problems)} HumanEval problems, {sum(len(t) for _, t in rows)} solution tokens; "
         f"{time.perf_counter() - started:.0f} s",
         "",
         "| candidate | KL from fp32 /token | vs down_proj int8 unsmoothed [95%] | top-1 agreement "
@@ -162,12 +178,31 @@ def main() -> None:
             f"| {name} | {mean(values['kl']):.4f} | {versus} | {mean(values['top1']):.3f} | "
             f"{mean(values['nll_change']):+.4f} |"
         )
+    sizes = [int(size) for size in args.batch_sizes.split(",")]
+    lines += [
+        "",
+        f"KL from float32 scored alone, with the problems scored {args.batch_sizes} at a time:",
+        "",
+        "| model | " + " | ".join(f"batch {size}" for size in sizes) + " |",
+        "|---|" + "---|" * len(sizes),
+    ]
+    by_batch = {}
+    for name, build in [("float32", lambda: model), *list(candidates.items())[:2]]:
+        scored = build()
+        by_batch[name] = {
+            size: mean(compare(reference, solution_log_probs(scored, rows, pad, size), rows)["kl"])
+            for size in sizes
+        }
+        del scored
+        lines.append(f"| {name} | " + " | ".join(f"{by_batch[name][size]:.4f}" for size in sizes) + " |")
     table = "\n".join(lines)
     print(table)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "benchmark.json").write_text(
-            json.dumps({"problems": len(problems), "results": results}, indent=1)
+            json.dumps(
+                {"problems": len(problems), "results": results, "kl_by_batch_size": by_batch}, indent=1
+            )
         )
         (args.out / "table.md").write_text(table + "\n")
 
