@@ -64,3 +64,19 @@ def test_other_ranks_record_nothing(tmp_path):
         _finish_cell(tmp_path, "a", 1.0)
     assert not (tmp_path / INVOCATIONS_FILE).exists()
     assert wall_time_summary(tmp_path) is None
+
+
+def test_cells_of_a_killed_invocation_are_counted_without_a_wall_time(tmp_path):
+    # A killed invocation (SIGKILL, out of memory) writes no line, but its finished cells are kept.
+    _finish_cell(tmp_path, "a", 10.0)
+    _finish_cell(tmp_path, "b", 20.0)
+    with recorded_invocation(tmp_path, "matrix", cells_planned=3) as invocation:
+        _finish_cell(tmp_path, "c", 5.0)
+        invocation.latency_s = 2.0
+    summary = wall_time_summary(tmp_path)
+    assert summary.startswith("not one uninterrupted invocation: 1 did the work,")
+    assert " s recorded: " in summary and "(1 of 3 cells, latency suite 2 s, finished)" in summary
+    assert summary.endswith(
+        "; 2 cells (30 s of cell time) by invocations that left no record of their wall time "
+        "(killed, or run before invocations were recorded)"
+    )

@@ -4,6 +4,8 @@ A run folder can be filled by several invocations (one interrupted, then resumed
 has its own seconds, but the time a user waits for the whole matrix (loading, the latency suite, the
 reports' inputs) and whether it came in one go are the invocation's. The leaderboard states them: the
 wall time of a run that one invocation did from start to end, or else each invocation's share.
+An invocation that is killed (SIGKILL, out of memory, the machine stopped) writes no line; the cells
+it finished are still in records.jsonl, and the leaderboard counts them as done by an unrecorded one.
 """
 
 from __future__ import annotations
@@ -90,9 +92,13 @@ def _cells(n: int) -> str:
 def wall_time_summary(run: Path) -> str | None:
     """The leaderboard's line on how long the run took, or None for a folder without invocations
     (written before they were recorded). Invocations that found nothing to do are left out."""
-    working = [i for i in read_invocations(run) if i.did_work]
+    invocations = read_invocations(run)
+    working = [i for i in invocations if i.did_work]
     if not working:
         return None
+    records = RecordStore(Path(run) / RECORDS_FILE).read()
+    untracked_cells = len(records) - sum(i.cells_run for i in invocations)
+    untracked_s = sum(r.get("seconds", 0.0) for r in records) - sum(i.cells_s for i in invocations)
     if (
         len(working) == 1
         and working[0].outcome == "finished"
@@ -110,8 +116,15 @@ def wall_time_summary(run: Path) -> str | None:
     for i in working:
         latency = f", latency suite {i.latency_s:,.0f} s" if i.latency_s is not None else ""
         parts.append(f"{i.wall_s:,.0f} s ({i.cells_run} of {i.cells_planned} cells{latency}, {i.outcome})")
+    if untracked_cells > 0:
+        parts.append(
+            f"{_cells(untracked_cells)} ({untracked_s:,.0f} s of cell time) by invocations that left no "
+            "record of their wall time (killed, or run before invocations were recorded)"
+        )
     total = sum(i.wall_s for i in working)
+    # With unrecorded invocations the recorded total is not the run's: say which it is.
+    total_of = "recorded" if untracked_cells > 0 else "in all"
     return (
-        f"not one uninterrupted invocation: {len(working)} did the work, {total:,.0f} s in all: "
+        f"not one uninterrupted invocation: {len(working)} did the work, {total:,.0f} s {total_of}: "
         + "; ".join(parts)
     )
