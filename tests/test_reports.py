@@ -77,6 +77,7 @@ def test_reports_are_rebuilt_from_stored_records(tmp_path):
     assert float(table[1]["humaneval_nll/nll_per_token"]) == pytest.approx(0.69)
     leaderboard = paths["leaderboard"].read_text()
     assert "- lm-eval / transformers: 0.4.13 / 5.24" in leaderboard
+    assert "- variant weights" not in leaderboard  # none of these records names its artifact's weights
     quality, costs = (_table(leaderboard, heading) for heading in ("## Quality", "## Cost"))
     assert [row[0] for row in quality] == ["base", "int8", "l1"]  # by pass@1, ties in order
     # Without per-item scores nothing can be shown significant: no quality value is bolded.
@@ -84,6 +85,16 @@ def test_reports_are_rebuilt_from_stored_records(tmp_path):
     # Counted costs are bolded at their best; timings (tokens/s) are never ranked.
     assert costs[1][1] == "**1,300**" and costs[1][3] == "25.0"
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_leaderboard_names_each_variant_artifact_by_its_weights_hash(tmp_path):
+    run = tmp_path / "run"
+    store = RecordStore(run / RECORDS_FILE)
+    for record in RECORDS:
+        weights = {"int8": "ab" * 32, "l1": "cd" * 32}.get(record["variant"])
+        store.append({**record, "model": {**record["model"], "variant_weights_sha256": weights}})
+    leaderboard = build_reports([run])["leaderboard"].read_text()
+    assert f"- variant weights: int8 (sha256 {'ab' * 6}…), l1 (sha256 {'cd' * 6}…)" in leaderboard
 
 
 def _table(markdown: str, heading: str) -> list[list[str]]:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from importlib.metadata import EntryPoint
@@ -81,6 +82,8 @@ def test_pruned_artifact_keeps_its_zeros_and_manifest(base):
     assert manifest["size_on_disk_bytes"] > 0
     assert manifest["parameter_count"] == sum(p.numel() for p in model.parameters())
     assert manifest["base_model"]["sha256"] == base.fingerprint()
+    weights = (folder / "model.safetensors").read_bytes()
+    assert manifest["weights_sha256"] == hashlib.sha256(weights).hexdigest()
     reloaded, _ = load_variant(str(folder), base)
     assert measure_sparsity(reloaded)["total"] == manifest["sparsity"]["total"]
     assert torch.equal(_logits(reloaded), _logits(model))
@@ -121,6 +124,18 @@ def test_artifact_for_another_base_is_refused(base, tmp_path, tiny_model_dir):
     other = BaseModel(str(tmp_path / "artifact"))  # any other weights
     with pytest.raises(CodegenBenchError, match="was made from"):
         load_variant(str(folder), other)
+
+
+def test_artifact_built_before_weights_were_hashed_gets_its_hash_once(base, tmp_path):
+    _, folder = build_artifact("l1-pruned", base, out_dir=tmp_path / "artifact")
+    path = folder / "variant.json"
+    manifest = json.loads(path.read_text())
+    expected = manifest.pop("weights_sha256")
+    path.write_text(json.dumps(manifest))  # as an older codegen-bench wrote it
+
+    _, read = load_variant(str(folder), base)
+    assert read["weights_sha256"] == expected
+    assert json.loads(path.read_text())["weights_sha256"] == expected  # kept: not hashed again
 
 
 def test_folder_without_manifest_is_refused(base, tmp_path):
@@ -179,3 +194,4 @@ def test_codegen_model_loads_a_variant_with_its_config(tiny_model_dir):
     info = lm.get_model_info()  # what lm-eval writes to the results' config
     assert info["variant_sparsity"] == measure_sparsity(lm.model)["total"]
     assert info["variant_size_on_disk_bytes"] > 0
+    assert info["variant_weights_sha256"] == lm.variant_manifest["weights_sha256"]

@@ -1,8 +1,10 @@
 """Variant artifacts: a folder with the weights (safetensors) and `variant.json` saying how it was made.
 
 `variant.json` records the variant name and full config, the base model's identity and checksum,
-library versions, creation time, size on disk, parameter count and measured sparsity: enough to
-rebuild the artifact (`codegen-bench build NAME --config k=v ...`) and to refuse it for another base.
+the sha256 of the artifact's own weights, library versions, creation time, size on disk, parameter
+count and measured sparsity: enough to rebuild the artifact (`codegen-bench build NAME --config k=v
+...`), to refuse it for another base, and to tell two builds of one config apart (a calibrated or
+trained variant built on another machine can differ in its weights).
 """
 
 from __future__ import annotations
@@ -51,8 +53,13 @@ def base_fingerprint(name_or_path: str) -> str:
     provenance = folder / PROVENANCE_FILE
     if provenance.is_file():
         return json.loads(provenance.read_text())["gguf_sha256"]
+    return weights_sha256(folder)
+
+
+def weights_sha256(folder: Path) -> str:
+    """sha256 of a folder's safetensors files, read in name order."""
     digest = hashlib.sha256()
-    for weights in sorted(folder.glob("*.safetensors")):
+    for weights in sorted(Path(folder).glob("*.safetensors")):
         with open(weights, "rb") as f:
             while chunk := f.read(1 << 24):
                 digest.update(chunk)
@@ -125,6 +132,7 @@ def write_artifact(
         }
         # Size on disk of the weights: variant.json itself is not counted.
         manifest["size_on_disk_bytes"] = folder_size_bytes(staging)
+        manifest["weights_sha256"] = weights_sha256(staging)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return out_dir
 
@@ -153,9 +161,24 @@ def read_manifest(folder: Path) -> dict[str, Any]:
             "(made by `codegen-bench build`) or a variant name"
         )
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise CodegenBenchError(f"{path} is not valid JSON ({exc}): rebuild the artifact") from exc
+    if "weights_sha256" not in manifest:
+        _add_weights_sha256(manifest, path)
+    return manifest
+
+
+def _add_weights_sha256(manifest: dict[str, Any], path: Path) -> None:
+    """Artifacts built before manifests recorded their weights' sha256 get it once, on first read
+    (seconds for a full-size model), so their results name them like any other."""
+    manifest["weights_sha256"] = weights_sha256(path.parent)
+    staging = path.with_name(f".{path.name}.tmp")
+    try:
+        staging.write_text(json.dumps(manifest, indent=2))
+        os.replace(staging, path)
+    except OSError:  # a read-only artifact folder: the hash is still reported, just not kept
+        staging.unlink(missing_ok=True)
 
 
 def check_base(manifest: dict[str, Any], folder: Path, base: BaseModel) -> None:

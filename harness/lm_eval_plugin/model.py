@@ -449,6 +449,8 @@ class CodegenLM(TemplateLM):
             "codegen_bench_version": version("codegen-bench"),
             # What the variant costs on disk and how sparse it is, from its manifest (None for base).
             "variant_size_on_disk_bytes": self.variant_manifest.get("size_on_disk_bytes"),
+            # None for base and for artifacts built before manifests recorded it.
+            "variant_weights_sha256": self.variant_manifest.get("weights_sha256"),
             "variant_sparsity": (self.variant_manifest.get("sparsity") or {}).get("total"),
             "variant_training": training_summary(self.variant_manifest),
             "generation": self.generation_stats.as_dict(),

@@ -505,6 +505,13 @@ def _model_identity(record: dict) -> str | None:
     return f"{name} (sha256 {digest[:12]}…)" if digest and not digest.startswith("hub:") else name
 
 
+def _variant_weights(record: dict) -> str | None:
+    """A variant artifact by the sha256 of its weights: two builds of one config on different machines
+    (calibration, training) can differ, and this is what tells their records apart."""
+    digest = (record.get("model") or {}).get("variant_weights_sha256")
+    return f"{record['variant']} (sha256 {digest[:12]}…)" if digest else None
+
+
 def run_settings(records: Sequence[dict]) -> dict[str, str]:
     """The settings a run's records share (or list), for the top of its leaderboard."""
 
@@ -519,8 +526,10 @@ def run_settings(records: Sequence[dict]) -> dict[str, str]:
     dequantized = values(
         lambda r: r["variant"] if (r.get("model") or {}).get("dequantized_linears") else None
     )
+    weights = values(_variant_weights)
     return {
         "model": values(_model_identity),
+        **({"variant weights": weights} if weights != "-" else {}),
         **(
             {
                 "4-bit weights dequantized once for quality": f"{dequantized} (their speed and memory are "
