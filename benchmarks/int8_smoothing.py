@@ -106,8 +106,8 @@ def compare(reference: list[torch.Tensor], candidate: list[torch.Tensor], rows) 
         target = torch.tensor(solution)
         kl.append(float((ref.exp() * (ref - got)).sum(dim=-1).mean()))
         top1.append(float((ref.argmax(dim=-1) == got.argmax(dim=-1)).float().mean()))
-        rows = torch.arange(len(target))
-        nll_change.append(float((ref[rows, target] - got[rows, target]).mean()))
+        positions = torch.arange(len(target))
+        nll_change.append(float((ref[positions, target] - got[positions, target]).mean()))
     return {"kl": kl, "top1": top1, "nll_change": nll_change}
 
 
