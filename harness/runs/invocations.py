@@ -96,9 +96,6 @@ def wall_time_summary(run: Path) -> str | None:
     working = [i for i in invocations if i.did_work]
     if not working:
         return None
-    records = RecordStore(Path(run) / RECORDS_FILE).read()
-    untracked_cells = len(records) - sum(i.cells_run for i in invocations)
-    untracked_s = sum(r.get("seconds", 0.0) for r in records) - sum(i.cells_s for i in invocations)
     if (
         len(working) == 1
         and working[0].outcome == "finished"
@@ -112,6 +109,9 @@ def wall_time_summary(run: Path) -> str | None:
             f"{_duration(one.wall_s)}, one uninterrupted invocation: {_cells(one.cells_run)} "
             f"({one.cells_s:,.0f} s) and {latency}"
         )
+    records = RecordStore(Path(run) / RECORDS_FILE).read()
+    untracked_cells = len(records) - sum(i.cells_run for i in invocations)
+    untracked_s = sum(r.get("seconds", 0.0) for r in records) - sum(i.cells_s for i in invocations)
     parts = []
     for i in working:
         latency = f", latency suite {i.latency_s:,.0f} s" if i.latency_s is not None else ""
