@@ -16,13 +16,14 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.harness.files import write_text_atomic
 from codegen_bench.harness.loading import LoadConfig, load_model
 from codegen_bench.harness.provision import PROVENANCE_FILE
 from codegen_bench.variants.quantize import int8_linears
@@ -173,12 +174,9 @@ def _add_weights_sha256(manifest: dict[str, Any], path: Path) -> None:
     """Artifacts built before manifests recorded their weights' sha256 get it once, on first read
     (seconds for a full-size model), so their results name them like any other."""
     manifest["weights_sha256"] = weights_sha256(path.parent)
-    staging = path.with_name(f".{path.name}.tmp")
-    try:
-        staging.write_text(json.dumps(manifest, indent=2))
-        os.replace(staging, path)
-    except OSError:  # a read-only artifact folder: the hash is still reported, just not kept
-        staging.unlink(missing_ok=True)
+    # A read-only artifact folder: the hash is still reported, just not kept.
+    with suppress(OSError):
+        write_text_atomic(path, json.dumps(manifest, indent=2))
 
 
 def check_base(manifest: dict[str, Any], folder: Path, base: BaseModel) -> None:
