@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -54,8 +57,13 @@ def test_an_interrupted_run_resumed_says_it_was_not_one_uninterrupted_invocation
 def test_a_failed_invocation_is_recorded_and_its_error_raised(tmp_path):
     with pytest.raises(RuntimeError, match="boom"), recorded_invocation(tmp_path, "matrix", cells_planned=1):
         raise RuntimeError("boom")
-    line = json.loads((tmp_path / INVOCATIONS_FILE).read_text())
-    assert (line["outcome"], line["cells_run"]) == ("failed", 0)
+    start, end = (json.loads(line) for line in (tmp_path / INVOCATIONS_FILE).read_text().splitlines())
+    assert (start["outcome"], end["outcome"], end["cells_run"], end["id"]) == (
+        "running",
+        "failed",
+        0,
+        start["id"],
+    )
     assert wall_time_summary(tmp_path) is None  # it did no work
 
 
@@ -80,3 +88,39 @@ def test_cells_of_a_killed_invocation_are_counted_without_a_wall_time(tmp_path):
         "; 2 cells (30 s of cell time) by invocations that left no record of their wall time "
         "(killed, or run before invocations were recorded)"
     )
+
+
+_KILLED_INVOCATION = """
+import os, signal, sys
+from datetime import datetime, timedelta
+from pathlib import Path
+from codegen_bench.harness.files import RecordStore
+from codegen_bench.harness.runs.invocations import TIME_FORMAT, recorded_invocation
+from codegen_bench.harness.runs.matrix import RECORDS_FILE
+
+run = Path(sys.argv[1])
+with recorded_invocation(run, "matrix", cells_planned=3) as invocation:
+    finished = datetime.strptime(invocation.started, TIME_FORMAT) + timedelta(seconds=100)
+    record = {"variant": "base", "task": "a", "seconds": 90.0, "finished": finished.strftime(TIME_FORMAT)}
+    RecordStore(run / RECORDS_FILE).append(record)
+    os.kill(os.getpid(), signal.SIGKILL)  # no `finally`, no end line
+"""
+
+
+def test_a_killed_invocation_states_its_cells_and_the_least_wall_time_they_prove(tmp_path):
+    killed = subprocess.run([sys.executable, "-c", _KILLED_INVOCATION, str(tmp_path)], check=False)
+    assert killed.returncode == -signal.SIGKILL
+    (started_only,) = read_invocations(tmp_path)
+    assert started_only.outcome == "running" and started_only.records_before == 0
+    with recorded_invocation(tmp_path, "matrix", cells_planned=3):
+        _finish_cell(tmp_path, "b", 5.0)
+        _finish_cell(tmp_path, "c", 5.0)
+    first, second = read_invocations(tmp_path)
+    assert (first.outcome, second.outcome, second.cells_run) == ("running", "finished", 2)
+    summary = wall_time_summary(tmp_path)
+    assert summary.startswith("not one uninterrupted invocation: 2 did the work, at least 100 s in all: ")
+    assert (
+        f"at least 100 s, to its last finished cell (1 of 3 cells, started {first.started}, "
+        "no end recorded: killed, or still running); 0 s (2 of 3 cells, finished)"
+    ) in summary
+    assert "left no record" not in summary  # every cell is accounted to an invocation

@@ -4,23 +4,29 @@ A run folder can be filled by several invocations (one interrupted, then resumed
 has its own seconds, but the time a user waits for the whole matrix (loading, the latency suite, the
 reports' inputs) and whether it came in one go are the invocation's. The leaderboard states them: the
 wall time of a run that one invocation did from start to end, or else each invocation's share.
-An invocation that is killed (SIGKILL, out of memory, the machine stopped) writes no line; the cells
-it finished are still in records.jsonl, and the leaderboard counts them as done by an unrecorded one.
+An invocation writes a line when it starts and another when it ends, however it ends. One that is killed
+(SIGKILL, out of memory, the machine stopped) leaves only its start line. Its finished cells are still
+in records.jsonl (those added after its start, before the next invocation's), so the leaderboard states
+them and the least wall time they prove: from its start to its last finished cell.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from codegen_bench.harness.files import RecordStore
 from codegen_bench.harness.runs.matrix import RECORDS_FILE
 
 INVOCATIONS_FILE = "invocations.jsonl"
+# Of `started` here and of the records' `finished`.
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 
 
 @dataclass
@@ -32,7 +38,12 @@ class Invocation:
     cells_s: float = 0.0  # their seconds
     latency_s: float | None = None  # None: the latency suite did not run in this invocation
     wall_s: float = 0.0
-    outcome: str = "running"  # finished, interrupted (Ctrl-C, SIGTERM) or failed
+    # running (its start line: the only line of one that was killed, or that is still running),
+    # finished, interrupted (Ctrl-C, SIGTERM) or failed
+    outcome: str = "running"
+    # Its start and end lines share the id. Lines written before ids have none and stand alone.
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    records_before: int | None = None  # lines in records.jsonl when it started
 
     @property
     def did_work(self) -> bool:
@@ -43,14 +54,19 @@ class Invocation:
 def recorded_invocation(
     run: Path, command: str, cells_planned: int, enabled: bool = True
 ) -> Iterator[Invocation]:
-    """Time the block as one invocation on `run` and append it to RUN/invocations.jsonl when the block
-    ends, however it ends (an interrupted or failed invocation is recorded as such, and re-raised).
-    `enabled=False` (the other ranks of a data-parallel run) records nothing."""
-    invocation = Invocation(
-        command=command, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), cells_planned=cells_planned
-    )
+    """Time the block as one invocation on `run`: append its start line to RUN/invocations.jsonl, and
+    its end line when the block ends, however it ends (an interrupted or failed invocation is recorded
+    as such, and re-raised). `enabled=False` (the other ranks of a data-parallel run) records nothing."""
     records = RecordStore(Path(run) / RECORDS_FILE)
     before = len(records.read()) if enabled else 0
+    invocation = Invocation(
+        command=command,
+        started=time.strftime(TIME_FORMAT),
+        cells_planned=cells_planned,
+        records_before=before,
+    )
+    if enabled:
+        RecordStore(Path(run) / INVOCATIONS_FILE).append(dataclasses.asdict(invocation))
     started = time.perf_counter()
     try:
         yield invocation
@@ -71,11 +87,37 @@ def recorded_invocation(
 
 
 def read_invocations(run: Path) -> list[Invocation]:
-    fields = {f.name for f in dataclasses.fields(Invocation)}
-    return [
-        Invocation(**{k: v for k, v in line.items() if k in fields})
-        for line in RecordStore(Path(run) / INVOCATIONS_FILE).read()
-    ]
+    """Each invocation once, in the order they started: its end line where it has one, else its start line."""
+    names = {f.name for f in dataclasses.fields(Invocation)}
+    by_id: dict[object, Invocation] = {}
+    for line in RecordStore(Path(run) / INVOCATIONS_FILE).read():
+        invocation = Invocation(**{k: v for k, v in line.items() if k in names and k != "id"})
+        invocation.id = line.get("id", "")
+        # A later line of the same id (the end) replaces the start in its place; a line without one
+        # (written before ids) is its own invocation.
+        by_id[line.get("id") or object()] = invocation
+    return list(by_id.values())
+
+
+def _account_unended(invocations: list[Invocation], records: list[dict]) -> dict[str, float]:
+    """Fill in the cells of each invocation that has only its start line (killed, or still running):
+    the records added after it started and before the next invocation did. Returns, by id, the
+    least wall time they prove: from its start to its last cell's `finished`."""
+    least_wall_s = {}
+    for index, invocation in enumerate(invocations):
+        if invocation.outcome != "running" or invocation.records_before is None:
+            continue
+        later = [i.records_before for i in invocations[index + 1 :] if i.records_before is not None]
+        cells = records[invocation.records_before : later[0] if later else len(records)]
+        invocation.cells_run = len(cells)
+        invocation.cells_s = round(sum(r.get("seconds", 0.0) for r in cells), 1)
+        finished = [r["finished"] for r in cells if r.get("finished")]
+        if finished:
+            start = datetime.strptime(invocation.started, TIME_FORMAT)
+            least_wall_s[invocation.id] = max(
+                (datetime.strptime(f, TIME_FORMAT) - start).total_seconds() for f in finished
+            )
+    return least_wall_s
 
 
 def _duration(seconds: float) -> str:
@@ -93,11 +135,11 @@ def wall_time_summary(run: Path) -> str | None:
     """The leaderboard's line on how long the run took, or None for a folder without invocations
     (written before they were recorded). Invocations that found nothing to do are left out."""
     invocations = read_invocations(run)
-    working = [i for i in invocations if i.did_work]
-    if not working:
-        return None
+    unended = [i for i in invocations if i.outcome == "running"]
+    working = [i for i in invocations if i.did_work and i.outcome != "running"]
     if (
-        len(working) == 1
+        not unended
+        and len(working) == 1
         and working[0].outcome == "finished"
         and working[0].cells_run == working[0].cells_planned
     ):
@@ -110,21 +152,38 @@ def wall_time_summary(run: Path) -> str | None:
             f"({one.cells_s:,.0f} s) and {latency}"
         )
     records = RecordStore(Path(run) / RECORDS_FILE).read()
+    least_wall_s = _account_unended(invocations, records)
+    working = [i for i in invocations if i.did_work]
+    if not working:
+        return None
     untracked_cells = len(records) - sum(i.cells_run for i in invocations)
     untracked_s = sum(r.get("seconds", 0.0) for r in records) - sum(i.cells_s for i in invocations)
     parts = []
+    total = 0.0
     for i in working:
-        latency = f", latency suite {i.latency_s:,.0f} s" if i.latency_s is not None else ""
-        parts.append(f"{i.wall_s:,.0f} s ({i.cells_run} of {i.cells_planned} cells{latency}, {i.outcome})")
+        if i.outcome == "running":
+            wall_s = least_wall_s.get(i.id, 0.0)
+            parts.append(
+                f"at least {wall_s:,.0f} s, to its last finished cell ({i.cells_run} of {i.cells_planned} "
+                f"cells, started {i.started}, no end recorded: killed, or still running)"
+            )
+        else:
+            wall_s = i.wall_s
+            latency = f", latency suite {i.latency_s:,.0f} s" if i.latency_s is not None else ""
+            parts.append(f"{wall_s:,.0f} s ({i.cells_run} of {i.cells_planned} cells{latency}, {i.outcome})")
+        total += wall_s
     if untracked_cells > 0:
         parts.append(
             f"{_cells(untracked_cells)} ({untracked_s:,.0f} s of cell time) by invocations that left no "
             "record of their wall time (killed, or run before invocations were recorded)"
         )
-    total = sum(i.wall_s for i in working)
-    # With unrecorded invocations the recorded total is not the run's: say which it is.
+    # Cells without a recorded invocation make the total the recorded ones' only; an invocation
+    # without an end makes it a lower bound.
     total_of = "recorded" if untracked_cells > 0 else "in all"
+    total_s = (
+        f"at least {total:,.0f} s" if any(i.outcome == "running" for i in working) else f"{total:,.0f} s"
+    )
     return (
-        f"not one uninterrupted invocation: {len(working)} did the work, {total:,.0f} s {total_of}: "
+        f"not one uninterrupted invocation: {len(working)} did the work, {total_s} {total_of}: "
         + "; ".join(parts)
     )
