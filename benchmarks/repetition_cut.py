@@ -1,10 +1,11 @@
 """What the repetition cut would have changed in a matrix run's HumanEval answers: re-executed.
 
-    .venv/bin/python benchmarks/repetition_cut.py results/reference --out results/measurements/repetition-cut
+    .venv/bin/python benchmarks/repetition_cut.py RUN --out results/measurements/repetition-cut
 
-Every HumanEval answer in RUN/samples/<variant>/humaneval_custom_*.jsonl was generated without the
-cut. Each is tokenized again with the default model's tokenizer, and where
-`repetition.first_cut` finds a repeating run, the answer is cut there, reduced to a program by the
+RUN is a matrix run generated without the cut (results/measurements/repetition-cut/README.md names
+the one measured). Every HumanEval answer in RUN/samples/<variant>/humaneval_custom_*.jsonl is
+tokenized again with the default model's tokenizer, and where `repetition.first_cut`
+finds a repeating run, the answer is cut there, reduced to a program by the
 same published-protocol sanitizer, and executed again in the same sandbox. Reported per variant:
 answers, answers cut, the tokens the cut would not have generated, and how many verdicts the cut
 changed (each changed one listed). Re-tokenizing a decoded answer gives the generated ids back except
