@@ -104,6 +104,37 @@ def test_changing_one_variants_config_reruns_only_its_cells(tiny_model_dir, tmp_
     assert calls[2:] == [("l1", "task_a")]
 
 
+class FakeVariantLM(FakeLM):
+    def __init__(self, spec, weights_sha256):
+        super().__init__(spec)
+        self.weights_sha256 = weights_sha256
+
+    def get_model_info(self):
+        return {**super().get_model_info(), "variant_weights_sha256": self.weights_sha256}
+
+
+def test_a_variant_loaded_with_other_weights_than_its_recorded_cells_reruns_them(tiny_model_dir, tmp_path):
+    # A resumed run whose variant was rebuilt with other weights (calibrated again on another machine):
+    # the fingerprint is the same, but one row must not mix two models.
+    config = MatrixConfig(
+        variants=(VariantSpec.parse("l1=l1-pruned,variant.sparsity=0.3"),),
+        tasks=("task_a", "task_b", "task_c"),
+        out=tmp_path / "run",
+        pretrained=str(tiny_model_dir),
+    )
+    calls = []
+    with pytest.raises(KeyboardInterrupt):
+        run_matrix(config, load=lambda c, s: FakeVariantLM(s, "a" * 64), evaluate=_fake_evaluate(calls, 2))
+    calls.clear()
+    records = run_matrix(config, load=lambda c, s: FakeVariantLM(s, "b" * 64), evaluate=_fake_evaluate(calls))
+    assert calls == [("l1", "task_c"), ("l1", "task_a"), ("l1", "task_b")]
+    assert [r["model"]["variant_weights_sha256"] for r in records] == ["b" * 64] * 3
+
+    calls.clear()  # the same weights again: nothing to do
+    run_matrix(config, load=lambda c, s: FakeVariantLM(s, "b" * 64), evaluate=_fake_evaluate(calls))
+    assert calls == []
+
+
 def test_matrix_runs_real_cells_through_lm_eval(tiny_model_dir, tmp_path, monkeypatch):
     from codegen_bench.tasks.humaneval import utils
 

@@ -10,7 +10,9 @@ RUN/records.jsonl as soon as the cell finishes, with a fingerprint of everything
 result: the base model's checksum, the variant and its resolved config, the task and its
 configuration (YAML, with its version), the limit and the batch size. A rerun skips every cell
 whose latest record has the same fingerprint, so an interrupted run loses at most the cell it was
-in, and changing one variant's config reruns only that variant.
+in, and changing one variant's config reruns only that variant. Once a variant is loaded, its cells
+recorded with other weights (the artifact's sha256, which no fingerprint can know before it is built)
+run again too.
 Generated samples go to RUN/samples/<variant>/.
 
 Under `accelerate launch --multi_gpu --num_processes N` every cell runs data-parallel (lm-eval shards
@@ -285,6 +287,33 @@ def _default_load(config: MatrixConfig, spec: VariantSpec):
     )
 
 
+def _cells_of_other_weights(lm, spec: VariantSpec, plan: list, done: dict, pending: list) -> list:
+    """Cells of `spec` done earlier with other weights than the ones just loaded: to rerun, so that a
+    variant's row comes from one model. The fingerprint cannot see this (it is known before any
+    artifact is built): a variant rebuilt between invocations, such as a resumed run on another
+    machine calibrating its own wanda-pruned artifact, can differ in its weights."""
+    loaded = (lm.get_model_info() if hasattr(lm, "get_model_info") else {}).get("variant_weights_sha256")
+    if not loaded:
+        return []
+    stale = []
+    for cell in plan:
+        recorded = (done.get((spec.name, cell[1])) or {}).get("model", {}).get("variant_weights_sha256")
+        if cell[0] == spec and cell not in pending and recorded and recorded != loaded:
+            stale.append(cell)
+    if stale:
+        log.warning(
+            "matrix: %s's weights (sha256 %s) are not those its recorded cells %s were made with (%s): "
+            "rerunning them, so that its row comes from one model",
+            spec.name,
+            loaded[:12],
+            ", ".join(cell[1] for cell in stale),
+            ", ".join(
+                sorted({done[(spec.name, cell[1])]["model"]["variant_weights_sha256"][:12] for cell in stale})
+            ),
+        )
+    return stale
+
+
 def run_matrix(
     config: MatrixConfig,
     load: Callable[[MatrixConfig, VariantSpec], Any] = _default_load,
@@ -318,11 +347,16 @@ def run_matrix(
         peak = max(measure_peak_flops(model_config).values())
         log.info("matrix: matmul roofline %.1f GFLOP/s", peak / 1e9)
     try:
-        for spec, task, fingerprint in todo:
+        queue = list(todo)
+        while queue:
+            spec, task, fingerprint = queue.pop(0)
             bar.set_description(f"matrix: {spec.name} × {task}")
             if loaded != spec:
                 lm, loaded = None, None  # free the previous variant before loading the next
                 lm, loaded = load(config, spec), spec
+                stale = _cells_of_other_weights(lm, spec, plan, done, [(spec, task, fingerprint), *queue])
+                queue[:0] = stale
+                bar.total += len(stale)
             os.environ[SAMPLES_DIR_ENV] = str(config.out / "samples" / spec.name)
             generation_before = dict(lm.generation_stats.as_dict()) if hasattr(lm, "generation_stats") else {}
             scoring_before = dict(lm.scoring_stats.as_dict()) if hasattr(lm, "scoring_stats") else {}
