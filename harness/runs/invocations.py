@@ -91,11 +91,9 @@ def read_invocations(run: Path) -> list[Invocation]:
     names = {f.name for f in dataclasses.fields(Invocation)}
     by_id: dict[object, Invocation] = {}
     for line in RecordStore(Path(run) / INVOCATIONS_FILE).read():
-        invocation = Invocation(**{k: v for k, v in line.items() if k in names and k != "id"})
-        invocation.id = line.get("id", "")
         # A later line of the same id (the end) replaces the start in its place; a line without one
         # (written before ids) is its own invocation.
-        by_id[line.get("id") or object()] = invocation
+        by_id[line.get("id") or object()] = Invocation(**{k: v for k, v in line.items() if k in names})
     return list(by_id.values())
 
 
