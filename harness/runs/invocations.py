@@ -22,11 +22,9 @@ from datetime import datetime
 from pathlib import Path
 
 from codegen_bench.harness.files import RecordStore
-from codegen_bench.harness.runs.matrix import RECORDS_FILE
+from codegen_bench.harness.runs.matrix import RECORDS_FILE, TIME_FORMAT
 
 INVOCATIONS_FILE = "invocations.jsonl"
-# Of `started` here and of the records' `finished`.
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 
 
 @dataclass

@@ -54,6 +54,8 @@ from codegen_bench.variants.spec import VariantSpec
 log = logging.getLogger(__name__)
 
 RECORDS_FILE = "records.jsonl"
+# Of a record's `finished` (and of invocations.jsonl's `started`, which is compared with it).
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 # The KL reference's log-probabilities, kept while the run lasts (`kl_cache`): its own likelihood
 # cells write them, and every other variant's read them instead of rerunning the reference. Float32
 # over the vocabulary, about 5 GiB for humaneval_nll; removed when the run ends.
@@ -295,11 +297,12 @@ def _cells_of_other_weights(lm, spec: VariantSpec, plan: list, done: dict, pendi
     loaded = (lm.get_model_info() if hasattr(lm, "get_model_info") else {}).get("variant_weights_sha256")
     if not loaded:
         return []
-    stale = []
+    stale, recorded_hashes = [], set()
     for cell in plan:
         recorded = (done.get((spec.name, cell[1])) or {}).get("model", {}).get("variant_weights_sha256")
         if cell[0] == spec and cell not in pending and recorded and recorded != loaded:
             stale.append(cell)
+            recorded_hashes.add(recorded[:12])
     if stale:
         log.warning(
             "matrix: %s's weights (sha256 %s) are not those its recorded cells %s were made with (%s): "
@@ -307,9 +310,7 @@ def _cells_of_other_weights(lm, spec: VariantSpec, plan: list, done: dict, pendi
             spec.name,
             loaded[:12],
             ", ".join(cell[1] for cell in stale),
-            ", ".join(
-                sorted({done[(spec.name, cell[1])]["model"]["variant_weights_sha256"][:12] for cell in stale})
-            ),
+            ", ".join(sorted(recorded_hashes)),
         )
     return stale
 
@@ -404,7 +405,7 @@ def run_matrix(
                 "work": cell_work(model_config, generation, scoring, seconds, peak),
                 "model": {k: v for k, v in info.items() if k not in ("generation", "scoring")},
                 "kernels": kernel_settings(),
-                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "finished": time.strftime(TIME_FORMAT),
             }
             store.append(record)
             done[(spec.name, task)] = record
