@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,15 @@ from typing import Any, BinaryIO, TextIO
 from codegen_bench.harness.errors import CodegenBenchError
 
 log = logging.getLogger(__name__)
+
+# How every timestamp the project writes reads (records' `finished`, invocations' `started`, manifests'
+# `created`, commands.txt): local time with its UTC offset, so two of them subtract exactly.
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
+
+
+def timestamp() -> str:
+    """Now, in TIME_FORMAT."""
+    return time.strftime(TIME_FORMAT)
 
 
 def _umask() -> int:

@@ -67,6 +67,16 @@ log = logging.getLogger(__name__)
 AUTO_TRUE_FALSE = ("auto", "true", "false")  # chat=, prepack=
 TRUE_FALSE = ("true", "false")  # cut_repetitions=, dequantize_4bit=
 DEFAULT_MAX_GEN_TOKS = 512
+# Sequences generated at once, for `--model codegen` and `codegen-bench matrix` alike: on a CPU the
+# decode streams every weight once per step whatever the rows, and 32 rows is where more stop paying
+# (results/measurements/decode-batch-64/).
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_BACKEND = "hf"
+
+
+def engine_backend(model_args) -> str:
+    """The engine `model_args` (a mapping of --model_args) choose: `hf` unless `backend=` says otherwise."""
+    return str(model_args.get("backend", DEFAULT_BACKEND)).lower()
 GEN_KWARGS = {"until", "max_gen_toks", "do_sample", "temperature", "top_p"}
 
 
