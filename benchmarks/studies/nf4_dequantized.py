@@ -1,6 +1,6 @@
 """nf4 on HumanEval with bitsandbytes' 4-bit kernels and with the weights dequantized once, in one run.
 
-    .venv/bin/python benchmarks/nf4_dequantized.py --out results/measurements/nf4-dequantized
+    .venv/bin/python benchmarks/studies/nf4_dequantized.py --out results/measurements/nf4-dequantized
 
 Each run evaluates the same `nf4` artifact on the same problems (`humaneval_custom`, greedy, the
 published protocol, batch 32) through the matrix, one after the other in this process:

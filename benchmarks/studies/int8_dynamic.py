@@ -1,7 +1,8 @@
 """Dynamic int8 backends on the default model: decode speed at batch 1 and 8, and agreement with fp32.
 
-    .venv/bin/python benchmarks/int8_dynamic.py                     # fp32 and torch.ao (ao-*) variants
-    .venv/bin/python benchmarks/int8_dynamic.py --only ao-all,quanto,torchao --prompt-tokens 24 --new-tokens 8
+    .venv/bin/python benchmarks/studies/int8_dynamic.py    # fp32 and torch.ao (ao-*) variants
+    .venv/bin/python benchmarks/studies/int8_dynamic.py --only ao-all,quanto,torchao \
+        --prompt-tokens 24 --new-tokens 8
 
 Every candidate starts from a fresh fp32 load of the default model (Qwen2.5-Coder-0.5B-Instruct) and
 all stay in memory; the timed runs interleave them (run r of every candidate before run r + 1), so

@@ -1,6 +1,6 @@
 """What the repetition cut would have changed in a matrix run's HumanEval answers: re-executed.
 
-    .venv/bin/python benchmarks/repetition_cut.py RUN --out results/measurements/repetition-cut
+    .venv/bin/python benchmarks/studies/repetition_cut.py RUN --out results/measurements/repetition-cut
 
 RUN is a matrix run generated without the cut (results/measurements/repetition-cut/README.md names
 the one measured). Every HumanEval answer in RUN/samples/<variant>/humaneval_custom_*.jsonl is

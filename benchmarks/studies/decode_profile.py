@@ -1,7 +1,8 @@
 """Where one variant's batch-1 decode time goes: ms per token, then torch.profiler's top operators.
 
-    .venv/bin/python benchmarks/decode_profile.py --variant int8-dynamic
-    .venv/bin/python benchmarks/decode_profile.py --variant int8-dynamic --model-args variant.keep_float=
+    .venv/bin/python benchmarks/studies/decode_profile.py --variant int8-dynamic
+    .venv/bin/python benchmarks/studies/decode_profile.py --variant int8-dynamic \
+        --model-args variant.keep_float=
 
 Through our engine, as the latency suite decodes: one row of --prompt-tokens random tokens (seeded),
 --new-tokens tokens with no stop and no repetition cut. One warm-up, then three timed runs (their

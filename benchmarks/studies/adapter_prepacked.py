@@ -1,7 +1,7 @@
 """lora and qlora on HumanEval with the layers under the adapter as plain `nn.Linear` and prepacked
 for oneDNN, in one run.
 
-    .venv/bin/python benchmarks/adapter_prepacked.py --out results/measurements/adapter-prepacked
+    .venv/bin/python benchmarks/studies/adapter_prepacked.py --out results/measurements/adapter-prepacked
 
 Each variant (its recipe's adapter, unmerged; qlora's 4-bit base dequantized once, as the matrix's
 quality cells run it) is evaluated on the same problems (`humaneval_custom`, greedy, the published

@@ -1,6 +1,6 @@
 """HumanEval prompt styles compared on the same problems, and why each style's failures failed.
 
-    python benchmarks/humaneval_prompt_styles.py \
+    python benchmarks/studies/humaneval_prompt_styles.py \
         --run fenced=results/measurements/matrix-fenced-prompt/samples/base/humaneval_custom_*.jsonl \
         --run published=results/measurements/humaneval-prompt-styles/humaneval_custom_base.jsonl \
         --out results/measurements/humaneval-prompt-styles/summary.md

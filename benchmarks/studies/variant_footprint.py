@@ -1,6 +1,6 @@
 """Memory once loaded and decode speed on fixed work, per model variant.
 
-    .venv/bin/python benchmarks/variant_footprint.py base int8-dynamic nf4 lora=artifacts/lora
+    .venv/bin/python benchmarks/studies/variant_footprint.py base int8-dynamic nf4 lora=artifacts/lora
 
 HumanEval runs (variants_humaneval.py) give tokens/s over whatever the variant generated: a variant
 that rambles keeps its batch full and looks fast, one that stops early leaves a batch-1 tail. This

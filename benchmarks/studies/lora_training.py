@@ -1,6 +1,7 @@
 """LoRA training speed: the trainer's previous configuration against its current one, in one run.
 
-    .venv/bin/python benchmarks/lora_training.py --steps 16 --out results/measurements/lora-training-speed
+    .venv/bin/python benchmarks/studies/lora_training.py --steps 16 \
+        --out results/measurements/lora-training-speed
 
 Both train the default model (fp32, CPU) on the same examples in the same order for the same number
 of optimizer steps (batch 4): half explanation and half code-generation records of the stdlib
@@ -42,7 +43,7 @@ CONFIGURATIONS = {
 
 def benchmark_examples(tokenizer, count: int, seed: int, data_dir: Path) -> list[dict]:
     """`count` train records, half explanations and half code generation, each at most 512 tokens."""
-    from codegen_bench.trainers.data import CODEGEN_FILE, EXPLAIN_FILE, load_pairs
+    from codegen_bench.harness.corpus.stdlib import CODEGEN_FILE, EXPLAIN_FILE, load_pairs
     from codegen_bench.trainers.sft import example_length, to_example
 
     chosen = []
@@ -67,9 +68,9 @@ def main() -> None:
 
     import torch
 
+    from codegen_bench.harness.corpus.stdlib import DataConfig, write_datasets
     from codegen_bench.harness.files import write_jsonl
     from codegen_bench.harness.loading import load_tokenizer, resolve_pretrained
-    from codegen_bench.trainers.data import DataConfig, write_datasets
     from codegen_bench.trainers.sft import TrainConfig, train
     from codegen_bench.variants import BaseModel
 

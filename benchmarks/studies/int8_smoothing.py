@@ -1,7 +1,7 @@
 """int8-dynamic with down_proj quantized, with and without SmoothQuant-style smoothing of its input;
 and how int8's likelihood depends on the rows it is scored with.
 
-    .venv/bin/python benchmarks/int8_smoothing.py --problems 40 --batch-sizes 1,8,40 \
+    .venv/bin/python benchmarks/studies/int8_smoothing.py --problems 40 --batch-sizes 1,8,40 \
         --out results/measurements/int8-down-proj-smoothing
 
 int8-dynamic keeps down_proj in float32 (variants/quantize.py) because quantizing it costs the most

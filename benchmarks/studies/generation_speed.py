@@ -1,6 +1,6 @@
 """Generation speed on HumanEval: `lm_eval --model codegen` against lm-eval's own `hf`, in one run.
 
-    .venv/bin/python benchmarks/generation_speed.py --limit 164 --batch_size 16 --batch1
+    .venv/bin/python benchmarks/studies/generation_speed.py --limit 164 --batch_size 16 --batch1
 
 Both engines run the same lm-eval task (`humaneval_custom`: same prompts, stop strings, token budget,
 greedy), on the same fp32 model folder, at the same --batch_size, one after the other, each in its

@@ -1,7 +1,7 @@
 """A variant's likelihood cell with base's log-probabilities kept from base's own cell, against the
 same cell rerunning base as its KL reference, in one run.
 
-    .venv/bin/python benchmarks/kl_reference_cache.py --out results/measurements/kl-reference-cache
+    .venv/bin/python benchmarks/studies/kl_reference_cache.py --out results/measurements/kl-reference-cache
 
 The matrix (base and VARIANT, `humaneval_nll`, all 164 problems unless --limit) runs twice, one run
 after the other in this process:

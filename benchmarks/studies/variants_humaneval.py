@@ -1,6 +1,6 @@
 """HumanEval over model variants: one `lm_eval --model codegen` run per variant, then one table.
 
-    .venv/bin/python benchmarks/variants_humaneval.py --limit 40 \
+    .venv/bin/python benchmarks/studies/variants_humaneval.py --limit 40 \
         --variant base --variant int8-dynamic --variant lora=artifacts/lora
 
 Each variant is NAME[=VARIANT[,variant.KEY=VALUE...]] as for `codegen-bench matrix`: VARIANT is a
