@@ -59,7 +59,7 @@ def _cmd_build(args: argparse.Namespace) -> None:
 
 def _cmd_data_build(args: argparse.Namespace) -> None:
     from codegen_bench.harness.config_args import config_from
-    from codegen_bench.trainers.data import DataConfig, write_datasets
+    from codegen_bench.harness.corpus.stdlib import DataConfig, write_datasets
 
     config = config_from(DataConfig, _parse_overrides(args.config), owner="data build")
     for name, path in write_datasets(args.out, config).items():

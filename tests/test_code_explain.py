@@ -5,6 +5,7 @@ from lm_eval import simple_evaluate
 from lm_eval.api.metrics import bleu, chrf
 from lm_eval.tasks import TaskManager
 
+from codegen_bench.harness.corpus.stdlib import DataConfig
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.tasks.code_explain import bertscore as bertscore_module
 from codegen_bench.tasks.code_explain import data, utils
@@ -14,7 +15,6 @@ from codegen_bench.tasks.code_explain.bertscore import (
     default_encoder,
     encoder_from_env,
 )
-from codegen_bench.trainers.data import DataConfig
 
 SUBTASKS = ("code_explain_humaneval", "code_explain_stdlib")
 

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.harness.execution.problems import load_humaneval
-from codegen_bench.trainers.data import (
+from codegen_bench.harness.corpus.stdlib import (
     DataConfig,
     assign_split,
     build_datasets,
     load_pairs,
     write_datasets,
 )
+from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.harness.execution.problems import load_humaneval
 
 GREETER = '''
 class Greeter:

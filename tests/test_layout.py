@@ -24,7 +24,7 @@ LAYERS = [
     ),
     ("harness.provision", "harness.loading"),
     ("harness.execution",),
-    ("trainers.data",),  # the standard-library corpus: training data, wanda's calibration, a held-out task
+    ("harness.corpus",),  # the standard-library corpus: training data, wanda's calibration, a held-out task
     ("variants",),
     ("harness.engine",),
     ("tasks",),
@@ -53,7 +53,7 @@ def _layer(module: str) -> int:
     for rank, prefixes in enumerate(LAYERS):
         for prefix in prefixes:
             matches = module == prefix or module.startswith(prefix + ".")
-            # The longest matching prefix decides (trainers.data before trainers).
+            # The longest matching prefix decides (a sub-package may be listed apart from its package).
             if matches and (best is None or len(prefix) > best[1]):
                 best = (rank, len(prefix))
     if best is None:

@@ -7,11 +7,11 @@ import json
 import pytest
 
 from codegen_bench.harness.cli import main
+from codegen_bench.harness.corpus.stdlib import DataConfig
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.lm_eval_plugin.model import CodegenLM
 from codegen_bench.harness.runs.matrix import variant_identity
 from codegen_bench.trainers import recipes
-from codegen_bench.trainers.data import DataConfig
 from codegen_bench.trainers.recipes import RECIPES, Recipe, recipe_adapter_dir
 from codegen_bench.trainers.sft import TrainConfig
 from codegen_bench.variants import load_variant

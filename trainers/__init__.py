@@ -1,2 +1,2 @@
-"""What produces weights: data.py builds training pairs from the standard library, sft.py trains
-LoRA / QLoRA adapters on them with trl."""
+"""What produces weights: sft.py trains LoRA / QLoRA adapters with trl, recipes.py names the
+adapters the matrix uses, trained on the standard-library corpus (harness/corpus/stdlib.py)."""

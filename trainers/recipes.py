@@ -24,10 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from codegen_bench.harness.cache import cache_dir
+from codegen_bench.harness.corpus.stdlib import (
+    CODEGEN_FILE,
+    EXPLAIN_FILE,
+    DataConfig,
+    cached_datasets,
+    load_pairs,
+)
 from codegen_bench.harness.distributed import launched_world_size
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.files import write_jsonl
-from codegen_bench.trainers.data import CODEGEN_FILE, EXPLAIN_FILE, DataConfig, cached_datasets, load_pairs
 from codegen_bench.trainers.sft import TrainConfig, train
 from codegen_bench.variants.artifact import BaseModel
 

@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from codegen_bench.harness.corpus.stdlib import function_name
 from codegen_bench.harness.distributed import launched_world_size
 from codegen_bench.harness.engine.prepack import prepack_frozen_linears_
 from codegen_bench.harness.engine.roofline import adapter_training_flops, measure_peak_flops
@@ -51,7 +52,6 @@ from codegen_bench.harness.loading import load_tokenizer, resolve_device
 from codegen_bench.tasks.code_explain.utils import BASE_PROMPT as EXPLAIN_BASE_PROMPT
 from codegen_bench.tasks.code_explain.utils import CHAT_USER as EXPLAIN_CHAT_USER
 from codegen_bench.tasks.humaneval.utils import FENCED_ASSISTANT_PREFIX, FENCED_USER
-from codegen_bench.trainers.data import function_name
 from codegen_bench.trainers.packed_attention import PER_SEQUENCE_SDPA
 from codegen_bench.variants.artifact import BaseModel, write_artifact
 from codegen_bench.variants.cache import cached_variant

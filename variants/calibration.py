@@ -1,6 +1,6 @@
 """Calibration token batches for activation-aware compressors (Wanda), from the standard library.
 
-The texts are the training split of the stdlib-derived code pairs (trainers/data.py), which are
+The texts are the training split of the stdlib-derived code pairs (harness/corpus/stdlib.py), which are
 decontaminated against HumanEval, so calibrating never shows the model an evaluation problem.
 """
 
@@ -10,7 +10,7 @@ import random
 
 import torch
 
-from codegen_bench.trainers.data import DataConfig, build_datasets
+from codegen_bench.harness.corpus.stdlib import DataConfig, build_datasets
 
 
 def calibration_batches(tokenizer, n_samples: int, seq_len: int, seed: int = 0) -> list[torch.Tensor]:

@@ -4,8 +4,9 @@ HumanEval (164 pairs): the code is the problem's prompt with its canonical solut
 description string removed; the reference is that description with its examples removed (the rules are on
 `description_without_examples`).
 
-stdlib: the `validation` split of the explanation pairs that trainers/data.py extracts from the running
-interpreter's standard library (code = signature + body, reference = the docstring's first paragraph).
+stdlib: the `validation` split of the explanation pairs that harness/corpus/stdlib.py extracts from the
+running interpreter's standard library (code = signature + body, reference = the docstring's first
+paragraph).
 The `train` split is what our fine-tuning reads, so only `validation` is held out. Building takes seconds,
 so the split is cached as JSONL in the codegen-bench cache, keyed by everything that determines it.
 """
@@ -17,9 +18,9 @@ import re
 from pathlib import Path
 
 from codegen_bench.harness.cache import cache_dir
+from codegen_bench.harness.corpus.stdlib import DataConfig, build_datasets, corpus_key, function_name
 from codegen_bench.harness.execution.problems import load_humaneval
 from codegen_bench.harness.files import read_jsonl, write_jsonl
-from codegen_bench.trainers.data import DataConfig, build_datasets, corpus_key, function_name
 
 STDLIB_SPLIT = "validation"
 PAIR_KEYS = ("id", "name", "code", "explanation")
