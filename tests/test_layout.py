@@ -1,5 +1,6 @@
-"""The layout stays true: imports between the project's modules point one way, and the project's own
-modules are imported at the top of a module, where a reader sees them."""
+"""The layout stays true: imports between the project's modules point one way, no two parts of the
+project import each other, and the project's own modules are imported at the top of a module, where a
+reader sees them."""
 
 from __future__ import annotations
 
@@ -88,6 +89,40 @@ def _own_imports(tree: ast.AST):
 
 SOURCES = sorted(p for package in PACKAGES for p in (ROOT / package).rglob("*.py"))
 
+FOUNDATION = "harness foundation (errors, files, cache, loading, ...)"
+
+
+def _part(module: str) -> str:
+    """The folder-level part a module belongs to: tasks, variants, trainers, each sub-package of
+    harness, harness.cli, or harness's foundation modules (the rest of harness/) together."""
+    package, _, rest = module.partition(".")
+    if package != "harness":
+        return package
+    first = rest.split(".", 1)[0]
+    if first == "cli" or (first and (ROOT / "harness" / first).is_dir()):
+        return f"harness.{first}"
+    return FOUNDATION
+
+
+def _mutual_imports(modules) -> list[str]:
+    """One message per pair of parts that import each other, naming every import site of both
+    directions; `modules` holds (importer's module name, its path as shown, its parsed source)."""
+    sites: dict[tuple[str, str], list[str]] = {}
+    for importer, shown, tree in modules:
+        for line, imported, _ in _own_imports(tree):
+            edge = (_part(importer), _part(imported))
+            if edge[0] != edge[1]:
+                sites.setdefault(edge, []).append(f"{shown}:{line} imports {imported}")
+    return [
+        f"{a} and {b} import each other:\n  " + "\n  ".join(dict.fromkeys(sites[(a, b)] + sites[(b, a)]))
+        for a, b in sorted(sites)
+        if a < b and (b, a) in sites
+    ]
+
+
+def _parsed_sources():
+    return [(_module_name(p), str(p.relative_to(ROOT)), ast.parse(p.read_text())) for p in SOURCES]
+
 
 def test_every_package_module_is_found():
     assert len(SOURCES) > 40
@@ -117,6 +152,30 @@ def test_own_modules_are_imported_at_the_top(path):
         if in_function
     ]
     assert not hidden, "\n".join(hidden)
+
+
+def test_no_two_parts_import_each_other():
+    """Code that two parts need lives in a part below both, so each pair of parts is imported one way."""
+    mutual = _mutual_imports(_parsed_sources())
+    assert not mutual, "\n".join(mutual)
+
+
+def test_a_mutual_import_is_caught():
+    """The check itself: a corpus module importing the trainers, which import the corpus, is reported
+    with the import sites of both directions."""
+    planted = ast.parse("from codegen_bench.trainers.sft import train\n")
+    (message,) = _mutual_imports([*_parsed_sources(), ("harness.corpus.planted", "planted.py", planted)])
+    assert message.startswith("harness.corpus and trainers import each other")
+    assert "planted.py:1 imports trainers.sft" in message
+    assert "trainers/recipes.py:" in message and "imports harness.corpus.stdlib" in message
+
+
+def test_the_foundation_is_one_part_and_each_sub_package_its_own():
+    assert _part("harness.errors") == _part("harness.files") == _part("harness") == FOUNDATION
+    assert _part("harness.execution.problems") == "harness.execution"
+    assert _part("harness.corpus.stdlib") == "harness.corpus"
+    assert _part("harness.cli") == "harness.cli"
+    assert _part("trainers.sft") == "trainers"
 
 
 def test_an_upward_import_is_caught(tmp_path):
