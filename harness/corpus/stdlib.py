@@ -25,7 +25,7 @@ import sys
 import sysconfig
 import tokenize
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from codegen_bench.harness.cache import cache_dir
@@ -301,40 +301,47 @@ def _read_functions(stdlib_dir: Path, rel_paths: list[str]) -> tuple[list[_Funct
     return functions, failures
 
 
-def build_datasets(config: DataConfig) -> tuple[list[dict], list[dict], dict]:
-    """(codegen pairs, explanation pairs, provenance). Same Python install + config -> identical output."""
+@dataclass
+class _Decontamination:
+    """What the HumanEval filters dropped, kept for provenance's audit."""
+
+    entry_point_ids: list[str] = field(default_factory=list)
+    near_duplicates: list[dict] = field(default_factory=list)
+
+
+def _stage(name: str, before: int, after: int) -> dict:
+    return {"filter": name, "before": before, "dropped": before - after, "after": after}
+
+
+def _resolved_stdlib_dir(config: DataConfig) -> Path:
     stdlib_dir = Path(config.stdlib_dir) if config.stdlib_dir is not None else default_stdlib_dir()
     if not stdlib_dir.is_dir():
         raise CodegenBenchError(
             f"stdlib_dir={stdlib_dir} is not a directory: pass a folder of .py files or None for this "
             "interpreter's stdlib"
         )
-    all_files = _python_files(stdlib_dir, config.excluded_dirs)
-    rel_paths = all_files if config.limit is None else all_files[: config.limit]
-    functions, failures = _read_functions(stdlib_dir, rel_paths)
+    return stdlib_dir
 
-    problems = load_humaneval()
+
+def _filtered(
+    functions: list[_Function], config: DataConfig, problems: dict[str, dict]
+) -> tuple[list[_Function], list[dict], _Decontamination]:
+    """The functions every filter keeps, in source order; each filter's counts; what the HumanEval
+    filters dropped."""
     entry_points = {p["entry_point"] for p in problems.values()}
     solutions = [(tid, _token_set(p["canonical_solution"])) for tid, p in sorted(problems.items())]
-
-    stages: list[dict] = []
-    entry_point_ids: list[str] = []
-    near_duplicates: list[dict] = []
+    dropped = _Decontamination()
     seen_bodies: set[str] = set()
-
-    def keep(name: str, kept: list[_Function], before: int) -> list[_Function]:
-        stages.append({"filter": name, "before": before, "dropped": before - len(kept), "after": len(kept)})
-        return kept
 
     def not_near_duplicate(fn: _Function) -> bool:
         match = _first_match(_token_set(fn.completion), solutions, config.near_duplicate_threshold)
         if match is not None:
-            near_duplicates.append({"id": fn.id, "task_id": match[0], "jaccard": round(match[1], 3)})
+            dropped.near_duplicates.append({"id": fn.id, "task_id": match[0], "jaccard": round(match[1], 3)})
         return match is None
 
     def not_entry_point(fn: _Function) -> bool:
         if fn.name in entry_points:
-            entry_point_ids.append(fn.id)
+            dropped.entry_point_ids.append(fn.id)
         return fn.name not in entry_points
 
     def first_of_body(fn: _Function) -> bool:
@@ -344,6 +351,7 @@ def build_datasets(config: DataConfig) -> tuple[list[dict], list[dict], dict]:
         seen_bodies.add(key)
         return True
 
+    stages: list[dict] = []
     kept = functions
     for name, predicate in (
         ("layout_splittable", lambda fn: fn.layout_ok),
@@ -353,8 +361,14 @@ def build_datasets(config: DataConfig) -> tuple[list[dict], list[dict], dict]:
         ("humaneval_near_duplicate", not_near_duplicate),
         ("exact_duplicate_body", first_of_body),
     ):
-        kept = keep(name, [fn for fn in kept if predicate(fn)], len(kept))
+        before = len(kept)
+        kept = [fn for fn in kept if predicate(fn)]
+        stages.append(_stage(name, before, len(kept)))
+    return kept, stages, dropped
 
+
+def _pairs(kept: list[_Function], config: DataConfig) -> tuple[list[dict], list[dict]]:
+    """(codegen pairs, explanation pairs) of the kept functions, each with its split."""
     codegen = []
     explain = []
     for fn in kept:
@@ -363,15 +377,38 @@ def build_datasets(config: DataConfig) -> tuple[list[dict], list[dict], dict]:
         codegen.append({**common, "prompt": fn.prompt, "completion": fn.completion})
         if len(fn.explanation.split()) >= config.min_explanation_words:
             explain.append({**common, "code": fn.code, "explanation": fn.explanation})
-    stages.append(
-        {
-            "filter": "min_explanation_words (explain only)",
-            "before": len(kept),
-            "dropped": len(kept) - len(explain),
-            "after": len(explain),
-        }
-    )
+    return codegen, explain
 
+
+def _decontamination_record(config: DataConfig, problems: dict[str, dict], dropped: _Decontamination) -> dict:
+    return {
+        "humaneval_problems": len(problems),
+        "method": (
+            "drop if function name is a HumanEval entry_point, or if the token-set Jaccard of its body "
+            f"with any canonical_solution is >= {config.near_duplicate_threshold}"
+        ),
+        "dropped_total": len(dropped.entry_point_ids) + len(dropped.near_duplicates),
+        "dropped_entry_point": len(dropped.entry_point_ids),
+        "dropped_near_duplicate": len(dropped.near_duplicates),
+        "example_entry_point_ids": dropped.entry_point_ids[:AUDIT_EXAMPLES],
+        "example_near_duplicates": dropped.near_duplicates[:AUDIT_EXAMPLES],
+    }
+
+
+def build_datasets(config: DataConfig) -> tuple[list[dict], list[dict], dict]:
+    """(codegen pairs, explanation pairs, provenance). Same Python install + config -> identical output.
+
+    The steps: list the stdlib's .py files, read their documented functions, filter them (layout,
+    stubs, length, HumanEval decontamination, duplicates), then make the pairs of each split.
+    """
+    stdlib_dir = _resolved_stdlib_dir(config)
+    all_files = _python_files(stdlib_dir, config.excluded_dirs)
+    rel_paths = all_files if config.limit is None else all_files[: config.limit]
+    functions, failures = _read_functions(stdlib_dir, rel_paths)
+    problems = load_humaneval()
+    kept, stages, dropped = _filtered(functions, config, problems)
+    codegen, explain = _pairs(kept, config)
+    stages.append(_stage("min_explanation_words (explain only)", len(kept), len(explain)))
     provenance = {
         "python_version": sys.version,
         "python_implementation": sys.implementation.name,
@@ -384,18 +421,7 @@ def build_datasets(config: DataConfig) -> tuple[list[dict], list[dict], dict]:
         "files": {"found": len(all_files), "read": len(rel_paths), "parse_failures": failures},
         "documented_functions": len(functions),
         "filters": stages,
-        "decontamination": {
-            "humaneval_problems": len(problems),
-            "method": (
-                "drop if function name is a HumanEval entry_point, or if the token-set Jaccard of its body "
-                f"with any canonical_solution is >= {config.near_duplicate_threshold}"
-            ),
-            "dropped_total": len(entry_point_ids) + len(near_duplicates),
-            "dropped_entry_point": len(entry_point_ids),
-            "dropped_near_duplicate": len(near_duplicates),
-            "example_entry_point_ids": entry_point_ids[:AUDIT_EXAMPLES],
-            "example_near_duplicates": near_duplicates[:AUDIT_EXAMPLES],
-        },
+        "decontamination": _decontamination_record(config, problems, dropped),
         "pairs": {
             "codegen": {s: sum(r["split"] == s for r in codegen) for s in SPLITS},
             "explain": {s: sum(r["split"] == s for r in explain) for s in SPLITS},
