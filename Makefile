@@ -12,13 +12,10 @@ STAMP := $(VENV)/.codegen-bench-installed
 # The CI regression gate: a small greedy matrix on the default model against results/baseline.json.
 GATE_RUN ?= results/ci-gate
 # The gate computes with the same ATen kernels on every x86-64 machine (held to AVX2): ATen picks
-# AVX2 or AVX-512 kernels by machine, and their float results differ in the last bits. fp32 base
-# absorbs that (with ATen at AVX2 on an AVX-512 machine its gate generations were identical and its
-# NLL moved by 2e-5 relative), but int8-dynamic rounds its activations to 8 bits on every call and
-# amplifies it: 3 of its 5 gate generations changed and its NLL moved by 1.4%. oneDNN and MKL held
-# to AVX2, or one thread instead of two, changed nothing. A CPU with AMX-INT8 still gives int8 other
-# numbers with everything held to AVX2: it is checked against results/baseline.amx_int8.json, written
-# on such a host by `make gate-baseline` there (harness/runs/gate.py, INT8_KERNEL_FAMILIES).
+# AVX2 or AVX-512 kernels by machine, and int8-dynamic, which rounds its activations on every call,
+# turns their last-bit differences into other generations. A CPU with AMX-INT8 differs even then and
+# has its own baseline (harness/runs/gate.py, INT8_KERNEL_FAMILIES). What each setting changed:
+# results/measurements/gate-kernels/README.md.
 GATE_ENV := ATEN_CPU_CAPABILITY=avx2
 GATE_MATRIX := --variants base int8-dynamic --tasks humaneval_custom humaneval_nll code_explain_humaneval \
 	--limit 5 --batch-size 5 --no-latency
