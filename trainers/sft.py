@@ -10,11 +10,12 @@ fixed seed, and trained with the loss on the completion only. Checkpoints go to
 with another base, data or config refuses that folder instead of mixing into it). The adapter is
 saved as a `lora` (or `qlora`) artifact; `--model_args variant=<out>` evaluates it.
 
-Where a step's time went on a CPU, and what the defaults do about it. One step profiled at 9.1 s:
-43% scored all 151,936 vocabulary entries at every position, prompts included (trl's fused head
-does so off CUDA); 63% was matmuls at 114 GFLOP/s, where oneDNN's packed weights reach ~400 here;
-9% drew LoRA dropout masks. So: the output head runs only at the positions the loss scores
-(`logits_to_keep`); the frozen weights' matmuls run on oneDNN-packed copies; batches are
+The defaults are chosen for training on a CPU, where a step's time goes to the output head, the
+matmuls and LoRA's dropout masks (results/measurements/lora-training-speed/ measures these
+defaults against padded batches, the full head, plain matmuls and dropout). The output head runs
+only at the positions the loss scores (`logits_to_keep`), because trl's fused head scores the
+whole vocabulary at every position off CUDA, prompts included; the frozen weights' matmuls run on
+oneDNN-packed copies, which run well above the plain sgemm on the CPUs here; batches are
 padding-free (the examples of a step in one row, each attending only to itself:
 trainers/packed_attention.py); dropout is off; evaluation runs after training, not inside the
 timed loop. The progress bar and the manifest show processed tokens/s and the share of the matmul
@@ -70,8 +71,8 @@ class TrainConfig:
     kind: Literal["lora", "qlora"] = "lora"
     r: int = 16
     alpha: int = 32
-    # Off: drawing LoRA's dropout masks took 9% of a CPU step, and a run of one epoch over a few
-    # hundred examples is not where an adapter overfits.
+    # Off: drawing LoRA's dropout masks is a real share of a CPU step, and a run of one epoch over a
+    # few hundred examples is not where an adapter overfits.
     dropout: float = 0.0
     target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
     learning_rate: float = 2e-4
@@ -91,14 +92,15 @@ class TrainConfig:
     eval_steps: int = 0  # > 0: validation loss every N steps inside training; 0: once, after it
     # The examples of a step concatenated into one row (no padding). False: padded to the longest.
     padding_free: bool = True
-    # The output head (151,936 columns) only where the loss is taken. False: trl's fused head, which
-    # off CUDA scores every position, prompts included.
+    # The output head (one column per vocabulary entry) only where the loss is taken. False: trl's
+    # fused head, which off CUDA scores every position, prompts included.
     head_on_scored_positions_only: bool = True
     # On the CPU in float32: the frozen weights' matmuls through oneDNN-packed copies
-    # (harness/engine/prepack.py), about 2.5x the plain sgemm here. Ignored elsewhere.
+    # (harness/engine/prepack.py), which run well above the plain sgemm on the CPUs here
+    # (results/measurements/lora-training-speed/). Ignored elsewhere.
     prepack_frozen_weights: bool = True
-    # trl turns it on by default; it recomputes activations (~1/3 more compute) to save memory, which
-    # a 0.5B model on a CPU with 24 GiB does not need. Turn it on for large models on a GPU.
+    # trl turns it on by default; it recomputes activations (one more forward pass per step) to save
+    # memory, which a small model in a CPU's memory does not need. Turn it on for large models on a GPU.
     gradient_checkpointing: bool = False
     nf4: Nf4 = field(default_factory=Nf4)  # the 4-bit base of qlora
 
@@ -378,22 +380,8 @@ def train(
 ) -> Path:
     """Train a LoRA/QLoRA adapter on `data_path` and save it as a variant artifact in `out_dir`
     (`recipe`: the name of the recipe it comes from, for the manifest)."""
-    import torch
-    from peft import LoraConfig, prepare_model_for_kbit_training
-    from transformers import set_seed
-    from trl import SFTConfig, SFTTrainer
-
     data_path, out_dir = Path(data_path), Path(out_dir)
-    if not data_path.is_file():
-        raise CodegenBenchError(
-            f"--data {data_path} does not exist: build one with `codegen-bench data build`"
-        )
-    world_size = launched_world_size()
-    if config.batch_size % world_size:
-        raise CodegenBenchError(
-            f"batch_size={config.batch_size} does not split over {world_size} processes: "
-            f"use a multiple of {world_size} (it is the global batch)"
-        )
+    world_size = _checked_world_size(data_path, config)
     base = _on_this_rank(base)
     tokenizer = load_tokenizer(base.name_or_path, base.load_config)
     chat = bool(getattr(tokenizer, "chat_template", None))
@@ -408,96 +396,13 @@ def train(
             "config": _jsonable(config),
         },
     )
-
-    # peft initialises the LoRA matrices when the trainer wraps the model, before the Trainer seeds:
-    # seed here so that a run is repeatable (under DDP rank 0's initial weights are broadcast).
-    set_seed(config.seed)
-    if config.kind == "qlora":
-        # The 4-bit base from the cached nf4 artifact (built once): the fp32 weights are not held.
-        model, _ = cached_variant("nf4", base, asdict(config.nf4))
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    else:
-        model = base.load()
-    model.train()
-    on_cpu = model.device.type == "cpu"
-    if config.padding_free and model.config._attn_implementation == "sdpa":
-        # The examples of a padding-free row attend each on its own (trainers/packed_attention.py).
-        model.set_attn_implementation(PER_SEQUENCE_SDPA)
-    evaluate_inside = bool(config.eval_steps and len(validation_set))
-    args = SFTConfig(
-        output_dir=str(checkpoints),
-        max_steps=config.max_steps,
-        num_train_epochs=config.epochs,
-        per_device_train_batch_size=config.batch_size // world_size,
-        per_device_eval_batch_size=config.batch_size // world_size,
-        gradient_accumulation_steps=config.grad_accum,
-        learning_rate=config.learning_rate,
-        logging_steps=config.logging_steps,
-        eval_strategy="steps" if evaluate_inside else "no",
-        eval_steps=config.eval_steps or None,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=2,
-        # Padding-free rows are not truncated by trl: over-long examples were left out above.
-        max_length=None if config.padding_free else config.max_seq_len,
-        padding_free=config.padding_free,
-        completion_only_loss=True if "prompt" in train_set.column_names else None,
-        seed=config.seed,
-        report_to="none",
-        use_cpu=on_cpu,
-        bf16=False,
-        gradient_checkpointing=config.gradient_checkpointing,
-        include_num_input_tokens_seen="non_padding",
-        dataset_num_proc=1,
-        push_to_hub=bool(push_to_hub),
-        hub_model_id=push_to_hub,
-    )
-    peft_config = LoraConfig(
-        r=config.r,
-        lora_alpha=config.alpha,
-        lora_dropout=config.dropout,
-        target_modules=list(config.target_modules),
-        task_type="CAUSAL_LM",
-    )
-    model_config = model.config.to_dict()
-    # A quiet machine's matmul peak, measured now: the share of the roofline is against this run's.
-    throughput = Throughput(model_config, max(measure_peak_flops(model_config).values()) if on_cpu else 0.0)
-    trainer_cls = _completion_loss_trainer() if config.head_on_scored_positions_only else SFTTrainer
-    throughput_callback = _throughput_callback(throughput)()
-    trainer = trainer_cls(
-        model=model,
-        args=args,
-        train_dataset=train_set,
-        eval_dataset=validation_set if len(validation_set) else None,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[throughput_callback],
-    )
-    throughput_callback.attach_to(trainer)
-    if config.prepack_frozen_weights and on_cpu and model.dtype == torch.float32:
-        log.info("oneDNN-packed frozen weights in %d linear layers", prepack_frozen_linears_(trainer.model))
-    _count_processed_tokens(trainer, throughput)
+    model = _model_to_train(base, config)
+    args = _sft_arguments(config, checkpoints, world_size, model, train_set, validation_set, push_to_hub)
+    trainer, throughput = _sft_trainer(model, args, config, tokenizer, train_set, validation_set)
     resume = last_complete_checkpoint(checkpoints)
     if resume:
         log.warning("resuming from checkpoint %s", resume)
-    started = time.monotonic()
-    result = trainer.train(resume_from_checkpoint=resume)
-    train_seconds = time.monotonic() - started
-    metrics = {"train_loss": result.training_loss, "train_runtime_s": train_seconds}
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    if losses:
-        metrics["logged_losses"] = losses  # one per logging_steps, in order
-    if len(validation_set):
-        metrics["validation_loss"] = trainer.evaluate(validation_set, metric_key_prefix="validation")[
-            "validation_loss"
-        ]
-    if len(test_set):
-        metrics["test_loss"] = trainer.evaluate(test_set, metric_key_prefix="test")["test_loss"]
-    tokens = getattr(trainer.state, "num_input_tokens_seen", 0) or 0
-    if tokens:
-        metrics["train_tokens"] = tokens
-        metrics["train_tokens_per_s"] = tokens / train_seconds
-    metrics["throughput"] = throughput.as_dict()  # this process's steps since (re)start
+    metrics = _train_and_evaluate(trainer, resume, validation_set, test_set, throughput)
     # Every process takes part in saving (FSDP gathers the sharded adapter); the Trainer writes it
     # from the main process only, into a fixed folder the artifact is then made from.
     adapter_dir = checkpoints / "final-adapter"
@@ -532,6 +437,147 @@ def train(
         log.info("adapter saved to %s: %s", out_dir, json.dumps(metrics))
     trainer.accelerator.wait_for_everyone()  # no process returns before the artifact exists
     return out_dir
+
+
+def _checked_world_size(data_path: Path, config: TrainConfig) -> int:
+    """The launcher's process count, once the data file exists and the global batch splits over it."""
+    if not data_path.is_file():
+        raise CodegenBenchError(
+            f"--data {data_path} does not exist: build one with `codegen-bench data build`"
+        )
+    world_size = launched_world_size()
+    if config.batch_size % world_size:
+        raise CodegenBenchError(
+            f"batch_size={config.batch_size} does not split over {world_size} processes: "
+            f"use a multiple of {world_size} (it is the global batch)"
+        )
+    return world_size
+
+
+def _model_to_train(base: BaseModel, config: TrainConfig):
+    """The base (4-bit for qlora) in training mode, seeded, with per-example attention when batches
+    are padding-free."""
+    from peft import prepare_model_for_kbit_training
+    from transformers import set_seed
+
+    # peft initialises the LoRA matrices when the trainer wraps the model, before the Trainer seeds:
+    # seed here so that a run is repeatable (under DDP rank 0's initial weights are broadcast).
+    set_seed(config.seed)
+    if config.kind == "qlora":
+        # The 4-bit base from the cached nf4 artifact (built once): the fp32 weights are not held.
+        model, _ = cached_variant("nf4", base, asdict(config.nf4))
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    else:
+        model = base.load()
+    model.train()
+    if config.padding_free and model.config._attn_implementation == "sdpa":
+        # The examples of a padding-free row attend each on its own (trainers/packed_attention.py).
+        model.set_attn_implementation(PER_SEQUENCE_SDPA)
+    return model
+
+
+def _sft_arguments(
+    config: TrainConfig,
+    checkpoints: Path,
+    world_size: int,
+    model,
+    train_set,
+    validation_set,
+    push_to_hub: str | None,
+):
+    """trl's SFTConfig for this run: the per-process share of the global batch, checkpoints every
+    save_steps, the loss on the completion only."""
+    from trl import SFTConfig
+
+    evaluate_inside = bool(config.eval_steps and len(validation_set))
+    return SFTConfig(
+        output_dir=str(checkpoints),
+        max_steps=config.max_steps,
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size // world_size,
+        per_device_eval_batch_size=config.batch_size // world_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.learning_rate,
+        logging_steps=config.logging_steps,
+        eval_strategy="steps" if evaluate_inside else "no",
+        eval_steps=config.eval_steps or None,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        # Padding-free rows are not truncated by trl: over-long examples were left out by load_splits.
+        max_length=None if config.padding_free else config.max_seq_len,
+        padding_free=config.padding_free,
+        completion_only_loss=True if "prompt" in train_set.column_names else None,
+        seed=config.seed,
+        report_to="none",
+        use_cpu=model.device.type == "cpu",
+        bf16=False,
+        gradient_checkpointing=config.gradient_checkpointing,
+        include_num_input_tokens_seen="non_padding",
+        dataset_num_proc=1,
+        push_to_hub=bool(push_to_hub),
+        hub_model_id=push_to_hub,
+    )
+
+
+def _sft_trainer(model, args, config: TrainConfig, tokenizer, train_set, validation_set):
+    """The Trainer that wraps `model` in the LoRA adapter, and the throughput its steps are timed into."""
+    import torch
+    from peft import LoraConfig
+    from trl import SFTTrainer
+
+    peft_config = LoraConfig(
+        r=config.r,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=list(config.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    on_cpu = model.device.type == "cpu"
+    model_config = model.config.to_dict()
+    # A quiet machine's matmul peak, measured now: the share of the roofline is against this run's.
+    throughput = Throughput(model_config, max(measure_peak_flops(model_config).values()) if on_cpu else 0.0)
+    trainer_cls = _completion_loss_trainer() if config.head_on_scored_positions_only else SFTTrainer
+    throughput_callback = _throughput_callback(throughput)()
+    trainer = trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=validation_set if len(validation_set) else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[throughput_callback],
+    )
+    throughput_callback.attach_to(trainer)
+    if config.prepack_frozen_weights and on_cpu and model.dtype == torch.float32:
+        log.info("oneDNN-packed frozen weights in %d linear layers", prepack_frozen_linears_(trainer.model))
+    _count_processed_tokens(trainer, throughput)
+    return trainer, throughput
+
+
+def _train_and_evaluate(
+    trainer, resume: str | None, validation_set, test_set, throughput: Throughput
+) -> dict:
+    """Train (from `resume` if given), then the losses on the held-out splits: the run's metrics."""
+    started = time.monotonic()
+    result = trainer.train(resume_from_checkpoint=resume)
+    train_seconds = time.monotonic() - started
+    metrics = {"train_loss": result.training_loss, "train_runtime_s": train_seconds}
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    if losses:
+        metrics["logged_losses"] = losses  # one per logging_steps, in order
+    if len(validation_set):
+        metrics["validation_loss"] = trainer.evaluate(validation_set, metric_key_prefix="validation")[
+            "validation_loss"
+        ]
+    if len(test_set):
+        metrics["test_loss"] = trainer.evaluate(test_set, metric_key_prefix="test")["test_loss"]
+    tokens = getattr(trainer.state, "num_input_tokens_seen", 0) or 0
+    if tokens:
+        metrics["train_tokens"] = tokens
+        metrics["train_tokens_per_s"] = tokens / train_seconds
+    metrics["throughput"] = throughput.as_dict()  # this process's steps since (re)start
+    return metrics
 
 
 def _count_processed_tokens(trainer, throughput: Throughput) -> None:
