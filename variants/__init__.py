@@ -17,7 +17,7 @@ from codegen_bench.harness.errors import CodegenBenchError
 
 # The built-in variants register themselves on import (a decorator per variant).
 from codegen_bench.variants import adapters, builtin  # noqa: F401
-from codegen_bench.variants.artifact import BaseModel, check_base, read_manifest
+from codegen_bench.variants.artifact import MANIFEST, BaseModel, check_base, read_manifest
 from codegen_bench.variants.cache import build_artifact, cached_artifact_dir, cached_variant
 from codegen_bench.variants.registry import (
     available_variants,
@@ -87,6 +87,6 @@ def resolve_artifact(
     if spec == "base":
         return None, {"variant": "base", "config": config_to_dict(config)}
     folder = cached_artifact_dir(spec, config_to_dict(config), base)
-    if not (folder / "variant.json").is_file():
+    if not (folder / MANIFEST).is_file():
         build_artifact(spec, base, overrides, folder)
     return folder, read_manifest(folder)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.variants.artifact import BaseModel, check_base, read_manifest
+from codegen_bench.variants.artifact import MANIFEST, BaseModel, check_base, read_manifest
 from codegen_bench.variants.cache import cached_variant
 from codegen_bench.variants.quantize import Nf4
 from codegen_bench.variants.registry import register_variant
@@ -58,12 +58,12 @@ def adapter_folder(adapter: str | Path, variant: str) -> Path:
 def _attach(model, folder: Path, base: BaseModel, variant: str):
     from peft import PeftModel
 
-    if (folder / "variant.json").is_file():
+    if (folder / MANIFEST).is_file():
         check_base(read_manifest(folder), folder, base)
     try:
         return PeftModel.from_pretrained(model, str(folder)).eval()
     except (RuntimeError, ValueError, KeyError) as exc:
-        # A plain PEFT folder (no variant.json) made for another base: peft fails on the first
+        # A plain PEFT folder (no manifest) made for another base: peft fails on the first
         # weight whose shape or name differs, with a multi-page message.
 
         trained_on = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")

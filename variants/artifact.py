@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.harness.files import write_text_atomic
+from codegen_bench.harness.files import timestamp, write_text_atomic
 from codegen_bench.harness.loading import LoadConfig, load_model
 from codegen_bench.harness.provision import PROVENANCE_FILE
 from codegen_bench.variants.quantize import int8_linears
@@ -126,7 +126,7 @@ def write_artifact(
             "base_model": {"name_or_path": base.name_or_path, "sha256": base.fingerprint()},
             "libraries": _library_versions(),
             "created_unix": time.time(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "created": timestamp(),
             "parameter_count": parameter_count(model),
             "sparsity": sparsity,
             **(extra or {}),

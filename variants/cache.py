@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from codegen_bench.harness.cache import cache_dir
-from codegen_bench.variants.artifact import BaseModel, read_manifest, write_artifact
+from codegen_bench.variants.artifact import MANIFEST, BaseModel, read_manifest, write_artifact
 from codegen_bench.variants.prune import measure_sparsity
 from codegen_bench.variants.registry import config_to_dict, get_variant, make_config
 
@@ -51,7 +51,7 @@ def cached_variant(name: str, base: BaseModel, overrides: dict[str, Any] | None 
     if name == "base":
         return variant.build(base, config), {"variant": "base", "config": config_to_dict(config)}
     cached = cached_artifact_dir(name, config_to_dict(config), base)
-    if (cached / "variant.json").is_file():
+    if (cached / MANIFEST).is_file():
         return variant.load(cached, base, config), read_manifest(cached)
     model, folder = build_artifact(name, base, overrides, cached)
     return model, read_manifest(folder)
