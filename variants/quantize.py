@@ -91,18 +91,14 @@ def dequantize_4bit_(model) -> int:
 
 # --- int8-dynamic -------------------------------------------------------------------------------
 #
-# Backend: torch.ao dynamic quantization (fbgemm), chosen by measurement (benchmarks/int8_dynamic.py)
-# on this 2-core AVX2 EPYC (no AVX-512 VNNI, no AMX), Qwen2.5-Coder-0.5B fp32, 64 greedy tokens after
-# ~100-token HumanEval prompts, interleaved runs, medians; tok/s as a multiple of fp32 in the same run:
-#   all Linear int8 (lm_head too)  b1 2.7-2.8x  b8 3.4x  next-token agreement with fp32 86%
-#   down_proj kept float (default) b1 2.2x      b8 2.4x  agreement 92%
-#   lm_head kept float             b1 1.8x      b8 1.9x  agreement 86%
-#   torchao 0.18 Int8DynamicActivationInt8Weight and optimum-quanto 0.2.7 qint8: 0.1-0.3x fp32
-#   (both call torch._int_mm, a plain loop on this CPU: 3.7 ms vs fbgemm's 0.22 ms for one 896x4864
-#   Linear at batch 1); torchao's per-token activation scales agree best (93% on short prompts).
-# So lm_head is quantized (28% of the Linear weights; agreement 86.3% -> 85.9% when it is) and
-# down_proj is not. torch.ao.quantization is deprecated upstream but ships in torch 2.13/2.14, the
-# range pyproject allows; move to torchao once its CPU int8 matmul is fast on CPUs like this one.
+# Backend: torch.ao dynamic quantization with fbgemm's kernels. torchao's
+# Int8DynamicActivationInt8Weight and optimum-quanto's qint8 run their matmuls through
+# torch._int_mm, which on the CPUs measured here is far slower than fbgemm, slower even than float32
+# (benchmarks/studies/int8_dynamic.py compares the backends and times the kernels). lm_head is
+# quantized: keeping it float costs speed and barely changes the agreement with float32. down_proj
+# stays float by default, for accuracy (see keep_float below). torch.ao.quantization is deprecated
+# upstream but ships in torch 2.13/2.14, the range pyproject allows; move to torchao once its CPU
+# int8 matmul is fast on CPUs like these.
 
 INT8_WEIGHTS_FILE = "model.safetensors"
 _FORMAT = "codegen-bench-int8-dynamic/1"
@@ -120,16 +116,17 @@ class Int8Dynamic:
     """
 
     granularity: Literal["per-channel", "per-tensor"] = "per-channel"
-    # Keeping down_proj float raised next-token agreement with fp32 from 86% to 92% (see above), the
-    # most of any one layer kind; likely because its input, SiLU(gate) * up, has the largest outliers,
-    # and one outlier sets the single activation scale of the whole call. Smoothing that input into
-    # up_proj first (SmoothQuant) closed at most a third of the KL gap to keeping it float
-    # (results/measurements/int8-down-proj-smoothing/).
+    # down_proj in int8 moves the model furthest from float32 of the layer kinds
+    # (results/measurements/int8-all-layers/, int8-kernels/), for the speed it gives at batch 1:
+    # likely because its input, SiLU(gate) * up, has the largest outliers, and one outlier sets the
+    # single activation scale of the whole call. Smoothing that input into up_proj first (SmoothQuant)
+    # closes only part of that gap (results/measurements/int8-down-proj-smoothing/). `keep_float=`
+    # quantizes every layer, for users who take that trade.
     keep_float: tuple[str, ...] = ("down_proj",)
     # The int8 matmul library the weights are packed for: fbgemm, or oneDNN (which uses AVX512-VNNI
-    # and AMX-INT8 where the CPU has them). Even on a 2-core Xeon with AMX-INT8, oneDNN decoded
-    # slower than fbgemm at batch 1 (1.53x base against 1.92x) and only a little faster at batch 32
-    # (1.79x against 1.61x), in one latency-suite run; so fbgemm, everywhere.
+    # and AMX-INT8 where the CPU has them). Even on a Xeon with AMX-INT8, oneDNN decodes slower than
+    # fbgemm at batch 1 and only a little faster at large batches (results/measurements/int8-kernels/),
+    # so fbgemm is the default everywhere.
     kernels: Literal["fbgemm", "onednn"] = "fbgemm"
 
     def __post_init__(self) -> None:
