@@ -8,7 +8,7 @@ is dropped by the sanitizer. So a row ends as soon as its last `min_run_tokens` 
 period of at most `max_period_tokens`; what it generated up to there is kept. A run of 64 tokens is
 several lines of code, so ordinary code (a list of zeros, two similar lines) does not trigger it: on the
 984 HumanEval answers of the reference matrix, no answer that passed was changed by a cut
-(`benchmarks/repetition_cut.py`).
+(`benchmarks/studies/repetition_cut.py`).
 """
 
 from __future__ import annotations
