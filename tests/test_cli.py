@@ -68,9 +68,6 @@ def test_build_with_an_unknown_config_key_exits_2_with_one_line(tiny_model_dir, 
 def test_matrix_writes_records_and_reports_then_leaderboard_rebuilds_them(
     tiny_model_dir, tmp_path, capsys, monkeypatch
 ):
-    from codegen_bench.tasks.humaneval import utils
-
-    monkeypatch.setattr(utils, "SAMPLE_LOG", utils.SampleLog())
     run = tmp_path / "run"
     args = [
         "matrix",

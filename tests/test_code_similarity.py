@@ -7,6 +7,7 @@ from lm_eval import simple_evaluate
 from lm_eval.tasks import TaskManager
 
 from codegen_bench.harness.execution.problems import load_humaneval
+from codegen_bench.harness.execution.samples import collect_samples, writing_samples_to
 from codegen_bench.tasks.humaneval import similarity as code_similarity
 from codegen_bench.tasks.humaneval import utils
 
@@ -15,10 +16,9 @@ RENAMED = "    s = a + b\n    for j in range(10):\n        s += j * a\n    retur
 
 
 @pytest.fixture
-def samples_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("CODEGEN_BENCH_SAMPLES_DIR", str(tmp_path))
-    monkeypatch.setattr(utils, "SAMPLE_LOG", utils.SampleLog())
-    return tmp_path
+def samples_dir(tmp_path):
+    with writing_samples_to(tmp_path):
+        yield tmp_path
 
 
 def test_identical_code_scores_full_marks_whatever_its_indentation():
@@ -60,6 +60,7 @@ def test_similarity_results_pair_pass_at_1_with_text_and_structure(samples_dir):
     assert 0.0 < scores["edit_similarity"] < 1.0
     pair = (problem["canonical_solution"], "    return number - int(number)\n")
     assert scores["chrf"] == pair and scores["codebleu"] == pair
+    collect_samples()  # the end of the evaluation
     (path,) = samples_dir.glob("humaneval_similarity_*.jsonl")
     (record,) = [json.loads(line) for line in path.read_text().splitlines()]
     assert record["passed"] is True and record["exact_match"] == 0.0

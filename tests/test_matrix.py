@@ -136,9 +136,6 @@ def test_a_variant_loaded_with_other_weights_than_its_recorded_cells_reruns_them
 
 
 def test_matrix_runs_real_cells_through_lm_eval(tiny_model_dir, tmp_path, monkeypatch):
-    from codegen_bench.tasks.humaneval import utils
-
-    monkeypatch.setattr(utils, "SAMPLE_LOG", utils.SampleLog())
     config = MatrixConfig(
         variants=(VariantSpec.parse("base"), VariantSpec.parse("again=base")),
         tasks=("humaneval_custom",),

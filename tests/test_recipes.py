@@ -94,9 +94,6 @@ def test_lora_loaded_directly_without_an_adapter_says_how_to_get_one(base):
 def test_the_matrix_trains_a_recipe_row_on_first_use_and_records_its_training(
     tiny_model_dir, tiny_recipe, tmp_path, monkeypatch
 ):
-    from codegen_bench.tasks.humaneval import utils
-
-    monkeypatch.setattr(utils, "SAMPLE_LOG", utils.SampleLog())
     run = tmp_path / "run"
     args = ["matrix", "--variants", "base", "lora=lora,variant.recipe=tiny", "--tasks", "humaneval_custom"]
     args += ["--limit", "2", "--batch-size", "2", "--pretrained", str(tiny_model_dir)]

