@@ -6,10 +6,10 @@ records; the corpus is decontaminated against HumanEval and its validation split
 adapter of their `recipe` (default: `default`): the first use trains it into the codegen-bench cache,
 keyed by the base model and the recipe, and every later use loads it from there.
 
-    default  the matrix's lora and qlora rows: 30 min of training for lora on 2 CPU cores (113
-             tokens/s, 54% of the matmul roofline); qlora ran at ~100 tokens/s on the demo recipe
-    demo     `make demo`'s rows (75 s of training for lora, 88 s for qlora), which show the
-             plumbing rather than a useful adapter
+    default  the matrix's lora and qlora rows (their training time, speed and what they change:
+             results/reference/README.md, "The adapters")
+    demo     `make demo`'s rows: a short training that shows the plumbing rather than a useful
+             adapter
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from codegen_bench.harness.distributed import launched_world_size
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.files import write_jsonl
 from codegen_bench.trainers.sft import TrainConfig, train
-from codegen_bench.variants.artifact import BaseModel
+from codegen_bench.variants.artifact import MANIFEST, BaseModel
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +59,10 @@ class Recipe:
 
 RECIPES = {
     # Explanations are most of it: the held-out explanation task is what the adapter is for; a few
-    # code records keep it answering code requests in code. Trained on all explanation lengths, the
-    # adapter answered in 44 characters where references average 80 (100 held-out functions), so
-    # explanations from 50 characters up (2,619 of the 4,186 train records, 98 on average).
-    # HumanEval pass@1 fell from 0.555 to 0.390 both with 140 code records and with 40 (35 problems
-    # lost, 8 gained; bodies of 3 lines against base's 8): the terse answers come with the adapter,
-    # not with the number of code records. 204k tokens.
+    # code records keep it answering code requests in code. Explanations shorter than 50 characters
+    # are not sampled: trained on every length, the adapter answered in about half the references'
+    # length. Its terse HumanEval bodies come with the adapter, not with the number of code records:
+    # 140 of them lost the same problems as 40 do (results/reference/README.md, "The adapters").
     "default": Recipe(explain_examples=1000, codegen_examples=40, min_explanation_chars=50),
     "demo": Recipe(explain_examples=28, codegen_examples=8),
 }
@@ -129,7 +127,7 @@ def recipe_adapter(kind: str, name: str, base: BaseModel) -> Path:
     if kind not in ADAPTER_KINDS:
         raise CodegenBenchError(f"{kind!r} has no training recipes: only {', '.join(ADAPTER_KINDS)} do")
     folder = recipe_adapter_dir(kind, name, base)
-    if (folder / "variant.json").is_file():
+    if (folder / MANIFEST).is_file():
         return folder
     if launched_world_size() > 1:
         # Every rank of an evaluation would start the same training into the same folder.
