@@ -109,14 +109,14 @@ PAIRS = [
     ("metric", "corpus"), [("bleu", sacrebleu.corpus_bleu), ("chrf", sacrebleu.corpus_chrf)]
 )
 def test_sacrebleu_metrics_from_per_item_statistics_equal_the_corpus_score(metric, corpus):
-    rows = ITEM_METRICS[metric].rows(PAIRS)
+    rows = ITEM_METRICS[metric].item_rows(PAIRS)
     assert len(rows) == len(PAIRS)
     expected = corpus([p for _, p in PAIRS], [[r for r, _ in PAIRS]]).score
     assert estimate(metric, rows) == pytest.approx(expected)
 
 
 def test_nll_ratio_items_give_the_token_weighted_corpus_value():
-    rows = ITEM_METRICS["nll_per_token"].rows([(3.0, 2), (1.0, 8)])
+    rows = ITEM_METRICS["nll_per_token"].item_rows([(3.0, 2), (1.0, 8)])
     assert estimate("nll_per_token", rows) == pytest.approx(0.4)
     assert estimate("bits_per_char", rows) == pytest.approx(0.4 / math.log(2))
 

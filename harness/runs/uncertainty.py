@@ -19,22 +19,18 @@ Bootstraps are seeded: the same items give the same interval on every machine.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import binomtest
 
 from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.tasks.metric_spec import Estimator, mean
 
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 20240717
-
-# A corpus-level metric computed from the items it is given: the statistic a bootstrap recomputes on
-# every resample. Items are an array with one row per item: a number, or the numbers the metric
-# sums over items (a log-likelihood and its token count, sacrebleu's sufficient statistics).
-Estimator = Callable[[np.ndarray], float]
 
 
 @dataclass(frozen=True)
@@ -116,7 +112,8 @@ def is_binary(items: Sequence) -> bool:
 
 
 def interval(items: Sequence, estimator: Estimator, confidence: float = CONFIDENCE) -> Interval:
-    """Wilson for the mean of binary items (greedy pass@1), a bootstrap for everything else."""
+    """Wilson for the mean of binary items (greedy pass@1), a bootstrap for everything else. The
+    estimator is the metric's own (tasks/metrics.py); `mean` is the one binary items can have."""
     if estimator is mean and is_binary(items):
         return wilson_interval(int(np.sum(items)), len(items), confidence)
     return bootstrap_interval(items, estimator, confidence)
@@ -148,8 +145,3 @@ def paired_difference(
             difference, diff_interval, len(reference), lost, gained, mcnemar_exact(lost, gained)
         )
     return PairedDifference(difference, diff_interval, len(reference))
-
-
-def mean(items: np.ndarray) -> float:
-    """The plain mean of one number per item (pass@k per problem, BERTScore per pair)."""
-    return float(np.mean(items))

@@ -3,7 +3,7 @@
 BLEU and chrF are lm-eval's own `bleu` and `chrf` aggregations: corpus-level sacrebleu with its defaults
 (BLEU: 13a tokenizer, 4-grams, case-sensitive; chrF: 6 character n-grams, beta 2), on a 0-100 scale.
 BERTScore is computed once per subtask over all pairs (bertscore.py); the three aggregations read one
-cached result.
+cached result. What each metric is (direction, estimator, gate tolerance) is declared in metrics.py.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import datasets
 
 from codegen_bench.tasks.code_explain.bertscore import BertScore, bertscore, check_encoder, encoder_from_env
 from codegen_bench.tasks.code_explain.data import humaneval_pairs, stdlib_pairs
+from codegen_bench.tasks.code_explain.metrics import CODE_EXPLAIN_METRICS
 
 # Instruct models: a chat request for one docstring-like paragraph, the style of the references.
 CHAT_USER = (
@@ -22,7 +23,7 @@ CHAT_USER = (
 # Base models: the code, then a string literal opened for the explanation. The task's stop sequences (a
 # blank line, closing quotes) end it after one paragraph.
 BASE_PROMPT = '{code}\n\n"""Explanation of `{name}` above, in one paragraph of plain English:\n'
-METRICS = ("bleu", "chrf", "bertscore_precision", "bertscore_recall", "bertscore_f1")
+METRICS = tuple(CODE_EXPLAIN_METRICS)
 
 
 def _with_prompts(pairs: list[dict]) -> datasets.Dataset:
