@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
+from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.harness.runs.reference import reference_variant
+
 
 def pytest_addoption(parser) -> None:
     group = parser.getgroup("codegen-bench latency")
@@ -9,8 +14,15 @@ def pytest_addoption(parser) -> None:
         "--variants",
         nargs="+",
         default=["base"],
-        help="NAME[=VARIANT[,variant.KEY=VALUE...]] as `codegen-bench matrix` takes them; base first "
-        "(every speed is also given as a ratio to the first variant)",
+        help="NAME[=VARIANT[,variant.KEY=VALUE...]] as `codegen-bench matrix` takes them (every speed "
+        "is also given as a ratio to the reference variant, see --reference)",
+    )
+    group.addoption(
+        "--reference",
+        default=None,
+        metavar="NAME",
+        help="the variant the summary divides every speed by (default: base if among --variants, "
+        "else the first, as harness/runs/reference.py decides for the matrix)",
     )
     group.addoption("--pretrained", default=None, help="base model folder (default: the embedded model)")
     group.addoption(
@@ -27,6 +39,15 @@ def pytest_addoption(parser) -> None:
     group.addoption("--latency-rounds", type=int, default=3, help="timed rounds per measurement")
 
 
+def pytest_configure(config) -> None:
+    """A --reference that is not among --variants is a usage error before anything is loaded."""
+    names = [spec.partition("=")[0] for spec in config.getoption("--variants")]
+    try:
+        reference_variant(names, config.getoption("--reference"))
+    except CodegenBenchError as error:
+        raise pytest.UsageError(str(error)) from None
+
+
 def pytest_generate_tests(metafunc) -> None:
     if "variant_spec" in metafunc.fixturenames:
         specs = metafunc.config.getoption("--variants")
@@ -39,7 +60,7 @@ def pytest_terminal_summary(terminalreporter) -> None:
     module = sys.modules.get("test_latency") or sys.modules.get("benchmarks.test_latency")
     if module is None:
         return
-    for line in module.summary_lines():
+    for line in module.summary_lines(terminalreporter.config.getoption("--reference")):
         terminalreporter.write_line(line)
 
 

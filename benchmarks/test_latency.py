@@ -15,8 +15,9 @@ For each variant, loaded as `lm_eval --model codegen` loads it (prepacked weight
   weights; the base model's safetensors).
 pytest-benchmark runs one warm-up round and --latency-rounds timed rounds and reports min, median
 and spread; the derived figures sit in each benchmark's `extra_info` in the JSON, and the summary
-at the end gives every speed also as a ratio to the first variant (put `base` first) measured in
-this same run: absolute times drift between machines and runs, ratios much less.
+at the end gives every speed also as a ratio to the reference variant measured in this same run
+(--reference NAME, else `base`, else the first: harness/runs/reference.py): absolute times drift
+between machines and runs, ratios much less.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from lm_eval.utils import simple_parse_args_string
 from codegen_bench.harness.engine.generation import GenerationSettings
 from codegen_bench.harness.engine.memory import release_freed_memory
 from codegen_bench.harness.lm_eval_plugin.model import CodegenLM
+from codegen_bench.harness.runs.reference import reference_variant
 from codegen_bench.tasks.humaneval.utils import load_dataset
 from codegen_bench.variants.artifact import weights_size_bytes
 from codegen_bench.variants.spec import VariantSpec
@@ -148,14 +150,16 @@ def test_decode_throughput(benchmark, lm, pytestconfig, batch):
     )
 
 
-def summary_lines() -> list[str]:
-    """The summary lines (called from conftest): every variant's figures and speed ratios to the first."""
+def summary_lines(requested_reference: str | None = None) -> list[str]:
+    """The summary lines (called from conftest): every variant's figures and speed ratios to the
+    reference variant (`requested_reference`, else the rule of harness/runs/reference.py)."""
     if not SUMMARY:
         return []
     names = list(SUMMARY)
-    reference = SUMMARY[names[0]]
+    reference_name = reference_variant(names, requested_reference)
+    reference = SUMMARY[reference_name]
     speed_keys = sorted({k for f in SUMMARY.values() for k in f if "_per_s" in k})
-    lines = [f"speeds as measured, and (x the first variant, {names[0]}):"]
+    lines = [f"speeds as measured, and (x the reference variant, {reference_name}):"]
     for name in names:
         figures = SUMMARY[name]
         parts = []

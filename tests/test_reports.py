@@ -186,7 +186,7 @@ def _latency_json(path):
     path.write_text(json.dumps({"benchmarks": benchmarks}))
 
 
-def test_latency_figures_join_the_matrix_with_ratios_to_the_first_variant(tmp_path):
+def test_latency_figures_join_the_matrix_with_ratios_to_the_reference_variant(tmp_path):
     run = tmp_path / "run"
     for record in RECORDS:
         RecordStore(run / RECORDS_FILE).append(record)

@@ -7,22 +7,24 @@ The baseline is a JSON list of checks, one per (variant, task, metric), each wit
 value, an absolute tolerance and the direction that counts as a regression. It is written from a
 run with the rules below and may then be edited by hand (a tolerance widened, a check removed).
 
-Tolerances (chosen when the baseline is written):
-- Quality metrics: absolute points, sized to the number of items n the cell scored. The metric may
-  move by what `flips` items changing completely would move it: `flips / n × scale`, with
-  `flips = max(1, 2% of n)` (greedy decoding is deterministic, but another CPU or library version
-  can flip a few completions through floating-point noise). `scale` is the metric's range per item:
-  1 for pass@k, exact match, similarities and BERTScore, 100 for sacrebleu's BLEU and chrF.
+Tolerances (chosen when the baseline is written), each metric's as its declaration beside its task
+says (`MetricSpec.gate_tolerance`, collected in tasks/metrics.py):
+- Quality metrics of generated output (`ItemFlips`): absolute points, sized to the number of items n
+  the cell scored. The metric may move by what `flips` items changing completely would move it:
+  `flips / n × scale`, with `flips = max(1, 2% of n)` (greedy decoding is deterministic, but another
+  CPU or library version can flip a few completions through floating-point noise). `scale` is the
+  metric's range per item: 1 for pass@k, exact match, similarities and BERTScore, 100 for
+  sacrebleu's BLEU and chrF. A metric no task of ours declares is held to this rule at scale 1.
 - Likelihood metrics (NLL per token, bits per character, and against the reference model top-1
   agreement and KL per token) score fixed reference text: no generation, nothing to flip, only
-  rounding moves them. 1% of the baseline value; 5% for KL per token, a small number (about 0.01
-  nats for int8) whose last digits move most.
-- Generated tokens per cell: the same rule, in either direction: a change in stopping shows here
+  rounding moves them (`ShareOfValue`): a share of the baseline value (tasks/humaneval/metrics.py).
+- Generated tokens per cell: the flips rule, in either direction: a change in stopping shows here
   even when pass@1 does not move.
-- Speed: only as a ratio to the run's reference variant (its first, normally `base`) measured in
-  the same run, never absolute seconds, which drift between machines. Generation tokens/s from the
-  matrix, and every `..._x_<reference>` ratio of the latency suite when the run has one. A ratio
-  may fall by 35% of its baseline value (SPEED_TOLERANCE).
+- Speed: only as a ratio to the run's reference variant (harness/runs/reference.py: the one named
+  with --reference, else `base`, else the first) measured in the same run, never absolute seconds,
+  which drift between machines. Generation tokens/s from the matrix, and every `..._x_<reference>`
+  ratio of the latency suite when the run has one. A ratio may fall by 35% of its baseline value
+  (SPEED_TOLERANCE).
 
 Paired view: a baseline written from a run whose records hold per-item scores keeps them with each
 check (and, for generated tokens, a fingerprint of each document's generation). The run is then
@@ -56,22 +58,26 @@ from pathlib import Path
 from codegen_bench.harness.cpu import cpu_flags
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.files import RecordStore, write_text_atomic
-from codegen_bench.harness.runs.item_scores import ITEM_METRICS, OUTPUTS
+from codegen_bench.harness.runs.item_scores import OUTPUTS
 from codegen_bench.harness.runs.latency import LATENCY_FILE
 from codegen_bench.harness.runs.matrix import RECORDS_FILE
-from codegen_bench.harness.runs.reports import latency_rows, matrix_rows
+from codegen_bench.harness.runs.reference import reference_variant
+from codegen_bench.harness.runs.reports import latency_rows, matrix_rows, metric_direction
 from codegen_bench.harness.runs.uncertainty import paired_difference
+from codegen_bench.tasks.metric_spec import MetricSpec, ShareOfValue
+from codegen_bench.tasks.metrics import METRICS, metric_spec
 
 FLIP_FRACTION = 0.02
 SPEED_TOLERANCE = 0.35
-# Range of one item's contribution, for metrics not in [0, 1].
-METRIC_SCALE = {"bleu": 100.0, "chrf": 100.0}
-# Metrics of fixed text (no generation): a fraction of the value.
+# A metric no task of ours declares: generated output in [0, 1].
+UNDECLARED_METRIC = MetricSpec(higher_is_better=True)
+# The declared tolerances, as a baseline file lists them under "rules": the range of one item's
+# contribution for metrics not in [0, 1], and the share of the value for metrics of fixed text.
+METRIC_SCALE = {name: spec.scale for name, spec in METRICS.items() if spec.scale != 1.0}
 RELATIVE_TOLERANCE = {
-    "nll_per_token": 0.01,
-    "bits_per_char": 0.01,
-    "top1_agreement": 0.01,
-    "kl_per_token": 0.05,
+    name: spec.gate_tolerance.fraction
+    for name, spec in METRICS.items()
+    if isinstance(spec.gate_tolerance, ShareOfValue)
 }
 SPEED_TASK = "(speed)"
 TOKENS_METRIC = "generated_tokens"
@@ -108,12 +114,12 @@ def _flips(n: int) -> int:
 
 
 def _quality_tolerance(metric: str, value: float, n: int | None) -> float:
-    if metric in RELATIVE_TOLERANCE:
-        return RELATIVE_TOLERANCE[metric] * abs(value)
-    scale = METRIC_SCALE.get(metric, 1.0)
+    spec = metric_spec(metric) or UNDECLARED_METRIC
+    if isinstance(spec.gate_tolerance, ShareOfValue):
+        return spec.gate_tolerance.fraction * abs(value)
     if not n:
-        return FLIP_FRACTION * scale  # item count unknown (older records): 2% of the range
-    return _flips(n) / n * scale
+        return FLIP_FRACTION * spec.scale  # item count unknown (older records): 2% of the range
+    return _flips(n) / n * spec.scale
 
 
 def _run_records(run: Path) -> list[dict]:
@@ -129,12 +135,15 @@ def _items(record: dict, task: str) -> int | None:
     return (record.get("samples") or {}).get(task) or record.get("limit")
 
 
-def _speed_ratios(run: Path, records: list[dict]) -> dict[tuple[str, str], float]:
-    """{(variant, ratio name): value}: generation tokens/s over the first variant's, and the latency
-    suite's ratio columns."""
+def _speed_ratios(
+    run: Path, records: list[dict], reference: str | None = None
+) -> dict[tuple[str, str], float]:
+    """{(variant, ratio name): value}: generation tokens/s over the reference variant's, and the
+    latency suite's ratio columns (`reference` where given, else the rule of
+    harness/runs/reference.py)."""
     _, rows, _ = matrix_rows(records)
     ratios = {}
-    reference = next(iter(rows))
+    requested, reference = reference, reference_variant(list(rows), reference)
     reference_speed = rows[reference].get("generation_tokens_per_s")
     for variant, row in rows.items():
         if variant != reference and reference_speed and row.get("generation_tokens_per_s"):
@@ -142,11 +151,11 @@ def _speed_ratios(run: Path, records: list[dict]) -> dict[tuple[str, str], float
             ratios[(variant, name)] = row["generation_tokens_per_s"] / reference_speed
     latency = Path(run) / LATENCY_FILE
     if latency.is_file():
-        columns, latency_by_variant, _ = latency_rows(latency)
-        first = next(iter(latency_by_variant), None)
+        columns, latency_by_variant, _ = latency_rows(latency, requested)
+        divisor = reference_variant(list(latency_by_variant), requested)
         for variant, row in latency_by_variant.items():
             for column in columns:
-                if "_x_" in column and variant != first and row.get(column) is not None:
+                if "_x_" in column and variant != divisor and row.get(column) is not None:
                     ratios[(variant, column)] = row[column]
     return ratios
 
@@ -173,8 +182,11 @@ def observed_items(records: list[dict]) -> dict[tuple[str, str, str], dict]:
     return found
 
 
-def observed_values(run: Path, records: list[dict]) -> dict[tuple[str, str, str], float]:
-    """Every value of a run (its `records`) the gate can check, keyed (variant, task, metric)."""
+def observed_values(
+    run: Path, records: list[dict], reference: str | None = None
+) -> dict[tuple[str, str, str], float]:
+    """Every value of a run (its `records`) the gate can check, keyed (variant, task, metric); speeds
+    as ratios to the reference variant (`reference`, else the rule of harness/runs/reference.py)."""
     values = {}
     for record in records:
         for task, metrics in record["metrics"].items():
@@ -183,7 +195,7 @@ def observed_values(run: Path, records: list[dict]) -> dict[tuple[str, str, str]
         tokens = (record.get("generation") or {}).get("tokens")
         if tokens:
             values[(record["variant"], record["task"], TOKENS_METRIC)] = float(tokens)
-    for (variant, name), ratio in _speed_ratios(run, records).items():
+    for (variant, name), ratio in _speed_ratios(run, records, reference).items():
         values[(variant, SPEED_TASK, name)] = ratio
     return values
 
@@ -197,16 +209,16 @@ def _observed_items(records: list[dict]) -> dict[tuple[str, str], int | None]:
     return items
 
 
-def baseline_checks(run: Path) -> list[Check]:
-    """The checks a baseline written from `run` holds, with the tolerances described above."""
+def baseline_checks(run: Path, reference: str | None = None) -> list[Check]:
+    """The checks a baseline written from `run` holds, with the tolerances described above; speeds
+    as ratios to the reference variant (`reference`, else the rule of harness/runs/reference.py)."""
     records = _run_records(run)
     checks = []
     for record in records:
-        directions = record.get("higher_is_better", {})
         for task, metrics in record["metrics"].items():
             n = _items(record, task)
             for metric, value in metrics.items():
-                higher = directions.get(task, {}).get(metric)
+                higher = metric_direction(record, task, metric)
                 direction = "either" if higher is None else "higher" if higher else "lower"
                 tolerance = _quality_tolerance(metric, value, n)
                 items = _check_items(record, task, metric)
@@ -219,13 +231,16 @@ def baseline_checks(run: Path) -> list[Check]:
             checks.append(
                 Check(record["variant"], record["task"], TOKENS_METRIC, tokens, tolerance, "either", n, items)
             )
-    for (variant, name), ratio in _speed_ratios(run, records).items():
+    for (variant, name), ratio in _speed_ratios(run, records, reference).items():
         checks.append(Check(variant, SPEED_TASK, name, ratio, SPEED_TOLERANCE * ratio, "higher"))
     return checks
 
 
-def write_baseline(run: Path, path: Path, command: str | None = None) -> list[Check]:
-    checks = baseline_checks(run)
+def write_baseline(
+    run: Path, path: Path, command: str | None = None, reference: str | None = None
+) -> list[Check]:
+    """Write the baseline of `run` (its checks and the rules that set their tolerances) to `path`."""
+    checks = baseline_checks(run, reference)
     document = {
         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "from_run": str(run),
@@ -286,9 +301,10 @@ def _judge_outputs(check: Check, observed: float, rows: tuple[list, list]) -> Ou
 def _judge_paired(check: Check, observed: float, rows: tuple[list, list], outcome: Outcome) -> Outcome:
     """The tolerance's verdict, turned into a regression where the run is significantly worse than
     the baseline on the same items."""
-    if check.metric not in ITEM_METRICS or check.direction == "either":
+    spec = metric_spec(check.metric)
+    if spec is None or spec.estimator is None or check.direction == "either":
         return outcome
-    difference = paired_difference(*rows, ITEM_METRICS[check.metric].estimator)
+    difference = paired_difference(*rows, spec.estimator)
     if difference.p_value is not None:
         note = f"−{difference.lost}/+{difference.gained} vs baseline, McNemar p={difference.p_value:.2g}"
     else:
@@ -325,10 +341,10 @@ def _judge_tolerance(check: Check, observed: float) -> Outcome:
     return Outcome(check, observed, "improved" if better else "REGRESSED")
 
 
-# int8-dynamic's results differ between CPUs with and without AMX-INT8 even with ATen, MKL, oneDNN and
-# FBGEMM all held to AVX2 (GATE_ENV and the rest, tried on a Xeon with AMX: int8's NLL on the gate's 5
-# problems 0.570 against 0.547, 2 of 5 explanations changed; base unchanged). Such a host is checked
-# against its own baseline, written there, beside the default one.
+# int8-dynamic rounds its activations at every call, and a CPU with AMX-INT8 rounds them otherwise than
+# one without, even with ATen, MKL, oneDNN and FBGEMM all held to AVX2 (GATE_ENV): its int8 results
+# differ while base's do not. Such a host is checked against its own baseline, written there, beside
+# the default one.
 INT8_KERNEL_FAMILIES = ("amx_int8",)
 
 
@@ -360,10 +376,12 @@ def kernel_mismatch(run: Path, baseline: Path) -> str | None:
     )
 
 
-def check_run(run: Path, baseline: Path) -> list[Outcome]:
+def check_run(run: Path, baseline: Path, reference: str | None = None) -> list[Outcome]:
+    """Every check of `baseline` judged on `run`; speeds as ratios to the reference variant
+    (`reference`, else the rule of harness/runs/reference.py), as the baseline was written."""
     checks = read_baseline(baseline)
     records = _run_records(run)
-    values = observed_values(run, records)
+    values = observed_values(run, records, reference)
     counts = _observed_items(records)
     items = observed_items(records)
     return [

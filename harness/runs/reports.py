@@ -5,10 +5,12 @@ rerunning a model. One row per variant; one column per task metric (`task/metric
 variant costs, with units in the column names.
 
 Quality numbers carry their 95% interval over items, and each variant is compared with the reference
-variant (base) on the same items: flips and an exact McNemar p for pass@1, a paired bootstrap
-interval of the difference for the rest (harness/runs/uncertainty.py). A value is bolded as a column's
-best only where it is significantly better than the runner-up on the same items; timing columns,
-which carry the machine's noise rather than an interval, are never ranked.
+variant (harness/runs/reference.py: the one named with --reference, else base, else the first) on
+the same items: flips and an exact McNemar p for pass@1, a paired bootstrap interval of the
+difference for the rest (harness/runs/uncertainty.py); the latency suite's speeds are also given as
+ratios to it. A metric's direction and estimator are its declaration's (tasks/metrics.py). A value
+is bolded as a column's best only where it is significantly better than the runner-up on the same
+items; timing columns, which carry the machine's noise rather than an interval, are never ranked.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from codegen_bench.harness.runs.invocations import wall_time_summary
 from codegen_bench.harness.runs.item_scores import ITEM_METRICS, OUTPUTS
 from codegen_bench.harness.runs.latency import LATENCY_FILE
 from codegen_bench.harness.runs.matrix import RECORDS_FILE
+from codegen_bench.harness.runs.reference import reference_variant
 from codegen_bench.harness.runs.uncertainty import paired_difference
+from codegen_bench.tasks.metrics import metric_spec
 from codegen_bench.variants.artifact import weights_size_bytes
 
 # Cost columns: name -> higher is better.
@@ -38,13 +42,26 @@ COST_COLUMNS = {
 }
 # Costs that are counted, not timed: the same on every run, so their best can be bolded as it is.
 COUNTED_COSTS = ("size_on_disk_MB", "weight_memory_GiB")
-REFERENCE_VARIANT = "base"
 # Quality metrics plotted against cost, in order of preference (those present are used).
 PLOTTED_QUALITY = (
     "humaneval_custom/pass@1",
     "code_explain_humaneval/bertscore_f1",
     "code_explain/bertscore_f1",
 )
+
+
+def metric_direction(record: dict, task: str, metric: str) -> bool | None:
+    """Whether higher is better (None: unknown), as the metric's declaration says (tasks/metrics.py);
+    for a metric no task of ours declares, as lm-eval recorded it from the task's YAML."""
+    spec = metric_spec(metric)
+    if spec is not None:
+        return spec.higher_is_better
+    return record.get("higher_is_better", {}).get(task, {}).get(metric)
+
+
+def run_variants(records: Sequence[dict]) -> list[str]:
+    """The variants of `records`, in the order they first appear (the run's order)."""
+    return list(dict.fromkeys(r["variant"] for r in records))
 
 
 def matrix_rows(records: Sequence[dict]) -> tuple[list[str], dict[str, dict[str, float | None]], dict]:
@@ -61,7 +78,7 @@ def matrix_rows(records: Sequence[dict]) -> tuple[list[str], dict[str, dict[str,
                 column = f"{task}/{metric}"
                 if column not in direction:
                     metric_columns.append(column)
-                    direction[column] = record.get("higher_is_better", {}).get(task, {}).get(metric)
+                    direction[column] = metric_direction(record, task, metric)
                 row[column] = value
         model = record.get("model", {})
         size = model.get("variant_size_on_disk_bytes")
@@ -118,24 +135,18 @@ def paired(items: dict, variant: str, reference: str, column: str):
     shared = [i for i in ids_r if i in by_id_v]
     if not shared:
         return None
-    return paired_difference([by_id_r[i] for i in shared], [by_id_v[i] for i in shared], _estimator(column))
-
-
-def _estimator(column: str):
-    return ITEM_METRICS[column.rsplit("/", 1)[1]].estimator
+    estimator = ITEM_METRICS[column.rsplit("/", 1)[1]].estimator
+    return paired_difference([by_id_r[i] for i in shared], [by_id_v[i] for i in shared], estimator)
 
 
 def paired_with_reference(
     records: Sequence[dict], items: dict, reference: str | None = None
 ) -> tuple[str | None, dict]:
     """(reference variant, {variant: {column: PairedDifference}}) for every other variant and every
-    metric both have `items` (from `item_scores`) for. The reference is `base` where the run has it,
-    else the first variant."""
-    variants = list(dict.fromkeys(r["variant"] for r in records))
-    if reference is None:
-        reference = (
-            REFERENCE_VARIANT if REFERENCE_VARIANT in variants else (variants[0] if variants else None)
-        )
+    metric both have `items` (from `item_scores`) for. The reference is `reference` where given, else
+    the rule of harness/runs/reference.py."""
+    variants = run_variants(records)
+    reference = reference_variant(variants, reference)
     comparisons: dict[str, dict] = {}
     for variant in variants:
         if variant == reference:
@@ -147,10 +158,13 @@ def paired_with_reference(
     return reference, comparisons
 
 
-def latency_rows(path: Path) -> tuple[list[str], dict[str, dict[str, float]], dict[str, bool]]:
+def latency_rows(
+    path: Path, reference: str | None = None
+) -> tuple[list[str], dict[str, dict[str, float]], dict[str, bool]]:
     """Columns from a pytest-benchmark latency.json (benchmarks/test_latency.py): speeds, time to
-    first token, weight memory, peak RSS while decoding, each speed also as a ratio to the suite's
-    first variant."""
+    first token, weight memory, peak RSS while decoding, each speed also as a ratio to the reference
+    variant (`_x_<reference>`: `reference` where given, else the rule of harness/runs/reference.py
+    over the suite's variants)."""
     benchmarks = json.loads(Path(path).read_text()).get("benchmarks", [])
     rows: dict[str, dict[str, float]] = {}
     direction: dict[str, bool] = {}
@@ -175,12 +189,12 @@ def latency_rows(path: Path) -> tuple[list[str], dict[str, dict[str, float]], di
                 row[column] = max(row.get(column, 0.0), value / 2**30)
                 direction[column] = False
     if rows:
-        reference = rows[next(iter(rows))]
+        reference = reference_variant(list(rows), reference)
         for key in [k for k in direction if "_per_s" in k]:
             for row in rows.values():
-                if key in row and reference.get(key):
-                    row[f"{key}_x_{next(iter(rows))}"] = row[key] / reference[key]
-                    direction[f"{key}_x_{next(iter(rows))}"] = True
+                if key in row and rows[reference].get(key):
+                    row[f"{key}_x_{reference}"] = row[key] / rows[reference][key]
+                    direction[f"{key}_x_{reference}"] = True
     columns = sorted(direction, key=lambda c: (c.replace("_x_", "~"), c))
     return columns, rows, direction
 
@@ -348,6 +362,82 @@ def cell_time_table(records: Sequence[dict]) -> list[str]:
     return lines
 
 
+def _bolded(text: str, column: str, value: float | None, best: dict[str, float]) -> str:
+    return f"**{text}**" if text and column in best and value == best[column] else text
+
+
+def _quality_lines(key, quality, order, rows, direction, intervals, best) -> list[str]:
+    """The quality table: each value with its 95% interval, bolded where it is a finding."""
+    lines = [
+        "",
+        "## Quality",
+        "",
+        f"Sorted by `{key}`. Each value with its 95% interval over items: Wilson for pass@1, a "
+        "bootstrap over items for the rest (↑ higher is better, ↓ lower). **Bold**: a column's best, "
+        "only where it is significantly better than the runner-up on the same items (paired, 95%); "
+        "a column without bold has a top that is indistinguishable from its runner-up (or no per-item "
+        "scores to tell).",
+        "",
+        *_header(quality, direction),
+    ]
+    for variant in order:
+        cells = []
+        for column in quality:
+            value = rows[variant].get(column)
+            text = _with_interval(value, intervals.get(variant, {}).get(column))
+            cells.append(_bolded(text, column, value, best))
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _paired_lines(reference, quality, order, comparisons) -> list[str]:
+    """The table of each variant minus the reference on the same items; empty without comparisons."""
+    if not comparisons:
+        return []
+    compared = [c for c in quality if any(c in found for found in comparisons.values())]
+    lines = [
+        "",
+        f"## Paired against {reference}",
+        "",
+        f"Each variant minus `{reference}` on the same items, with the 95% paired-bootstrap interval "
+        f"of the difference; for pass@1 also the problems lost/gained against `{reference}` and the "
+        "exact McNemar p-value. **Bold**: significant at 95% (interval excludes 0, or p < 0.05).",
+        "",
+        *_header(compared, {}),
+    ]
+    for variant in order:
+        if variant in comparisons:
+            found = comparisons[variant]
+            cells = [_comparison_text(found[c]) if c in found else "" for c in compared]
+            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _cost_lines(reference, costs, order, rows, direction, best) -> list[str]:
+    """The cost table: counted costs bolded at their best, timings never ranked; empty without costs."""
+    if not costs:
+        return []
+    # The latency suite's ratio columns name the variant they divide by.
+    divisors = sorted({c.split("_x_", 1)[1] for c in costs if "_x_" in c}) or [reference or "the reference"]
+    lines = [
+        "",
+        "## Cost",
+        "",
+        "Size on disk and weight memory are counted and bolded at their best; timings (tokens/s, "
+        f"their ratios to {', '.join(divisors)}, seconds, resident memory) vary between runs "
+        "on a shared machine and are not ranked.",
+        "",
+        *_header(costs, direction),
+    ]
+    for variant in order:
+        cells = [
+            _bolded(_format(rows[variant].get(column)), column, rows[variant].get(column), best)
+            for column in costs
+        ]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def leaderboard_markdown(
     title: str,
     settings: dict[str, str],
@@ -374,63 +464,9 @@ def leaderboard_markdown(
     costs = [c for c in columns if "/" not in c]
     lines = [f"# {title}", ""]
     lines += [f"- {name}: {value}" for name, value in settings.items()]
-    lines += [
-        "",
-        "## Quality",
-        "",
-        f"Sorted by `{key}`. Each value with its 95% interval over items: Wilson for pass@1, a "
-        "bootstrap over items for the rest (↑ higher is better, ↓ lower). **Bold**: a column's best, "
-        "only where it is significantly better than the runner-up on the same items (paired, 95%); "
-        "a column without bold has a top that is indistinguishable from its runner-up (or no per-item "
-        "scores to tell).",
-        "",
-        *_header(quality, direction),
-    ]
-    for variant in order:
-        cells = []
-        for column in quality:
-            value = rows[variant].get(column)
-            text = _with_interval(value, intervals.get(variant, {}).get(column))
-            cells.append(f"**{text}**" if text and column in best and value == best[column] else text)
-        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
-    if comparisons:
-        compared = [c for c in quality if any(c in found for found in comparisons.values())]
-        lines += [
-            "",
-            f"## Paired against {reference}",
-            "",
-            f"Each variant minus `{reference}` on the same items, with the 95% paired-bootstrap interval "
-            f"of the difference; for pass@1 also the problems lost/gained against `{reference}` and the "
-            "exact McNemar p-value. **Bold**: significant at 95% (interval excludes 0, or p < 0.05).",
-            "",
-            *_header(compared, {}),
-        ]
-        for variant in order:
-            if variant in comparisons:
-                found = comparisons[variant]
-                cells = [_comparison_text(found[c]) if c in found else "" for c in compared]
-                lines.append(f"| {variant} | " + " | ".join(cells) + " |")
-    if costs:
-        lines += [
-            "",
-            "## Cost",
-            "",
-            "Size on disk and weight memory are counted and bolded at their best; timings (tokens/s, "
-            "their ratios to base, seconds, resident memory) vary between runs on a shared machine and "
-            "are not ranked.",
-            "",
-            *_header(costs, direction),
-        ]
-        for variant in order:
-            cells = []
-            for column in costs:
-                text = _format(rows[variant].get(column))
-                cells.append(
-                    f"**{text}**"
-                    if text and column in best and rows[variant].get(column) == best[column]
-                    else text
-                )
-            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    lines += _quality_lines(key, quality, order, rows, direction, intervals, best)
+    lines += _paired_lines(reference, quality, order, comparisons)
+    lines += _cost_lines(reference, costs, order, rows, direction, best)
     lines += cell_time_table(records)
     return "\n".join(lines) + "\n"
 
@@ -550,9 +586,15 @@ def run_settings(records: Sequence[dict]) -> dict[str, str]:
     }
 
 
-def build_reports(runs: Sequence[Path], out: Path | None = None) -> dict[str, Path]:
+def build_reports(
+    runs: Sequence[Path], out: Path | None = None, reference: str | None = None
+) -> dict[str, Path]:
     """Write matrix.csv, LEADERBOARD.md and the plot for one run (into it) or several side by side
-    (rows named RUN:variant, into `out`). Returns the paths written."""
+    (rows named RUN:variant, into `out`). Returns the paths written.
+
+    Every variant is paired with, and its latency speeds divided by, the reference variant:
+    `reference` where given (RUN:variant for several runs), else the rule of harness/runs/reference.py.
+    Side by side, each run's latency suite is divided by its own reference, by the rule."""
     runs = [Path(r) for r in runs]
     if len(runs) > 1 and out is None:
         raise CodegenBenchError("several runs side by side need --out DIR for the combined reports")
@@ -571,11 +613,13 @@ def build_reports(runs: Sequence[Path], out: Path | None = None) -> dict[str, Pa
     columns, rows, direction = matrix_rows(records)
     intervals = metric_intervals(records)
     items = item_scores(records)
-    reference, comparisons = paired_with_reference(records, items)
+    reference, comparisons = paired_with_reference(records, items, reference)
     for run in runs:
         latency = run / LATENCY_FILE
         if latency.is_file():
-            extra_columns, extra_rows, extra_direction = latency_rows(latency)
+            extra_columns, extra_rows, extra_direction = latency_rows(
+                latency, reference if len(runs) == 1 else None
+            )
             prefix = f"{run.name}:" if len(runs) > 1 else ""
             for variant, values in extra_rows.items():
                 rows.setdefault(prefix + variant, {}).update(values)
