@@ -207,3 +207,22 @@ def test_the_output_path_is_the_samples_folder_unless_the_environment_names_one(
     with writing_samples_to(tmp_path / "matrix" / "base"):
         assert samples_dir() == tmp_path / "matrix" / "base"
     assert samples_dir() == tmp_path / "elsewhere"
+
+
+def test_the_plugin_collects_the_samples_when_lm_evals_evaluate_returns_on_rank_0(problem, samples_dir):
+    from types import SimpleNamespace
+
+    from codegen_bench.harness.lm_eval_plugin.hook import collect_samples_after_evaluate
+
+    def evaluate(results):
+        utils.process_results_greedy(problem, [problem["canonical_solution"]])
+        return results
+
+    evaluator = SimpleNamespace(evaluate=evaluate)
+    collect_samples_after_evaluate(evaluator)
+    assert evaluator.evaluate(None) is None  # not rank 0: rank 0 merges this part later
+    assert not list(samples_dir.glob("humaneval_custom_*.jsonl"))
+    assert evaluator.evaluate({"results": {}}) == {"results": {}}
+    (path,) = samples_dir.glob("humaneval_custom_*.jsonl")
+    assert [json.loads(line)["passed"] for line in path.read_text().splitlines()] == [True, True]
+    assert not list(samples_dir.glob(".*.part"))
