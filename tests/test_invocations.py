@@ -94,8 +94,8 @@ _KILLED_INVOCATION = """
 import os, signal, sys
 from datetime import datetime, timedelta
 from pathlib import Path
-from codegen_bench.harness.files import RecordStore
-from codegen_bench.harness.runs.invocations import TIME_FORMAT, recorded_invocation
+from codegen_bench.harness.files import TIME_FORMAT, RecordStore
+from codegen_bench.harness.runs.invocations import recorded_invocation
 from codegen_bench.harness.runs.matrix import RECORDS_FILE
 
 run = Path(sys.argv[1])

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from codegen_bench.harness.files import RecordStore
-from codegen_bench.harness.runs.matrix import RECORDS_FILE, TIME_FORMAT
+from codegen_bench.harness.files import TIME_FORMAT, RecordStore, timestamp
+from codegen_bench.harness.runs.matrix import RECORDS_FILE
 
 INVOCATIONS_FILE = "invocations.jsonl"
 
@@ -59,7 +59,7 @@ def recorded_invocation(
     before = len(records.read()) if enabled else 0
     invocation = Invocation(
         command=command,
-        started=time.strftime(TIME_FORMAT),
+        started=timestamp(),
         cells_planned=cells_planned,
         records_before=before,
     )
