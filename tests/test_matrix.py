@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
+from codegen_bench.harness.engine.generation import GenerationStats
+from codegen_bench.harness.engine.likelihood import ScoringStats
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.runs.matrix import MatrixConfig, RecordStore, VariantSpec, run_matrix, task_metrics
 
@@ -39,18 +42,36 @@ def test_task_metrics_drops_filters_stderr_and_counts():
 
 
 class FakeLM:
-    def __init__(self, spec):
+    """Everything the matrix uses of CodegenLM, without a model: its running generation and scoring
+    counts, its model info (the weights' sha256 among it) and its world size."""
+
+    world_size = 1
+
+    def __init__(self, spec, weights_sha256=None):
         self.spec = spec
+        self.weights_sha256 = weights_sha256
+        self.generation_stats = GenerationStats()
+        self.scoring_stats = ScoringStats()
 
     def get_model_info(self):
-        return {"variant": self.spec.variant, "peak_memory_bytes": 123}
+        return {
+            "variant": self.spec.variant,
+            "variant_weights_sha256": self.weights_sha256,
+            "peak_memory_bytes": 123,
+            "generation": self.generation_stats.as_dict(),
+            "scoring": self.scoring_stats.as_dict(),
+        }
 
 
 def _fake_evaluate(calls, fail_at=None):
+    """lm-eval's stand-in: each cell generates 2 requests of 10 tokens on the model it is given."""
+
     def evaluate(lm, task, config):
         if fail_at is not None and len(calls) == fail_at:
             raise KeyboardInterrupt  # Ctrl-C in the middle of a cell
         calls.append((lm.spec.name, task))
+        lm.generation_stats.requests += 2
+        lm.generation_stats.tokens += 20
         return {"results": {task: {"score,none": len(calls) / 10}}}
 
     return evaluate
@@ -84,6 +105,20 @@ def test_interrupted_matrix_resumes_without_redoing_finished_cells(tiny_model_di
     assert records[0]["model"]["peak_memory_bytes"] == 123
 
 
+def test_a_cells_generation_counts_are_its_share_of_the_models_running_counts(tiny_model_dir, tmp_path):
+    config = MatrixConfig(
+        variants=(VariantSpec.parse("base"),),
+        tasks=("task_a", "task_b"),
+        out=tmp_path / "run",
+        pretrained=str(tiny_model_dir),
+    )
+    records = run_matrix(config, load=lambda c, s: FakeLM(s), evaluate=_fake_evaluate([]))
+    # One model served both cells: the second's counts leave out the first's.
+    assert [(r["generation"]["requests"], r["generation"]["tokens"]) for r in records] == [(2, 20), (2, 20)]
+    assert [r["scoring"]["requests"] for r in records] == [0, 0]
+    assert [r["world_size"] for r in records] == [1, 1]
+
+
 def test_changing_one_variants_config_reruns_only_its_cells(tiny_model_dir, tmp_path):
     def config(sparsity):
         return MatrixConfig(
@@ -104,15 +139,6 @@ def test_changing_one_variants_config_reruns_only_its_cells(tiny_model_dir, tmp_
     assert calls[2:] == [("l1", "task_a")]
 
 
-class FakeVariantLM(FakeLM):
-    def __init__(self, spec, weights_sha256):
-        super().__init__(spec)
-        self.weights_sha256 = weights_sha256
-
-    def get_model_info(self):
-        return {**super().get_model_info(), "variant_weights_sha256": self.weights_sha256}
-
-
 def test_a_variant_loaded_with_other_weights_than_its_recorded_cells_reruns_them(tiny_model_dir, tmp_path):
     # A resumed run whose variant was rebuilt with other weights (calibrated again on another machine):
     # the fingerprint is the same, but one row must not mix two models.
@@ -124,14 +150,14 @@ def test_a_variant_loaded_with_other_weights_than_its_recorded_cells_reruns_them
     )
     calls = []
     with pytest.raises(KeyboardInterrupt):
-        run_matrix(config, load=lambda c, s: FakeVariantLM(s, "a" * 64), evaluate=_fake_evaluate(calls, 2))
+        run_matrix(config, load=lambda c, s: FakeLM(s, "a" * 64), evaluate=_fake_evaluate(calls, 2))
     calls.clear()
-    records = run_matrix(config, load=lambda c, s: FakeVariantLM(s, "b" * 64), evaluate=_fake_evaluate(calls))
+    records = run_matrix(config, load=lambda c, s: FakeLM(s, "b" * 64), evaluate=_fake_evaluate(calls))
     assert calls == [("l1", "task_c"), ("l1", "task_a"), ("l1", "task_b")]
     assert [r["model"]["variant_weights_sha256"] for r in records] == ["b" * 64] * 3
 
     calls.clear()  # the same weights again: nothing to do
-    run_matrix(config, load=lambda c, s: FakeVariantLM(s, "b" * 64), evaluate=_fake_evaluate(calls))
+    run_matrix(config, load=lambda c, s: FakeLM(s, "b" * 64), evaluate=_fake_evaluate(calls))
     assert calls == []
 
 
@@ -211,6 +237,29 @@ def test_latency_suite_runs_once_per_run_folder(tiny_model_dir, tmp_path):
     assert path.stat().st_mtime_ns == stamp  # covered already: not measured again
 
 
+def test_the_latency_suite_is_told_the_reference_only_when_one_is_named(tmp_path, monkeypatch):
+    from codegen_bench.harness.runs import latency
+
+    commands = []
+
+    def run(command):
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(latency.subprocess, "run", run)
+    for reference in (None, "int8-dynamic"):
+        config = MatrixConfig(
+            variants=(VariantSpec.parse("base"), VariantSpec.parse("int8-dynamic")),
+            tasks=("t",),
+            out=tmp_path / str(reference),
+            reference=reference,
+        )
+        latency.run_latency(config)
+    default, named = commands
+    assert "--reference" not in default  # the suite applies the same default rule itself
+    assert named[named.index("--reference") + 1] == "int8-dynamic"
+
+
 def test_latency_suite_is_skipped_for_backend_vllm(tiny_model_dir, tmp_path):
     from codegen_bench.harness.runs.latency import run_latency
 
@@ -242,6 +291,42 @@ def test_every_variant_but_the_reference_is_compared_with_it(tmp_path):
     assert [kl_reference(alone, s) for s in alone.variants] == [None, "int8-dynamic"]
     on_vllm = config("base", "nf4", backend="vllm")  # vLLM returns no distributions
     assert [kl_reference(on_vllm, s) for s in on_vllm.variants] == [None, None]
+    named = MatrixConfig(
+        variants=tuple(VariantSpec.parse(s) for s in ("int8-dynamic", "base", "nf4")),
+        tasks=("t",),
+        out=tmp_path,
+        reference="nf4",
+    )
+    assert [kl_reference(named, s) for s in named.variants] == ["nf4", "nf4", None]
+
+
+def test_a_reference_that_is_not_one_of_the_variants_fails_before_anything_runs(tmp_path):
+    with pytest.raises(CodegenBenchError, match=r"'nf4' is not in the run's variants \(base, int8-dynamic\)"):
+        MatrixConfig(
+            variants=(VariantSpec.parse("base"), VariantSpec.parse("int8-dynamic")),
+            tasks=("t",),
+            out=tmp_path,
+            reference="nf4",
+        )
+
+
+def test_naming_the_default_reference_keeps_every_cells_fingerprint(tiny_model_dir, tmp_path):
+    """The reference is not in the fingerprint: a finished run is still finished with --reference base."""
+    from codegen_bench.harness.runs.matrix import plan_cells
+
+    def fingerprints(reference):
+        config = MatrixConfig(
+            variants=(VariantSpec.parse("int8-dynamic"), VariantSpec.parse("base")),
+            tasks=("task_a",),
+            out=tmp_path,
+            pretrained=str(tiny_model_dir),
+            reference=reference,
+        )
+        return [cell.fingerprint for cell in plan_cells(config)]
+
+    assert fingerprints("base") == fingerprints(None)
+    # Another reference changes what int8-dynamic's likelihood cells compare with, so its cells.
+    assert fingerprints("int8-dynamic")[1] != fingerprints(None)[1]
 
 
 def test_the_reference_cells_log_probs_serve_every_other_variants_kl_bit_for_bit(tiny_model_dir, tmp_path):

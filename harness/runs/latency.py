@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.harness.lm_eval_plugin.model import engine_backend
 from codegen_bench.harness.runs.matrix import MatrixConfig
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def run_latency(config: MatrixConfig) -> Path | None:
     in a process of its own; skipped when the file already covers every variant. The suite lives in
     the repository's benchmarks/, so an installed package without it skips this with a warning."""
     out = config.out / LATENCY_FILE
-    if str(config.model_args.get("backend", "hf")).lower() == "vllm":
+    if engine_backend(config.model_args) == "vllm":
         # The suite times our engine's prefill and decode steps, which vLLM does not expose.
         log.warning("matrix: the latency suite measures backend=hf only: no latency figures for backend=vllm")
         return None
@@ -56,6 +57,10 @@ def run_latency(config: MatrixConfig) -> Path | None:
     command = [sys.executable, "-m", "pytest", str(LATENCY_SUITE), "-q", "-p", "no:cacheprovider"]
     command += ["--benchmark-json", str(out), "--variants", *(spec.text() for spec in config.variants)]
     command += ["--large-batch", str(config.batch_size)]
+    if config.reference is not None:
+        # The suite's summary divides by the run's reference; without one it applies the same
+        # default rule (harness/runs/reference.py) to the same variants, as the matrix's pairing does.
+        command += ["--reference", config.reference]
     if config.pretrained:
         command += ["--pretrained", config.pretrained]
     if config.model_args:

@@ -39,11 +39,12 @@ from tqdm import tqdm
 from codegen_bench.harness.distributed import launched_rank
 from codegen_bench.harness.engine.repetition import DEFAULT_REPETITION_CUT
 from codegen_bench.harness.engine.roofline import generation_flops, measure_peak_flops, scoring_flops
-from codegen_bench.harness.execution.samples import SAMPLES_DIR_ENV
-from codegen_bench.harness.files import RecordStore
-from codegen_bench.harness.lm_eval_plugin.model import CodegenLM
+from codegen_bench.harness.execution.samples import writing_samples_to
+from codegen_bench.harness.files import RecordStore, timestamp
+from codegen_bench.harness.lm_eval_plugin.model import DEFAULT_BATCH_SIZE, CodegenLM, engine_backend
 from codegen_bench.harness.loading import resolve_pretrained
 from codegen_bench.harness.runs.item_scores import ITEM_METRICS, cell_items
+from codegen_bench.harness.runs.reference import reference_variant
 from codegen_bench.harness.runs.uncertainty import interval
 from codegen_bench.trainers.recipes import ADAPTER_KINDS, recipe_identity
 from codegen_bench.variants import check_variant_spec, get_variant
@@ -54,11 +55,10 @@ from codegen_bench.variants.spec import VariantSpec
 log = logging.getLogger(__name__)
 
 RECORDS_FILE = "records.jsonl"
-# Of a record's `finished` (and of invocations.jsonl's `started`, which is compared with it).
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 # The KL reference's log-probabilities, kept while the run lasts (`kl_cache`): its own likelihood
-# cells write them, and every other variant's read them instead of rerunning the reference. Float32
-# over the vocabulary, about 5 GiB for humaneval_nll; removed when the run ends.
+# cells write them, and every other variant's read them instead of rerunning the reference. They are
+# float32 over the vocabulary at every scored position, so they are removed when the run ends (their
+# size on disk: results/measurements/kl-reference-cache/README.md).
 KL_CACHE_DIR = ".kl-reference-log-probs"
 # Settings that choose the CPU kernels, and so the last bits of every float result (which a variant
 # that rounds its activations, such as int8-dynamic, turns into different generations; see the
@@ -81,25 +81,48 @@ class MatrixConfig:
     tasks: tuple[str, ...]
     out: Path
     limit: int | None = None
-    batch_size: int = 16
+    batch_size: int = DEFAULT_BATCH_SIZE
     pretrained: str | None = None  # None: the embedded default model
     model_args: dict[str, Any] = field(default_factory=dict)  # more `codegen` arguments (dtype, chat...)
     gen_kwargs: dict[str, Any] = field(default_factory=dict)  # overrides of the tasks' generation_kwargs
     # Quality cells of 4-bit variants (nf4, qlora) run on their weights dequantized once at load:
-    # float32 matmuls, the compute dtype they declare, faster than bitsandbytes' CPU path, which
-    # dequantizes at every call (benchmarks/nf4_dequantized.py compares the two). Their speed and
-    # memory stay the kernels', measured by the latency suite. False: the kernels in every cell.
+    # float32 matmuls, the compute dtype they declare, without bitsandbytes' CPU path dequantizing at
+    # every call (how the two compare: results/measurements/nf4-dequantized/README.md). Their speed
+    # and memory stay the kernels', measured by the latency suite. False: the kernels in every cell.
     dequantize_4bit: bool = True
     # The reference's log-probabilities kept for the run (KL_CACHE_DIR): the same values as rerunning
-    # it in every variant's likelihood cell, so not part of any fingerprint. False: rerun it.
+    # it in every variant's likelihood cell (results/measurements/kl-reference-cache/README.md), so not
+    # part of any fingerprint. False: rerun it.
     keep_reference_log_probs: bool = True
+    # The variant every other one is paired with, compared with in KL and divided by in speed ratios
+    # (harness/runs/reference.py); None: its default rule. Not part of any fingerprint: a cell's
+    # record depends on it only through its `kl_reference`, which is.
+    reference: str | None = None
+
+    def __post_init__(self) -> None:
+        # A name that is not one of the run's variants fails here, before any model loads.
+        reference_variant([spec.name for spec in self.variants], self.reference)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (variant, task) of the run, with the fingerprint of everything that decides its result."""
+
+    spec: VariantSpec
+    task: str
+    fingerprint: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """Its key in the records (RecordStore.latest): (variant name, task)."""
+        return (self.spec.name, self.task)
 
 
 def cell_model_args(config: MatrixConfig) -> dict[str, Any]:
     """The `codegen` arguments of every quality cell: the run's, and dequantize_4bit where it applies
     (a no-op for variants without 4-bit layers; vLLM runs 4-bit weights its own way)."""
     args = dict(config.model_args)
-    if config.dequantize_4bit and str(args.get("backend", "hf")).lower() == "hf":
+    if config.dequantize_4bit and engine_backend(args) == "hf":
         args.setdefault("dequantize_4bit", "true")
     return args
 
@@ -195,7 +218,7 @@ def task_metrics(results: dict) -> dict[str, dict[str, float]]:
     return metrics
 
 
-def _default_evaluate(lm, task: str, config: MatrixConfig) -> dict:
+def _default_evaluate(lm: CodegenLM, task: str, config: MatrixConfig) -> dict | None:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
@@ -247,9 +270,9 @@ def cell_work(model_config: dict, generation: dict, scoring: dict, seconds: floa
     }
 
 
-def _counts_since(now: dict | None, before: dict, keys: tuple[str, ...]) -> dict:
+def _counts_since(now: dict, before: dict, keys: tuple[str, ...]) -> dict:
     """The cell's share of a model's running counts (GenerationStats, ScoringStats)."""
-    return {k: (now or {}).get(k, 0) - before.get(k, 0) for k in keys}
+    return {k: now.get(k, 0) - before.get(k, 0) for k in keys}
 
 
 def model_config_dict(pretrained: str) -> dict:
@@ -259,21 +282,22 @@ def model_config_dict(pretrained: str) -> dict:
 
 
 def reference_spec(config: MatrixConfig) -> VariantSpec:
-    """The variant every other one is compared with: `base` where the run has it, else the first."""
-    return next((s for s in config.variants if s.name == "base"), config.variants[0])
+    """The variant every other one is compared with: the one reference_variant names among the run's
+    (`config.reference` where given, else `base` where the run has it, else the first)."""
+    name = reference_variant([spec.name for spec in config.variants], config.reference)
+    return next(spec for spec in config.variants if spec.name == name)
 
 
 def kl_reference(config: MatrixConfig, spec: VariantSpec) -> str | None:
     """The variant `spec`'s next-token distributions are compared with in likelihood cells: the
     run's reference, for every other variant (backend=hf, a reference without config overrides)."""
     reference = reference_spec(config)
-    backend = str(config.model_args.get("backend", "hf")).lower()
-    if spec == reference or reference.overrides or backend != "hf":
+    if spec == reference or reference.overrides or engine_backend(config.model_args) != "hf":
         return None
     return reference.variant
 
 
-def _default_load(config: MatrixConfig, spec: VariantSpec):
+def _default_load(config: MatrixConfig, spec: VariantSpec) -> CodegenLM:
     reference = kl_reference(config, spec)
     extra = {"kl_reference": reference} if reference else {}
     compared = any(kl_reference(config, s) for s in config.variants)
@@ -289,18 +313,33 @@ def _default_load(config: MatrixConfig, spec: VariantSpec):
     )
 
 
-def _cells_of_other_weights(lm, spec: VariantSpec, plan: list, done: dict, pending: list) -> list:
+def plan_cells(config: MatrixConfig) -> list[Cell]:
+    """Every (variant, task) of the run, in run order, each with its fingerprint."""
+    base_sha256 = base_fingerprint(resolve_pretrained(config.pretrained))
+    plan = []
+    for spec in config.variants:
+        identity = variant_identity(spec)
+        identity["kl_reference"] = kl_reference(config, spec)
+        plan += [
+            Cell(spec, task, cell_fingerprint(base_sha256, identity, task, config)) for task in config.tasks
+        ]
+    return plan
+
+
+def _cells_of_other_weights(
+    lm: CodegenLM, spec: VariantSpec, plan: list[Cell], done: dict, pending: list[Cell]
+) -> list[Cell]:
     """Cells of `spec` done earlier with other weights than the ones just loaded: to rerun, so that a
     variant's row comes from one model. The fingerprint cannot see this (it is known before any
     artifact is built): a variant rebuilt between invocations, such as a resumed run on another
     machine calibrating its own wanda-pruned artifact, can differ in its weights."""
-    loaded = (lm.get_model_info() if hasattr(lm, "get_model_info") else {}).get("variant_weights_sha256")
+    loaded = lm.get_model_info().get("variant_weights_sha256")
     if not loaded:
         return []
     stale, recorded_hashes = [], set()
     for cell in plan:
-        recorded = (done.get((spec.name, cell[1])) or {}).get("model", {}).get("variant_weights_sha256")
-        if cell[0] == spec and cell not in pending and recorded and recorded != loaded:
+        recorded = (done.get(cell.key) or {}).get("model", {}).get("variant_weights_sha256")
+        if cell.spec == spec and cell not in pending and recorded and recorded != loaded:
             stale.append(cell)
             recorded_hashes.add(recorded[:12])
     if stale:
@@ -309,112 +348,115 @@ def _cells_of_other_weights(lm, spec: VariantSpec, plan: list, done: dict, pendi
             "rerunning them, so that its row comes from one model",
             spec.name,
             loaded[:12],
-            ", ".join(cell[1] for cell in stale),
+            ", ".join(cell.task for cell in stale),
             ", ".join(sorted(recorded_hashes)),
         )
     return stale
 
 
+@dataclass(frozen=True)
+class Roofline:
+    """The base model's config and the matmul FLOP/s this machine reaches with its shapes: measured
+    once per run, before any cell, so that every cell's share of it compares with the others'."""
+
+    model_config: dict
+    peak_flops_per_s: float
+
+
+def measure_roofline(config: MatrixConfig) -> Roofline:
+    """The run's Roofline: the base model's config and the best matmul FLOP/s of its shapes here."""
+    model_config = model_config_dict(resolve_pretrained(config.pretrained))
+    peak = max(measure_peak_flops(model_config).values())
+    log.info("matrix: matmul roofline %.1f GFLOP/s", peak / 1e9)
+    return Roofline(model_config, peak)
+
+
+GENERATION_COUNTS = ("requests", "tokens", "prompt_tokens", "seconds", "cut_repeating")
+SCORING_COUNTS = ("requests", "forward_tokens", "head_tokens", "reference_kept", "seconds")
+
+
+def run_cell(
+    lm: CodegenLM, cell: Cell, config: MatrixConfig, evaluate: Callable, roofline: Roofline
+) -> dict | None:
+    """Evaluate one cell on the loaded `lm`: its record, or None on the other ranks of a data-parallel
+    run (rank 0 keeps the record)."""
+    generation_before = dict(lm.generation_stats.as_dict())
+    scoring_before = dict(lm.scoring_stats.as_dict())
+    started = time.perf_counter()
+    with writing_samples_to(config.out / "samples" / cell.spec.name):
+        results = evaluate(lm, cell.task, config)
+    seconds = time.perf_counter() - started
+    if results is None:
+        return None
+    info = lm.get_model_info()
+    generation = _counts_since(info["generation"], generation_before, GENERATION_COUNTS)
+    scoring = _counts_since(info["scoring"], scoring_before, SCORING_COUNTS)
+    metrics = task_metrics(results)
+    items, intervals = cell_uncertainty(results, metrics)
+    return {
+        "variant": cell.spec.name,
+        "task": cell.task,
+        "fingerprint": cell.fingerprint,
+        "variant_spec": cell.spec.model_args(),
+        "limit": config.limit,
+        "batch_size": config.batch_size,
+        "world_size": lm.world_size,  # generation counts are rank 0's share
+        "metrics": metrics,
+        "intervals": intervals,  # 95%, over items (harness/runs/uncertainty.py)
+        "items": items,
+        # Items each task scored: the gate sizes its tolerances by it.
+        "samples": {t: n.get("effective") for t, n in results.get("n-samples", {}).items()},
+        "higher_is_better": results.get("higher_is_better", {}),
+        "versions": {
+            "lm_eval": results.get("lm_eval_version"),
+            "transformers": results.get("transformers_version"),
+        },
+        "seconds": round(seconds, 3),
+        "generation": generation,
+        "scoring": scoring,
+        "work": cell_work(roofline.model_config, generation, scoring, seconds, roofline.peak_flops_per_s),
+        "model": {k: v for k, v in info.items() if k not in ("generation", "scoring")},
+        "kernels": kernel_settings(),
+        "finished": timestamp(),
+    }
+
+
 def run_matrix(
     config: MatrixConfig,
-    load: Callable[[MatrixConfig, VariantSpec], Any] = _default_load,
-    evaluate: Callable[[Any, str, MatrixConfig], dict] = _default_evaluate,
+    load: Callable[[MatrixConfig, VariantSpec], CodegenLM] = _default_load,
+    evaluate: Callable[[CodegenLM, str, MatrixConfig], dict | None] = _default_evaluate,
 ) -> list[dict]:
     """Run every cell that has no up-to-date record; return the records of all cells, in order."""
     store = RecordStore(config.out / RECORDS_FILE)
     done = store.latest()
-    base_sha256 = base_fingerprint(resolve_pretrained(config.pretrained))
-    plan = []  # (spec, task, fingerprint)
-    for spec in config.variants:
-        identity = variant_identity(spec)
-        identity["kl_reference"] = kl_reference(config, spec)
-        plan += [(spec, task, cell_fingerprint(base_sha256, identity, task, config)) for task in config.tasks]
-    todo = [cell for cell in plan if done.get((cell[0].name, cell[1]), {}).get("fingerprint") != cell[2]]
-    log.info("matrix: %d cells, %d already done, %d to run", len(plan), len(plan) - len(todo), len(todo))
-
+    plan = plan_cells(config)
+    queue = [cell for cell in plan if done.get(cell.key, {}).get("fingerprint") != cell.fingerprint]
+    log.info("matrix: %d cells, %d already done, %d to run", len(plan), len(plan) - len(queue), len(queue))
     bar = tqdm(
         total=len(plan),
-        initial=len(plan) - len(todo),
+        initial=len(plan) - len(queue),
         desc="matrix",
         unit="cell",
         disable=launched_rank() != 0,
     )
-    samples_dir_before = os.environ.get(SAMPLES_DIR_ENV)
+    roofline = measure_roofline(config) if queue else None
     lm, loaded = None, None
-    model_config, peak = None, None
-    if todo:
-        # Measured once per run, before any cell: the cells' shares of the roofline compare with it.
-        model_config = model_config_dict(resolve_pretrained(config.pretrained))
-        peak = max(measure_peak_flops(model_config).values())
-        log.info("matrix: matmul roofline %.1f GFLOP/s", peak / 1e9)
     try:
-        queue = list(todo)
         while queue:
-            spec, task, fingerprint = queue.pop(0)
-            bar.set_description(f"matrix: {spec.name} × {task}")
-            if loaded != spec:
+            cell = queue.pop(0)
+            bar.set_description(f"matrix: {cell.spec.name} × {cell.task}")
+            if loaded != cell.spec:
                 lm, loaded = None, None  # free the previous variant before loading the next
-                lm, loaded = load(config, spec), spec
-                stale = _cells_of_other_weights(lm, spec, plan, done, [(spec, task, fingerprint), *queue])
+                lm, loaded = load(config, cell.spec), cell.spec
+                stale = _cells_of_other_weights(lm, cell.spec, plan, done, [cell, *queue])
                 queue[:0] = stale
                 bar.total += len(stale)
-            os.environ[SAMPLES_DIR_ENV] = str(config.out / "samples" / spec.name)
-            generation_before = dict(lm.generation_stats.as_dict()) if hasattr(lm, "generation_stats") else {}
-            scoring_before = dict(lm.scoring_stats.as_dict()) if hasattr(lm, "scoring_stats") else {}
-            started = time.perf_counter()
-            results = evaluate(lm, task, config)
-            seconds = time.perf_counter() - started
-            if results is None:
-                # Another rank of a data-parallel run (`accelerate launch`): rank 0 keeps the record.
-                bar.update(1)
-                continue
-            info = lm.get_model_info() if hasattr(lm, "get_model_info") else {}
-            generation = _counts_since(
-                info.get("generation"),
-                generation_before,
-                ("requests", "tokens", "prompt_tokens", "seconds", "cut_repeating"),
-            )
-            scoring = _counts_since(
-                info.get("scoring"),
-                scoring_before,
-                ("requests", "forward_tokens", "head_tokens", "reference_kept", "seconds"),
-            )
-            metrics = task_metrics(results)
-            items, intervals = cell_uncertainty(results, metrics)
-            record = {
-                "variant": spec.name,
-                "task": task,
-                "fingerprint": fingerprint,
-                "variant_spec": spec.model_args(),
-                "limit": config.limit,
-                "batch_size": config.batch_size,
-                "world_size": getattr(lm, "world_size", 1),  # generation counts are rank 0's share
-                "metrics": metrics,
-                "intervals": intervals,  # 95%, over items (harness/runs/uncertainty.py)
-                "items": items,
-                # Items each task scored: the gate sizes its tolerances by it.
-                "samples": {t: n.get("effective") for t, n in results.get("n-samples", {}).items()},
-                "higher_is_better": results.get("higher_is_better", {}),
-                "versions": {
-                    "lm_eval": results.get("lm_eval_version"),
-                    "transformers": results.get("transformers_version"),
-                },
-                "seconds": round(seconds, 3),
-                "generation": generation,
-                "scoring": scoring,
-                "work": cell_work(model_config, generation, scoring, seconds, peak),
-                "model": {k: v for k, v in info.items() if k not in ("generation", "scoring")},
-                "kernels": kernel_settings(),
-                "finished": time.strftime(TIME_FORMAT),
-            }
-            store.append(record)
-            done[(spec.name, task)] = record
+            record = run_cell(lm, cell, config, evaluate, roofline)
+            if record is not None:
+                store.append(record)
+                done[cell.key] = record
             bar.update(1)
     finally:
         bar.close()
         shutil.rmtree(config.out / KL_CACHE_DIR, ignore_errors=True)
-        if samples_dir_before is None:
-            os.environ.pop(SAMPLES_DIR_ENV, None)
-        else:
-            os.environ[SAMPLES_DIR_ENV] = samples_dir_before
-    return [done[(spec.name, task)] for spec, task, _ in plan if (spec.name, task) in done]
+    return [done[cell.key] for cell in plan if cell.key in done]
