@@ -1,5 +1,12 @@
 """Shared fixtures: a tiny Qwen2 model and a byte-level BPE tokenizer trained here, saved as a
-transformers folder. Built once per session in a few seconds; deterministic (fixed seeds)."""
+transformers folder. Built once per session in a few seconds; deterministic (fixed seeds).
+
+Session fixtures are shared by every test that asks for them: a test reads them and changes nothing
+in them (or changes them through `monkeypatch`, which restores them); a test that generates, scores
+or renders chat histories with the `codegen` model builds its own (`make_tiny_lm`).
+
+`pytest --reverse` runs the collected tests in reverse order: no test may depend on another's
+having run first."""
 
 from __future__ import annotations
 
@@ -7,6 +14,19 @@ from pathlib import Path
 
 import pytest
 import torch
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption(
+        "--reverse", action="store_true", help="run the collected tests in reverse order (order check)"
+    )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items) -> None:
+    if config.getoption("--reverse"):
+        items.reverse()
+
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -83,10 +103,44 @@ def tiny(tiny_model_dir):
 
 @pytest.fixture(scope="session")
 def tiny_lm(tiny_model_dir):
-    """The `codegen` lm-eval model over the tiny folder."""
+    """The `codegen` lm-eval model over the tiny folder (chat on: the tokenizer has a template).
+    Shared: read it; a test that changes it builds its own with `make_tiny_lm`."""
     from codegen_bench.harness.lm_eval_plugin.model import CodegenLM
 
     return CodegenLM(pretrained=str(tiny_model_dir), batch_size=4, max_length=256)
+
+
+@pytest.fixture
+def make_tiny_lm(tiny_model_dir):
+    """A fresh `codegen` model over the tiny folder, `model_args` added to tiny_lm's."""
+    from codegen_bench.harness.lm_eval_plugin.model import CodegenLM
+
+    def make(**model_args):
+        return CodegenLM(
+            **{"pretrained": str(tiny_model_dir), "batch_size": 4, "max_length": 256, **model_args}
+        )
+
+    return make
+
+
+def transformers_greedy_ids(model, tokenizer, prompt_ids, max_new_tokens) -> list[int]:
+    """What transformers' own `generate` gives greedily, without end of sequence: the reference
+    our engines are compared with."""
+    out = model.generate(
+        torch.tensor([prompt_ids]),
+        attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return out[0, len(prompt_ids) :].tolist()
+
+
+@pytest.fixture(scope="session")
+def greedy_ids():
+    """`transformers_greedy_ids`, for test files to share it without importing each other."""
+    return transformers_greedy_ids
 
 
 @pytest.fixture

@@ -19,20 +19,7 @@ def _encode(tokenizer, texts):
     return [tokenizer.encode(t, add_special_tokens=False) for t in texts]
 
 
-def _hf_greedy_ids(model, tokenizer, prompt_ids, max_new_tokens) -> list[int]:
-    out = model.generate(
-        torch.tensor([prompt_ids]),
-        attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        eos_token_id=None,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return out[0, len(prompt_ids) :].tolist()
-
-
-def _hf_greedy(model, tokenizer, prompt_ids, max_new_tokens) -> str:
-    ids = _hf_greedy_ids(model, tokenizer, prompt_ids, max_new_tokens)
+def _decode(tokenizer, ids) -> str:
     return tokenizer.decode(ids, skip_special_tokens=True)
 
 
@@ -57,11 +44,11 @@ def test_truncate_at_stop_cuts_before_earliest_stop():
 
 
 @pytest.mark.parametrize("max_batch_size", [1, 2, 5])
-def test_greedy_matches_transformers_generate(tiny, max_batch_size):
+def test_greedy_matches_transformers_generate(tiny, greedy_ids, max_batch_size):
     model, tokenizer = tiny
     ids = _encode(tokenizer, PROMPTS)
     ours = generate(model, tokenizer, ids, GenerationSettings(max_new_tokens=12), set(), max_batch_size)
-    reference = [_hf_greedy(model, tokenizer, p, 12) for p in ids]
+    reference = [_decode(tokenizer, greedy_ids(model, tokenizer, p, 12)) for p in ids]
     assert ours == reference
 
 
@@ -69,7 +56,7 @@ def test_completions_do_not_depend_on_batch_size_or_prefill_chunks(tiny):
     model, tokenizer = tiny
     ids = _encode(tokenizer, PROMPTS)
     settings = GenerationSettings(max_new_tokens=10)
-    one_by_one = [generate(model, tokenizer, [p], settings, set())[0] for p in ids]
+    one_by_one = [generate(model, tokenizer, [p], settings, set(), 1)[0] for p in ids]
     for max_batch_size in (2, 3, 8):
         assert generate(model, tokenizer, ids, settings, set(), max_batch_size) == one_by_one
     chunked = generate(model, tokenizer, ids, settings, set(), 3, prefill_chunk_tokens=2)
@@ -90,10 +77,10 @@ def test_each_row_stops_at_its_own_stop_string(tiny):
     assert stopped[1] == full[1] and counts[1] == 16  # row 1 runs on to its own budget
 
 
-def test_stop_string_spanning_two_tokens_ends_the_row_at_the_second(tiny):
+def test_stop_string_spanning_two_tokens_ends_the_row_at_the_second(tiny, greedy_ids):
     model, tokenizer = tiny
     ids = _encode(tokenizer, PROMPTS[:1])
-    tokens = _hf_greedy_ids(model, tokenizer, ids[0], 16)
+    tokens = greedy_ids(model, tokenizer, ids[0], 16)
     pieces = [tokenizer.decode([t], skip_special_tokens=True) for t in tokens]
     text = "".join(pieces)
     # The last character of one token and the first of the next, first occurring right there.
@@ -105,33 +92,33 @@ def test_stop_string_spanning_two_tokens_ends_the_row_at_the_second(tiny):
     else:
         pytest.fail("no token boundary usable for this test")
     stopped, counts = _generate_counting(
-        model, tokenizer, ids, GenerationSettings(max_new_tokens=16, stop_strings=(stop,))
+        model, tokenizer, ids, GenerationSettings(max_new_tokens=16, stop_strings=(stop,)), max_batch_size=1
     )
     assert stopped == [text[:cut]]
     assert counts == [i + 2]  # stopped as soon as the token completing the stop string came
 
 
-def test_end_of_sequence_ends_only_its_row(tiny):
+def test_end_of_sequence_ends_only_its_row(tiny, greedy_ids):
     model, tokenizer = tiny
     ids = _encode(tokenizer, PROMPTS[:3])
-    first_tokens = [_hf_greedy_ids(model, tokenizer, p, 3) for p in ids]
+    first_tokens = [greedy_ids(model, tokenizer, p, 3) for p in ids]
     eos = first_tokens[0][1]  # row 0's second token
     assert all(eos not in tokens[:3] for tokens in first_tokens[1:])
     texts, counts = _generate_counting(
         model, tokenizer, ids, GenerationSettings(max_new_tokens=3), {eos}, max_batch_size=3
     )
-    assert texts[0] == tokenizer.decode(first_tokens[0][:1], skip_special_tokens=True)
+    assert texts[0] == _decode(tokenizer, first_tokens[0][:1])
     assert counts == [2, 3, 3]  # the end-of-sequence token counts as generated
 
 
-def test_max_new_tokens_bounds_every_row(tiny):
+def test_max_new_tokens_bounds_every_row(tiny, greedy_ids):
     model, tokenizer = tiny
     ids = _encode(tokenizer, PROMPTS)
     texts, counts = _generate_counting(
         model, tokenizer, ids, GenerationSettings(max_new_tokens=4), max_batch_size=2
     )
     assert counts == [4] * len(PROMPTS)
-    assert texts == [_hf_greedy(model, tokenizer, p, 4) for p in ids]
+    assert texts == [_decode(tokenizer, greedy_ids(model, tokenizer, p, 4)) for p in ids]
 
 
 def test_finished_rows_hand_their_slot_to_waiting_prompts(tiny):
@@ -161,7 +148,7 @@ def test_prefix_shared_by_every_prompt_is_computed_once(tiny):
     shared = len(_encode(tokenizer, [instruction])[0])
     assert shared >= 16 and all(p[:shared] == ids[0][:shared] for p in ids)
     settings = GenerationSettings(max_new_tokens=8)
-    one_by_one = [generate(model, tokenizer, [p], settings, set())[0] for p in ids]
+    one_by_one = [generate(model, tokenizer, [p], settings, set(), 1)[0] for p in ids]
     prefill_tokens = []
 
     def count_prefill(module, args, kwargs):
@@ -189,7 +176,7 @@ def test_sampling_is_reproducible_with_a_seeded_generator(tiny):
 def test_empty_prompt_is_a_clear_error(tiny):
     model, tokenizer = tiny
     with pytest.raises(CodegenBenchError, match="prompt is empty"):
-        generate(model, tokenizer, [[1, 2], []], GenerationSettings(max_new_tokens=2), set())
+        generate(model, tokenizer, [[1, 2], []], GenerationSettings(max_new_tokens=2), set(), 2)
 
 
 def test_kv_cache_budget_limits_the_rows_at_once_not_the_results(tiny, monkeypatch, caplog):
@@ -210,4 +197,4 @@ def test_kv_cache_budget_limits_the_rows_at_once_not_the_results(tiny, monkeypat
 def test_zero_token_budget_generates_nothing(tiny):
     model, tokenizer = tiny
     ids = _encode(tokenizer, PROMPTS[:2])
-    assert generate(model, tokenizer, ids, GenerationSettings(max_new_tokens=0), set()) == ["", ""]
+    assert generate(model, tokenizer, ids, GenerationSettings(max_new_tokens=0), set(), 2) == ["", ""]

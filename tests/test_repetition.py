@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from test_generation import _hf_greedy_ids
 
 from codegen_bench.harness.engine.generation import GenerationSettings, generate
 from codegen_bench.harness.engine.repetition import RepetitionCut, first_cut, repeating_period
@@ -42,11 +41,11 @@ def test_a_cut_that_cannot_see_a_period_is_refused():
         RepetitionCut(min_run_tokens=8, max_period_tokens=8)
 
 
-def test_generation_ends_a_looping_row_where_its_tokens_start_repeating(tiny):
+def test_generation_ends_a_looping_row_where_its_tokens_start_repeating(tiny, greedy_ids):
     model, tokenizer = tiny
     prompts = [tokenizer.encode(p, add_special_tokens=False) for p in PROMPTS]
     budget = 120
-    uncut = [_hf_greedy_ids(model, tokenizer, p, budget) for p in prompts]
+    uncut = [greedy_ids(model, tokenizer, p, budget) for p in prompts]
     expected = [first_cut(ids, CUT) for ids in uncut]
     assert sum(e is not None for e in expected) >= 3  # the test needs looping rows
 

@@ -2,7 +2,9 @@
 
 The work is fixed (every prompt, its stop strings and token budget), so throughput comes from keeping
 the decoding batch full: on a CPU each decoding step streams every weight once, whatever the batch,
-so a step that carries 32 rows costs little more than one that carries 4. Therefore:
+so a step that carries many rows costs little more than one that carries a few
+(results/measurements/generation-speed/README.md: batch 32 against batch 1;
+results/measurements/decode-batch-64/README.md: where more rows stop paying). Therefore:
 
 - Up to `max_batch_size` sequences run at once, each in its own slot of a preallocated KV cache
   (`SlotCache`). A row that finishes (end of sequence, one of its stop strings, or its token budget)
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -42,9 +44,13 @@ KV_CACHE_BUDGET_BYTES = 6 * 2**30
 MIN_SHARED_PREFIX_TOKENS = 16
 
 
+# A request's token budget when its task sets none (lm-eval's `max_gen_toks`).
+DEFAULT_MAX_NEW_TOKENS = 512
+
+
 @dataclass(frozen=True)
 class GenerationSettings:
-    max_new_tokens: int = 512
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     stop_strings: tuple[str, ...] = ()
     do_sample: bool = False
     temperature: float = 1.0
@@ -187,7 +193,7 @@ def generate(
     prompts: Sequence[Sequence[int]],
     settings: GenerationSettings,
     eos_token_ids: set[int],
-    max_batch_size: int = 8,
+    max_batch_size: int,
     generator: torch.Generator | None = None,
     on_row_done: Callable[[int, str, int, int | None], None] | None = None,
     prefill_chunk_tokens: int = 512,
@@ -200,6 +206,30 @@ def generate(
     store each result at once."""
     if not prompts or settings.max_new_tokens < 1:
         return [""] * len(prompts)
+    _check_generation_inputs(model, prompts)
+    slots, capacity = _slots_and_capacity(model, prompts, settings, max_batch_size)
+    batch = _ContinuousBatch(
+        model,
+        tokenizer,
+        prompts,
+        settings,
+        eos_token_ids,
+        slots=slots,
+        capacity=capacity,
+        shared=_prefix_to_prefill_once(prompts),
+        generator=generator,
+        on_row_done=on_row_done,
+        prefill_chunk_tokens=prefill_chunk_tokens,
+    )
+    batch.prefill_shared_prefix()
+    for slot in range(slots):
+        batch.admit(slot)
+    while batch.running:
+        batch.decode_step()
+    return batch.texts
+
+
+def _check_generation_inputs(model, prompts: Sequence[Sequence[int]]) -> None:
     config = model.config
     if "sliding_attention" in (getattr(config, "layer_types", None) or []):
         raise CodegenBenchError(
@@ -208,7 +238,13 @@ def generate(
         )
     if any(len(p) == 0 for p in prompts):
         raise CodegenBenchError("a generation prompt is empty: every request needs at least one token")
-    device = model.device
+
+
+def _slots_and_capacity(
+    model, prompts: Sequence[Sequence[int]], settings: GenerationSettings, max_batch_size: int
+) -> tuple[int, int]:
+    """How many rows run at once, and the positions each slot holds (the longest prompt and the
+    budget): as many rows as asked for unless their keys and values would pass the cache budget."""
     capacity = max(len(p) for p in prompts) + settings.max_new_tokens
     per_slot = SlotCache.bytes_per_position(model) * capacity
     slots = max(1, min(max_batch_size, len(prompts), KV_CACHE_BUDGET_BYTES // per_slot))
@@ -220,116 +256,159 @@ def generate(
             capacity,
             KV_CACHE_BUDGET_BYTES / 2**30,
         )
-    # The tokens every prompt starts with (a chat template's system turn, a task's instruction) are
-    # run once, into one extra slot, and copied into each slot before its own prompt.
+    return slots, capacity
+
+
+def _prefix_to_prefill_once(prompts: Sequence[Sequence[int]]) -> int:
+    """The tokens every prompt starts with (a chat template's system turn, a task's instruction),
+    where they are worth running once and copying into each slot; else 0."""
     shared = _shared_prefix_length(prompts)
-    shared = shared if len(prompts) > 1 and shared >= MIN_SHARED_PREFIX_TOKENS else 0
-    prefix_slot = slots  # unused when nothing is shared
-    cache = SlotCache(model, slots + (shared > 0), capacity)
-    dtype = cache.keys[0].dtype
-    longest_stop = max((len(s) for s in settings.stop_strings), default=0)
+    return shared if len(prompts) > 1 and shared >= MIN_SHARED_PREFIX_TOKENS else 0
 
-    texts = [""] * len(prompts)
-    slot_row: list[int] = []  # the request each running slot holds
-    generated: list[list[int]] = []  # tokens generated so far, per slot
-    lengths: list[int] = []  # tokens in each slot's cache
-    next_token: list[int] = []  # the token each slot feeds next
-    waiting = iter(range(len(prompts)))
 
-    def forward_chunks(slot: int, ids: torch.Tensor, start: int) -> torch.Tensor:
+@dataclass
+class _RunningRow:
+    """A prompt being generated in a slot of the cache."""
+
+    request: int  # the prompt's index
+    length: int  # tokens in its slot of the cache
+    next_token: int  # the token it feeds to the next decoding step
+    generated: list[int] = field(default_factory=list)  # its tokens so far, end of sequence excluded
+
+
+class _ContinuousBatch:
+    """One `generate` call: the slot cache, the rows running in slots 0..n-1, the prompts waiting and
+    the texts of the rows finished. Each public method is one step of the loop in `generate`."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        prompts: Sequence[Sequence[int]],
+        settings: GenerationSettings,
+        eos_token_ids: set[int],
+        *,
+        slots: int,
+        capacity: int,
+        shared: int,
+        generator: torch.Generator | None,
+        on_row_done: Callable[[int, str, int, int | None], None] | None,
+        prefill_chunk_tokens: int,
+    ) -> None:
+        self.model, self.tokenizer, self.prompts = model, tokenizer, prompts
+        self.settings, self.eos_token_ids, self.generator = settings, eos_token_ids, generator
+        self.on_row_done, self.prefill_chunk_tokens = on_row_done, prefill_chunk_tokens
+        self.device = model.device
+        self.shared = shared
+        self.prefix_slot = slots  # one slot past the rows' slots; unused when nothing is shared
+        self.cache = SlotCache(model, slots + (shared > 0), capacity)
+        self.dtype = self.cache.keys[0].dtype
+        self.longest_stop = max((len(s) for s in settings.stop_strings), default=0)
+        self.texts = [""] * len(prompts)
+        self.running: list[_RunningRow] = []  # running[slot]: the row in that slot
+        self.waiting = iter(range(len(prompts)))
+
+    def prefill_shared_prefix(self) -> None:
+        """Run the prefix every prompt starts with once, into the prefix slot."""
+        if self.shared:
+            ids = torch.tensor(self.prompts[0][: self.shared], device=self.device)
+            self._forward_chunks(self.prefix_slot, ids, 0)
+
+    def admit(self, slot: int) -> None:
+        """Give `slot` (a running slot whose row ended, or the next new one) the next waiting prompt;
+        when none waits, close the slot."""
+        for request in self.waiting:
+            row = _RunningRow(request, len(self.prompts[request]), self._prefill(slot, request))
+            if slot == len(self.running):
+                self.running.append(row)
+            else:
+                self.running[slot] = row
+            if not self._accept(slot, row.next_token):
+                return
+        if slot < len(self.running):
+            self._close(slot)
+
+    def decode_step(self) -> None:
+        """One new token for every running row, in one forward pass; rows that end are replaced."""
+        positions = torch.tensor([row.length for row in self.running], dtype=torch.long, device=self.device)
+        self.cache.decode(positions)
+        allowed = torch.arange(int(positions.max()) + 1, device=self.device)[None, :] <= positions[:, None]
+        next_tokens = [row.next_token for row in self.running]
+        logits = self.model(
+            input_ids=torch.tensor(next_tokens, dtype=torch.long, device=self.device)[:, None],
+            position_ids=positions[:, None],
+            attention_mask=_additive_mask(allowed, self.dtype)[:, None, None, :],
+            cache=self.cache,
+            use_cache=True,
+        ).logits[:, -1, :]
+        tokens = _next_tokens(logits, self.settings, self.generator).tolist()
+        # Highest slot first: a row that ends takes a waiting prompt or the last slot's row, and
+        # that row has already had its token.
+        for slot in reversed(range(len(tokens))):
+            self.running[slot].length += 1
+            if self._accept(slot, tokens[slot]):
+                self.admit(slot)
+
+    def _forward_chunks(self, slot: int, ids: torch.Tensor, start: int) -> torch.Tensor:
         """Run ids[start:] into `slot` (positions before `start` already cached); last logits."""
-        for begin in range(start, len(ids), prefill_chunk_tokens):
-            end = min(begin + prefill_chunk_tokens, len(ids))
-            cache.prefill(slot, begin)
+        for begin in range(start, len(ids), self.prefill_chunk_tokens):
+            end = min(begin + self.prefill_chunk_tokens, len(ids))
+            self.cache.prefill(slot, begin)
             # Causal over the chunk, everything before it visible.
-            query_pos = torch.arange(begin, end, device=device)[:, None]
-            allowed = torch.arange(end, device=device)[None, :] <= query_pos
-            logits = model(
+            query_pos = torch.arange(begin, end, device=self.device)[:, None]
+            allowed = torch.arange(end, device=self.device)[None, :] <= query_pos
+            logits = self.model(
                 input_ids=ids[None, begin:end],
                 position_ids=query_pos.T,
-                attention_mask=_additive_mask(allowed, dtype)[None, None],
-                cache=cache,
+                attention_mask=_additive_mask(allowed, self.dtype)[None, None],
+                cache=self.cache,
                 use_cache=True,
                 logits_to_keep=1,
             ).logits[:, -1, :]
         return logits
 
-    def prefill(slot: int, row: int) -> int:
-        """Fill `slot` with prompt `row`; return its first generated token."""
-        ids = torch.tensor(prompts[row], dtype=torch.long, device=device)
-        if shared:
-            cache.move(prefix_slot, slot, shared)
-        logits = forward_chunks(slot, ids, shared)
-        return int(_next_tokens(logits, settings, generator)[0])
+    def _prefill(self, slot: int, request: int) -> int:
+        """Fill `slot` with prompt `request` (after the shared prefix); return its first token."""
+        ids = torch.tensor(self.prompts[request], dtype=torch.long, device=self.device)
+        if self.shared:
+            self.cache.move(self.prefix_slot, slot, self.shared)
+        logits = self._forward_chunks(slot, ids, self.shared)
+        return int(_next_tokens(logits, self.settings, self.generator)[0])
 
-    def take(slot: int, token: int) -> bool:
-        """Add the slot's newly chosen token to its output; True when that ends the row."""
-        next_token[slot] = token
-        tokens = generated[slot]
+    def _accept(self, slot: int, token: int) -> bool:
+        """Add the slot's newly chosen token to its row; True when that ends the row."""
+        row = self.running[slot]
+        row.next_token = token
+        tokens = row.generated
         period = None
-        if token in eos_token_ids:
+        if token in self.eos_token_ids:
             done = True
         else:
             tokens.append(token)
-            done = len(tokens) >= settings.max_new_tokens
-            if not done and longest_stop:
+            done = len(tokens) >= self.settings.max_new_tokens
+            if not done and self.longest_stop:
                 # A stop string that ends in this token starts at most `longest_stop` tokens back.
-                tail = tokenizer.decode(tokens[-(longest_stop + 1) :], skip_special_tokens=False)
-                done = any(stop in tail for stop in settings.stop_strings)
-            if not done and settings.repetition_cut is not None:
-                period = repeating_period(tokens, settings.repetition_cut)
+                tail = self.tokenizer.decode(tokens[-(self.longest_stop + 1) :], skip_special_tokens=False)
+                done = any(stop in tail for stop in self.settings.stop_strings)
+            if not done and self.settings.repetition_cut is not None:
+                period = repeating_period(tokens, self.settings.repetition_cut)
                 done = period is not None
         if done:
-            row = slot_row[slot]
-            text = tokenizer.decode(tokens, skip_special_tokens=True)
-            texts[row] = truncate_at_stop(text, settings.stop_strings)
-            if on_row_done is not None:
-                on_row_done(row, texts[row], len(tokens) + (token in eos_token_ids), period)
+            self._retire(row, n_tokens=len(tokens) + (token in self.eos_token_ids), period=period)
         return done
 
-    def fill(slot: int) -> None:
-        """Give `slot` (a running slot whose row ended, or the next new one) the next waiting prompt;
-        when none waits, close the slot by moving the last running slot into it."""
-        for row in waiting:
-            first_token = prefill(slot, row)
-            state = (row, [], len(prompts[row]), first_token)
-            if slot == len(slot_row):
-                for values, value in zip((slot_row, generated, lengths, next_token), state, strict=True):
-                    values.append(value)
-            else:
-                slot_row[slot], generated[slot], lengths[slot], next_token[slot] = state
-            if not take(slot, first_token):
-                return
-        if slot >= len(slot_row):
-            return
-        last = len(slot_row) - 1
-        if slot != last:
-            cache.move(last, slot)
-            for values in (slot_row, generated, lengths, next_token):
-                values[slot] = values[last]
-        for values in (slot_row, generated, lengths, next_token):
-            values.pop()
+    def _retire(self, row: _RunningRow, n_tokens: int, period: int | None) -> None:
+        """Keep a finished row's text, stop strings cut off, and report it."""
+        text = self.tokenizer.decode(row.generated, skip_special_tokens=True)
+        self.texts[row.request] = truncate_at_stop(text, self.settings.stop_strings)
+        if self.on_row_done is not None:
+            self.on_row_done(row.request, self.texts[row.request], n_tokens, period)
 
-    if shared:
-        forward_chunks(prefix_slot, torch.tensor(prompts[0][:shared], device=device), 0)
-    for slot in range(slots):
-        fill(slot)
-    while slot_row:
-        positions = torch.tensor(lengths, dtype=torch.long, device=device)
-        cache.decode(positions)
-        allowed = torch.arange(int(positions.max()) + 1, device=device)[None, :] <= positions[:, None]
-        logits = model(
-            input_ids=torch.tensor(next_token, dtype=torch.long, device=device)[:, None],
-            position_ids=positions[:, None],
-            attention_mask=_additive_mask(allowed, dtype)[:, None, None, :],
-            cache=cache,
-            use_cache=True,
-        ).logits[:, -1, :]
-        tokens = _next_tokens(logits, settings, generator).tolist()
-        # Highest slot first: a row that ends takes a waiting prompt or the last slot's row, and
-        # that row has already had its token.
-        for slot in reversed(range(len(tokens))):
-            lengths[slot] += 1
-            if take(slot, tokens[slot]):
-                fill(slot)
-    return texts
+    def _close(self, slot: int) -> None:
+        """Close `slot` (its row ended, nothing waits) by moving the last running slot into it: the
+        running rows stay slots 0..n-1."""
+        last = len(self.running) - 1
+        if slot != last:
+            self.cache.move(last, slot)
+            self.running[slot] = self.running[last]
+        self.running.pop()
