@@ -7,50 +7,47 @@ import pytest
 from lm_eval.api.instance import Instance
 
 from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.harness.lm_eval_plugin.model import CodegenLM
+from codegen_bench.harness.lm_eval_plugin.model import DEFAULT_BATCH_SIZE, CodegenArgs, CodegenLM
 
 
 def _request(kind: str, args: tuple, doc: dict | None = None, idx: int = 0) -> Instance:
     return Instance(request_type=kind, doc=doc or {}, arguments=args, idx=idx)
 
 
-def test_generate_until_returns_one_stopped_text_per_request(tiny_lm):
+def test_generate_until_returns_one_stopped_text_per_request(make_tiny_lm):
     gen_kwargs = {"until": ["\n"], "max_gen_toks": 12}
     requests = [_request("generate_until", (p, gen_kwargs)) for p in ["def f(x):", "import os", "x = "]]
-    tiny_lm.chat = False
-    texts = tiny_lm.generate_until(requests, disable_tqdm=True)
+    texts = make_tiny_lm(chat="false").generate_until(requests, disable_tqdm=True)
     assert len(texts) == 3
     assert all("\n" not in t for t in texts)
 
 
-def test_generation_throughput_and_peak_memory_reach_the_results(tiny_lm, monkeypatch):
-    monkeypatch.setattr(tiny_lm, "eos_token_ids", set())  # every row runs its full budget
-    monkeypatch.setattr(tiny_lm, "chat", False)
-    before = tiny_lm.get_model_info()["generation"]
+def test_generation_throughput_and_peak_memory_reach_the_results(make_tiny_lm, monkeypatch):
+    lm = make_tiny_lm(chat="false")
+    monkeypatch.setattr(lm, "eos_token_ids", set())  # every row runs its full budget
     requests = [_request("generate_until", (p, {"until": [], "max_gen_toks": 6})) for p in ["a", "b c", "d"]]
-    tiny_lm.generate_until(requests, disable_tqdm=True)
-    info = tiny_lm.get_model_info()  # lm-eval copies this into results["config"]
-    assert info["generation"]["requests"] - before["requests"] == 3
-    assert info["generation"]["tokens"] - before["tokens"] == 18
-    prompt_tokens = sum(len(tiny_lm.tok_encode(p)) for p in ["a", "b c", "d"])
-    assert info["generation"]["prompt_tokens"] - before["prompt_tokens"] == prompt_tokens
-    assert info["generation"]["seconds"] > before["seconds"]
+    lm.generate_until(requests, disable_tqdm=True)
+    info = lm.get_model_info()  # lm-eval copies this into results["config"]
+    assert info["generation"]["requests"] == 3
+    assert info["generation"]["tokens"] == 18
+    assert info["generation"]["prompt_tokens"] == sum(len(lm.tok_encode(p)) for p in ["a", "b c", "d"])
+    assert info["generation"]["seconds"] > 0
     assert info["generation"]["tokens_per_second"] > 0
     assert info["peak_memory_bytes"] > 50 * 2**20  # at least torch itself is resident
     assert info["loaded_memory_bytes"] is None or info["loaded_memory_bytes"] > 50 * 2**20
 
 
-def test_scoring_work_reaches_the_results(tiny_lm):
-    before = tiny_lm.get_model_info()["scoring"]
-    context, continuation = tiny_lm.tok_encode("def f(x):"), tiny_lm.tok_encode(" return x")
+def test_scoring_work_reaches_the_results(make_tiny_lm):
+    lm = make_tiny_lm()
+    context, continuation = lm.tok_encode("def f(x):"), lm.tok_encode(" return x")
     requests = [_request("loglikelihood", ("def f(x):", " return x"))] * 2
-    tiny_lm.loglikelihood(requests, disable_tqdm=True)
-    scoring = tiny_lm.get_model_info()["scoring"]
-    assert scoring["requests"] - before["requests"] == 2
+    lm.loglikelihood(requests, disable_tqdm=True)
+    scoring = lm.get_model_info()["scoring"]
+    assert scoring["requests"] == 2
     # Every token but the last goes through the layers; the continuation's positions through the head.
-    assert scoring["forward_tokens"] - before["forward_tokens"] == 2 * (len(context) + len(continuation) - 1)
-    assert scoring["head_tokens"] - before["head_tokens"] == 2 * len(continuation)
-    assert scoring["seconds"] > before["seconds"]
+    assert scoring["forward_tokens"] == 2 * (len(context) + len(continuation) - 1)
+    assert scoring["head_tokens"] == 2 * len(continuation)
+    assert scoring["seconds"] > 0
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux: peak RSS reset")
@@ -70,35 +67,38 @@ def test_generate_until_rejects_unknown_generation_kwargs(tiny_lm):
 
 
 def test_chat_prompt_uses_the_docs_chat_fields(tiny_lm):
-    tiny_lm.chat = True
-    try:
-        doc = {"chat_user": "Complete it:\ndef f():", "chat_assistant_prefix": "```python\ndef f():"}
-        prompt = tiny_lm._prompt_text("def f():", doc)
-    finally:
-        tiny_lm.chat = False
+    assert tiny_lm.chat  # chat=auto, and the tiny tokenizer has a chat template
+    doc = {"chat_user": "Complete it:\ndef f():", "chat_assistant_prefix": "```python\ndef f():"}
     assert (
-        prompt
+        tiny_lm.prompt_text("def f():", doc)
         == "<|im_start|>user\nComplete it:\ndef f():<|im_end|>\n<|im_start|>assistant\n```python\ndef f():"
     )
 
 
-def test_lm_evals_chat_history_is_rendered_with_system_turn(tiny_lm):
+def test_a_generation_request_is_prompted_with_the_token_ids_of_its_prompt_text(tiny_lm):
+    doc = {"chat_user": "Complete it:\ndef f():", "chat_assistant_prefix": "```python\ndef f():"}
+    ids, settings = tiny_lm.prepare_generation("def f():", {"until": ["\n"], "max_gen_toks": 8}, doc=doc)
+    assert ids == tiny_lm.tok_encode(tiny_lm.prompt_text("def f():", doc))
+    assert settings.stop_strings == ("\n",) and settings.max_new_tokens == 8
+
+
+def test_lm_evals_chat_history_is_rendered_with_system_turn(make_tiny_lm):
+    lm = make_tiny_lm()
     history = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "def f():"}]
-    context = tiny_lm.apply_chat_template(history)
-    prompt = tiny_lm._prompt_text(context, {"chat_user": "Complete: def f():"})
+    context = lm.apply_chat_template(history)
+    prompt = lm.prompt_text(context, {"chat_user": "Complete: def f():"})
     assert prompt.startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nComplete: def f():")
 
 
-def test_raw_prompt_when_chat_is_off(tiny_lm):
-    assert tiny_lm._prompt_text("def f():", {"chat_user": "ignored"}) == "def f():"
+def test_raw_prompt_when_chat_is_off(make_tiny_lm):
+    assert make_tiny_lm(chat="false").prompt_text("def f():", {"chat_user": "ignored"}) == "def f():"
 
 
-def test_loglikelihood_is_consistent_with_rolling(tiny_lm):
+def test_loglikelihood_is_consistent_with_rolling(make_tiny_lm):
+    lm = make_tiny_lm()
     text = "def add(a, b):\n    return a + b\n"
-    (rolling,) = tiny_lm.loglikelihood_rolling(
-        [_request("loglikelihood_rolling", (text,))], disable_tqdm=True
-    )
-    ((logprob, _),) = tiny_lm.loglikelihood([_request("loglikelihood", ("", text))], disable_tqdm=True)
+    (rolling,) = lm.loglikelihood_rolling([_request("loglikelihood_rolling", (text,))], disable_tqdm=True)
+    ((logprob, _),) = lm.loglikelihood([_request("loglikelihood", ("", text))], disable_tqdm=True)
     # Both score every token of `text` given only the prefix token.
     assert math.isclose(rolling, logprob, rel_tol=1e-4)
 
@@ -106,6 +106,28 @@ def test_loglikelihood_is_consistent_with_rolling(tiny_lm):
 def test_unknown_model_arg_names_the_argument(tiny_model_dir):
     with pytest.raises(CodegenBenchError, match="unknown model_args \\['temprature'\\]"):
         CodegenLM(pretrained=str(tiny_model_dir), temprature=0.2)
+
+
+def test_unknown_model_arg_lists_every_argument_the_model_takes():
+    with pytest.raises(CodegenBenchError) as error:
+        CodegenLM(pretrained="/no/such/model", temprature=0.2)
+    assert str(error.value).endswith(
+        "known are pretrained, variant, variant.<config key>, dtype, batch_size, max_length, device, chat, "
+        "seed, revision, trust_remote_code, prepack, backend, gpu_memory_utilization, tensor_parallel_size, "
+        "kl_reference, kl_cache, cut_repetitions, dequantize_4bit"
+    )
+
+
+def test_batch_size_defaults_to_the_shared_default_also_for_auto():
+    assert CodegenArgs.parse({}).batch_size == DEFAULT_BATCH_SIZE
+    assert CodegenArgs.parse({"batch_size": "auto:4"}).batch_size == DEFAULT_BATCH_SIZE
+    assert CodegenArgs.parse({"batch_size": "3", "max_batch_size": 64}).batch_size == 3
+
+
+def test_model_args_are_checked_before_any_model_is_loaded():
+    for bad, message in [({"chat": "maybe"}, "chat='maybe'"), ({"batch_size": 0}, "batch_size=0")]:
+        with pytest.raises(CodegenBenchError, match=f"{message} is not valid"):
+            CodegenLM(pretrained="/no/such/model", **bad)
 
 
 def test_unknown_variant_lists_the_available_ones(tiny_model_dir):

@@ -246,16 +246,15 @@ def test_vllm_engine_gives_what_the_hf_engine_gives(tiny_model_dir, fake_vllm):
     assert vllm.loglikelihood_rolling(rolling) == pytest.approx(hf.loglikelihood_rolling(rolling), rel=1e-4)
 
 
-def test_vllm_serves_a_lora_artifact_through_its_adapter_support(tiny_model_dir, base, tmp_path, fake_vllm):
-    lora = types.ModuleType("vllm.lora")
+def test_vllm_serves_a_lora_artifact_through_its_adapter_support(
+    tiny_model_dir, base, tmp_path, fake_vllm, monkeypatch
+):
     request = types.ModuleType("vllm.lora.request")
     request.LoRARequest = lambda name, int_id, path: ("lora", name, int_id, path)
-    sys.modules.update({"vllm.lora": lora, "vllm.lora.request": request})
-    try:
-        folder = _lora_artifact(base, tmp_path / "lora")
-        model = CodegenLM(pretrained=str(tiny_model_dir), variant=str(folder), backend="vllm", max_length=128)
-    finally:
-        del sys.modules["vllm.lora"], sys.modules["vllm.lora.request"]
+    monkeypatch.setitem(sys.modules, "vllm.lora", types.ModuleType("vllm.lora"))
+    monkeypatch.setitem(sys.modules, "vllm.lora.request", request)
+    folder = _lora_artifact(base, tmp_path / "lora")
+    model = CodegenLM(pretrained=str(tiny_model_dir), variant=str(folder), backend="vllm", max_length=128)
     (llm,) = FakeLLM.instances
     assert llm.kwargs["enable_lora"] is True and llm.kwargs["max_lora_rank"] == 8
     assert model.engine.lora_request == ("lora", "adapter", 1, str(folder))

@@ -15,40 +15,46 @@ Distribution shift: `kl_reference=base` (any variant spec) loads that variant be
 evaluated, and every loglikelihood request also reports how far this model's next-token
 distributions are from the reference's on the continuation's tokens (harness/engine/likelihood.py);
 `humaneval_nll` turns that into `kl_per_token` and `top1_agreement`. `kl_cache=DIR` keeps the
-reference's log-probabilities at the scored positions in DIR (float32 over the vocabulary: about
-5 GiB for all of humaneval_nll), in a subfolder per reference model: a run with `kl_reference=X`
-reads them there instead of rerunning X where a run left them, and a run of X itself (no
-`kl_reference`) leaves its own there. `codegen-bench matrix` uses it within a run.
+reference's log-probabilities at the scored positions in DIR (float32 over the vocabulary: its size
+for humaneval_nll is in results/measurements/kl-reference-cache/README.md), in a subfolder per
+reference model (kl_reference.py): a run with `kl_reference=X` reads them there instead of rerunning
+X where a run left them, and a run of X itself (no `kl_reference`) leaves its own there.
+`codegen-bench matrix` uses it within a run.
 
 Engines: this class builds prompts and reads results; the work goes to an engine
-(harness/engine/protocol.py): `backend=hf` (the default) is our continuous-batching engine on
-transformers models, CPU or GPU (harness/engine/hf.py); `backend=vllm` hands the same token ids and
-stop settings to vLLM on a GPU (harness/engine/vllm.py).
+(harness/engine/protocol.py), which `build_engine` makes from the parsed arguments (`CodegenArgs`):
+`backend=hf` (the default) is our continuous-batching engine on transformers models, CPU or GPU
+(harness/engine/hf.py); `backend=vllm` hands the same token ids and stop settings to vLLM on a GPU
+(harness/engine/vllm.py).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field, fields
 from importlib.metadata import version
-from pathlib import Path
 
 import lm_eval.models  # noqa: F401  (registers lm-eval's built-ins before ours: see hook.py)
+import torch
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
 from codegen_bench.harness.distributed import gather_object, launched_world_size, make_accelerator
-from codegen_bench.harness.engine.generation import GenerationSettings, GenerationStats
+from codegen_bench.harness.engine.generation import (
+    DEFAULT_MAX_NEW_TOKENS,
+    GenerationSettings,
+    GenerationStats,
+)
 from codegen_bench.harness.engine.hf import HfEngine
-from codegen_bench.harness.engine.likelihood import LogProbsFolder, ScoringStats, rolling_windows
+from codegen_bench.harness.engine.likelihood import ScoringStats, rolling_windows
 from codegen_bench.harness.engine.protocol import Engine
 from codegen_bench.harness.engine.repetition import DEFAULT_REPETITION_CUT
 from codegen_bench.harness.engine.vllm import BACKENDS, check_vllm_available, vllm_engine
 from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.harness.lm_eval_plugin.kl_reference import wire_kl_reference
 from codegen_bench.harness.loading import (
     LoadConfig,
     context_length,
@@ -66,18 +72,17 @@ log = logging.getLogger(__name__)
 
 AUTO_TRUE_FALSE = ("auto", "true", "false")  # chat=, prepack=
 TRUE_FALSE = ("true", "false")  # cut_repetitions=, dequantize_4bit=
-DEFAULT_MAX_GEN_TOKS = 512
 # Sequences generated at once, for `--model codegen` and `codegen-bench matrix` alike: on a CPU the
 # decode streams every weight once per step whatever the rows, and 32 rows is where more stop paying
 # (results/measurements/decode-batch-64/).
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_BACKEND = "hf"
+GEN_KWARGS = {"until", "max_gen_toks", "do_sample", "temperature", "top_p"}
 
 
 def engine_backend(model_args) -> str:
     """The engine `model_args` (a mapping of --model_args) choose: `hf` unless `backend=` says otherwise."""
     return str(model_args.get("backend", DEFAULT_BACKEND)).lower()
-GEN_KWARGS = {"until", "max_gen_toks", "do_sample", "temperature", "top_p"}
 
 
 def _as_bool_choice(value, name: str, choices) -> str:
@@ -90,7 +95,7 @@ def _as_bool_choice(value, name: str, choices) -> str:
 def _as_batch_size(value) -> int:
     # lm-eval passes "auto" / "auto:N" through; on CPU a fixed batch is what the memory-bound decode wants.
     if isinstance(value, str) and value.startswith("auto"):
-        return 8
+        return DEFAULT_BATCH_SIZE
     try:
         size = int(value)
     except (TypeError, ValueError):
@@ -100,159 +105,205 @@ def _as_batch_size(value) -> int:
     return size
 
 
-@register_model("codegen")
-class CodegenLM(TemplateLM):
-    def __init__(
-        self,
-        pretrained: str | None = None,
-        variant: str = "base",
-        dtype: str = "float32",
-        batch_size: int | str = 8,
-        max_length: int | None = None,
-        device: str = "auto",
-        chat: str | bool = "auto",
-        seed: int = 1234,
-        revision: str | None = None,
-        trust_remote_code: bool = False,
-        prepack: str | bool = "auto",
-        backend: str = "hf",
-        gpu_memory_utilization: float = 0.9,  # backend=vllm: the share of the GPU vLLM takes
-        tensor_parallel_size: int = 1,  # backend=vllm: GPUs one model is split over
-        kl_reference: str | None = None,  # a variant to compare next-token distributions with (base)
-        kl_cache: str | None = None,  # a folder keeping the reference's log-probs between runs
-        # End a generation whose last tokens repeat one short pattern (harness/engine/repetition.py).
-        cut_repetitions: str | bool = True,
-        # bitsandbytes 4-bit layers as float Linears dequantized once (variants/quantize.py): quality at
-        # float speed; the variant's own speed and memory are the 4-bit kernels' (the latency suite).
-        dequantize_4bit: str | bool = False,
-        max_batch_size: int | None = None,  # passed by lm-eval's CLI; unused
-        **unknown,
-    ) -> None:
-        super().__init__()
-        variant_overrides = {
-            key[len(VARIANT_CONFIG_PREFIX) :]: unknown.pop(key)
-            for key in list(unknown)
+@dataclass(frozen=True)
+class CodegenArgs:
+    """The `--model_args` of `--model codegen`, checked and converted before anything is loaded.
+
+    The field order is the order the error for an unknown argument lists them in."""
+
+    pretrained: str | None = None  # a model folder or hub id; None: the default model
+    variant: str = "base"  # a variant name or artifact folder (variants/)
+    # variant.<config key>=value: the variant's config (variant.sparsity=0.3).
+    variant_overrides: dict = field(
+        default_factory=dict, metadata={"model_arg": VARIANT_CONFIG_PREFIX + "<config key>"}
+    )
+    dtype: str = "float32"
+    batch_size: int = DEFAULT_BATCH_SIZE
+    max_length: int | None = None  # None: the model's context length
+    device: str = "auto"
+    chat: str = "auto"  # auto: chat turns where the tokenizer has a chat template; true; false
+    seed: int = 1234
+    revision: str | None = None
+    trust_remote_code: bool = False
+    prepack: str = "auto"  # oneDNN-prepacked linears (harness/engine/prepack.py): auto, true, false
+    backend: str = DEFAULT_BACKEND  # the engine: one of engine.vllm.BACKENDS
+    gpu_memory_utilization: float = 0.9  # backend=vllm: the share of the GPU vLLM takes
+    tensor_parallel_size: int = 1  # backend=vllm: GPUs one model is split over
+    kl_reference: str | None = None  # a variant to compare next-token distributions with (base)
+    kl_cache: str | None = None  # a folder keeping the reference's log-probs between runs
+    # End a generation whose last tokens repeat one short pattern (harness/engine/repetition.py).
+    cut_repetitions: bool = True
+    # bitsandbytes 4-bit layers as float Linears dequantized once (variants/quantize.py): quality at
+    # float speed; the variant's own speed and memory are the 4-bit kernels' (the latency suite).
+    dequantize_4bit: bool = False
+
+    @staticmethod
+    def known() -> list[str]:
+        """The model_args `--model codegen` takes, as a user types them."""
+        return [f.metadata.get("model_arg", f.name) for f in fields(CodegenArgs)]
+
+    @classmethod
+    def parse(cls, model_args: dict) -> CodegenArgs:
+        """`model_args` as lm-eval passes them (strings, or the ints and bools it made of them)."""
+        given = dict(model_args)
+        given.pop("max_batch_size", None)  # passed by lm-eval's CLI; unused
+        overrides = {
+            key[len(VARIANT_CONFIG_PREFIX) :]: given.pop(key)
+            for key in list(given)
             if key.startswith(VARIANT_CONFIG_PREFIX)
         }
+        unknown = sorted(set(given) - {f.name for f in fields(cls) if f.name != "variant_overrides"})
         if unknown:
             raise CodegenBenchError(
-                f"unknown model_args {sorted(unknown)} for --model codegen: known are pretrained, variant, "
-                "variant.<config key>, dtype, batch_size, max_length, device, chat, seed, revision, "
-                "trust_remote_code, prepack, backend, gpu_memory_utilization, tensor_parallel_size, "
-                "kl_reference, kl_cache, cut_repetitions, dequantize_4bit"
+                f"unknown model_args {unknown} for --model codegen: known are {', '.join(cls.known())}"
             )
-        self.batch_size = _as_batch_size(batch_size)
+        raw = {f.name: f.default for f in fields(cls) if f.name != "variant_overrides"} | given
+        # Checked in this order: the first bad argument is the one reported.
+        batch_size = _as_batch_size(raw["batch_size"])
+        backend = _as_bool_choice(raw["backend"], "backend", BACKENDS)
+        prepack = _as_bool_choice(raw["prepack"], "prepack", AUTO_TRUE_FALSE)
+        cut_repetitions = _as_bool_choice(raw["cut_repetitions"], "cut_repetitions", TRUE_FALSE)
+        dequantize_4bit = _as_bool_choice(raw["dequantize_4bit"], "dequantize_4bit", TRUE_FALSE)
+        chat = _as_bool_choice(raw["chat"], "chat", AUTO_TRUE_FALSE)
+        return cls(
+            pretrained=raw["pretrained"],
+            variant=str(raw["variant"]),
+            variant_overrides=overrides,
+            dtype=raw["dtype"],
+            batch_size=batch_size,
+            max_length=raw["max_length"],
+            device=raw["device"],
+            chat=chat,
+            seed=int(raw["seed"]),
+            revision=raw["revision"],
+            trust_remote_code=raw["trust_remote_code"],
+            prepack=prepack,
+            backend=backend,
+            gpu_memory_utilization=float(raw["gpu_memory_utilization"]),
+            tensor_parallel_size=int(raw["tensor_parallel_size"]),
+            kl_reference=str(raw["kl_reference"]) if raw["kl_reference"] else None,
+            kl_cache=str(raw["kl_cache"]) if raw["kl_cache"] else None,
+            cut_repetitions=cut_repetitions == "true",
+            dequantize_4bit=dequantize_4bit == "true",
+        )
+
+
+def check_backend(args: CodegenArgs) -> None:
+    """Refuse, before anything loads, what the chosen engine cannot do or run on."""
+    if args.backend != "vllm":
+        return
+    if args.prepack == "true":
+        raise CodegenBenchError(
+            "prepack=true applies to backend=hf (our CPU engine): drop it with backend=vllm"
+        )
+    if launched_world_size() > 1:
+        raise CodegenBenchError(
+            "backend=vllm under accelerate launch: vLLM runs its own workers; run one process and give "
+            "tensor_parallel_size=N to split the model over N GPUs"
+        )
+    check_vllm_available()
+    if args.dequantize_4bit:
+        raise CodegenBenchError(
+            "dequantize_4bit is for backend=hf: vLLM runs 4-bit weights with its own kernels; drop it"
+        )
+    if args.kl_reference or args.kl_cache:
+        raise CodegenBenchError(
+            "kl_reference and kl_cache need the next-token distributions, which backend=vllm does "
+            "not return: use backend=hf"
+        )
+
+
+@dataclass
+class LoadedEngine:
+    """An engine built for a `codegen` model, and what the model reports of it."""
+
+    engine: Engine
+    model: torch.nn.Module | None  # None: vLLM loads the artifact folder in its own process
+    variant_manifest: dict
+    max_length: int
+    spec: str  # the variant spec loaded (a recipe's adapter folder where one was added)
+    dequantized_linears: int = 0  # 4-bit layers evaluated as float Linears (dequantize_4bit=true)
+
+
+def build_engine(args: CodegenArgs, base: BaseModel, tokenizer) -> LoadedEngine:
+    """Load the variant `args` name onto the engine `args.backend` names."""
+    # lora/qlora without an adapter: the recipe's, trained into the cache on first use.
+    spec, overrides = with_recipe_adapter(args.variant, args.variant_overrides, base)
+    if args.backend == "vllm":
+        folder, manifest = resolve_artifact(spec, base, overrides)
+        engine = vllm_engine(
+            folder,
+            manifest,
+            base,
+            tokenizer,
+            max_length=args.max_length,
+            seed=args.seed,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+            tensor_parallel_size=args.tensor_parallel_size,
+        )
+        return LoadedEngine(engine, None, manifest, engine.max_length, spec)
+    model, manifest = load_variant(spec, base, overrides)
+    dequantized = dequantize_4bit_(model) if args.dequantize_4bit else 0
+    kl = wire_kl_reference(
+        base,
+        spec,
+        reference=args.kl_reference,
+        kl_cache=args.kl_cache,
+        prepack=args.prepack,
+        is_plain_variant=not (overrides or dequantized),
+    )
+    engine = HfEngine(
+        model,
+        tokenizer,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        prepack=args.prepack,
+        load_reference=kl.load_reference,
+        reference_log_probs=kl.reference_log_probs,
+        keep_log_probs=kl.keep_log_probs,
+    )
+    max_length = args.max_length or context_length(model.config)
+    return LoadedEngine(engine, model, manifest, max_length, spec, dequantized)
+
+
+def chat_prompting(chat: str, tokenizer, pretrained: str) -> bool:
+    """Whether generation requests are sent as chat turns, for `chat=` auto, true or false."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if chat == "true" and not has_template:
+        raise CodegenBenchError(
+            f"chat=true but the tokenizer of {pretrained} has no chat template: use chat=false"
+        )
+    return chat == "true" or (chat == "auto" and has_template)
+
+
+@register_model("codegen")
+class CodegenLM(TemplateLM):
+    def __init__(self, **model_args) -> None:
+        """`model_args`: the fields of `CodegenArgs` (`--model_args` and lm-eval's batch_size, device)."""
+        super().__init__()
+        args = CodegenArgs.parse(model_args)
+        check_backend(args)
+        self.batch_size = args.batch_size
         # Not `self.backend`: lm-eval's TemplateLM reads that ("causal") to decide how a context and
         # its continuation are tokenized for loglikelihood.
-        self.engine_name = _as_bool_choice(backend, "backend", BACKENDS)
-        prepack_mode = _as_bool_choice(prepack, "prepack", AUTO_TRUE_FALSE)
-        self.kl_reference = str(kl_reference) if kl_reference else None
-        self.repetition_cut = (
-            DEFAULT_REPETITION_CUT
-            if _as_bool_choice(cut_repetitions, "cut_repetitions", TRUE_FALSE) == "true"
-            else None
-        )
-        dequantize = _as_bool_choice(dequantize_4bit, "dequantize_4bit", TRUE_FALSE) == "true"
-        self.dequantized_linears = 0
-        if self.engine_name == "vllm":
-            _check_vllm_args(prepack_mode)
-            if dequantize:
-                raise CodegenBenchError(
-                    "dequantize_4bit is for backend=hf: vLLM runs 4-bit weights with its own kernels; drop it"
-                )
-            if kl_reference or kl_cache:
-                raise CodegenBenchError(
-                    "kl_reference and kl_cache need the next-token distributions, which backend=vllm does "
-                    "not return: use backend=hf"
-                )
-        # Under `accelerate launch`: this process's rank, and its own device (GPU i for rank i).
-        self.accelerator = make_accelerator()
-        if self.accelerator is not None:
-            self._rank = self.accelerator.process_index
-            self._world_size = self.accelerator.num_processes
-            if device == "auto" or device.startswith("cuda"):
-                accelerator_device = self.accelerator.device
-                device = "cpu" if accelerator_device.type == "cpu" else str(accelerator_device)
-        config = LoadConfig(
-            pretrained=pretrained,
-            dtype=dtype,
-            device=device,
-            revision=revision,
-            trust_remote_code=trust_remote_code,
-        )
+        self.engine_name = args.backend
+        self.kl_reference = args.kl_reference
+        self.repetition_cut = DEFAULT_REPETITION_CUT if args.cut_repetitions else None
+        config = self._join_launched_processes(args)
         # Before anything is loaded or provisioned: a typo in the variant fails in a second.
-        check_variant_spec(str(variant), variant_overrides)
-        if kl_reference:
-            check_variant_spec(str(kl_reference), {})
+        check_variant_spec(args.variant, args.variant_overrides)
+        if args.kl_reference:
+            check_variant_spec(args.kl_reference, {})
         self.pretrained = resolve_pretrained(config.pretrained)
         self.tokenizer = load_tokenizer(self.pretrained, config)
-        base = BaseModel(self.pretrained, config)
-        # lora/qlora without an adapter: the recipe's, trained into the cache on first use.
-        variant, variant_overrides = with_recipe_adapter(str(variant), variant_overrides, base)
-        self.engine: Engine
-        if self.engine_name == "vllm":
-            folder, self.variant_manifest = resolve_artifact(str(variant), base, variant_overrides)
-            self.model = None  # vLLM loads the artifact folder in its own process
-            self.engine = vllm_engine(
-                folder,
-                self.variant_manifest,
-                base,
-                self.tokenizer,
-                max_length=max_length,
-                seed=int(seed),
-                gpu_memory_utilization=float(gpu_memory_utilization),
-                tensor_parallel_size=int(tensor_parallel_size),
-            )
-            self._max_length = self.engine.max_length
-        else:
-            self.model, self.variant_manifest = load_variant(str(variant), base, variant_overrides)
-            if dequantize:
-                self.dequantized_linears = dequantize_4bit_(self.model)
-            reference = self.kl_reference
-
-            def load_reference():
-                log.info("codegen: loading %s to compare next-token distributions with", reference)
-                return load_variant(reference, base, {})[0]
-
-            def kept_log_probs(spec: str) -> LogProbsFolder:
-                identity = {
-                    "variant": spec,
-                    "base": base_fingerprint(self.pretrained),
-                    "prepack": prepack_mode,
-                }
-                identity |= {"dtype": config.dtype, "device": config.device, "torch": version("torch")}
-                key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-                return LogProbsFolder(Path(kl_cache) / key)
-
-            # This model's own log-probs are kept only where it is what kl_reference=<its spec> loads:
-            # no config overrides, no recipe adapter added, no 4-bit layer dequantized.
-            keeps_own = bool(kl_cache) and not (reference or variant_overrides or self.dequantized_linears)
-            if kl_cache and not (reference or keeps_own):
-                log.warning(
-                    "codegen: kl_cache=%s unused: without kl_reference, a model keeps its log-probs only "
-                    "where it is what kl_reference=%s loads (no config overrides, adapter or dequantizing)",
-                    kl_cache,
-                    variant,
-                )
-            self.engine = HfEngine(
-                self.model,
-                self.tokenizer,
-                batch_size=self.batch_size,
-                seed=int(seed),
-                prepack=prepack_mode,
-                load_reference=load_reference if reference else None,
-                reference_log_probs=kept_log_probs(reference) if kl_cache and reference else None,
-                keep_log_probs=kept_log_probs(str(variant)) if keeps_own else None,
-            )
-            self._max_length = max_length or context_length(self.model.config)
+        loaded = build_engine(args, BaseModel(self.pretrained, config), self.tokenizer)
+        self.engine: Engine = loaded.engine
+        self.model = loaded.model
+        self.variant_manifest = loaded.variant_manifest
+        self.dequantized_linears = loaded.dequantized_linears
+        self._max_length = loaded.max_length
         self.variant = self.variant_manifest["variant"]
-        chat_mode = _as_bool_choice(chat, "chat", AUTO_TRUE_FALSE)
-        has_template = bool(getattr(self.tokenizer, "chat_template", None))
-        if chat_mode == "true" and not has_template:
-            raise CodegenBenchError(
-                f"chat=true but the tokenizer of {self.pretrained} has no chat template: use chat=false"
-            )
-        self.chat = chat_mode == "true" or (chat_mode == "auto" and has_template)
+        self.chat = chat_prompting(args.chat, self.tokenizer, self.pretrained)
         self.eos_token_ids = self.engine.eos_token_ids()
         self._chat_histories: dict[str, list[dict]] = {}
         self.generation_stats = GenerationStats()
@@ -263,13 +314,32 @@ class CodegenLM(TemplateLM):
         log.info(
             "codegen: %s variant=%s backend=%s dtype=%s device=%s chat=%s batch_size=%d prepacked_linears=%d",
             self.pretrained,
-            variant,
+            loaded.spec,
             self.engine_name,
             self.engine.dtype_name,
             self.engine.device_name,
             self.chat,
             self.batch_size,
             self.engine.prepacked_linears,
+        )
+
+    def _join_launched_processes(self, args: CodegenArgs) -> LoadConfig:
+        """Under `accelerate launch`: this process's rank, and its own device (GPU i for rank i).
+        The load config, with that device."""
+        device = args.device
+        self.accelerator = make_accelerator()
+        if self.accelerator is not None:
+            self._rank = self.accelerator.process_index
+            self._world_size = self.accelerator.num_processes
+            if device == "auto" or device.startswith("cuda"):
+                accelerator_device = self.accelerator.device
+                device = "cpu" if accelerator_device.type == "cpu" else str(accelerator_device)
+        return LoadConfig(
+            pretrained=args.pretrained,
+            dtype=args.dtype,
+            device=device,
+            revision=args.revision,
+            trust_remote_code=args.trust_remote_code,
         )
 
     # ---- lm-eval's TemplateLM contract -------------------------------------------------------
@@ -410,14 +480,14 @@ class CodegenLM(TemplateLM):
         until = gen_kwargs.get("until") or []
         until = [until] if isinstance(until, str) else list(until)
         settings = GenerationSettings(
-            max_new_tokens=int(gen_kwargs.get("max_gen_toks", DEFAULT_MAX_GEN_TOKS)),
+            max_new_tokens=int(gen_kwargs.get("max_gen_toks", DEFAULT_MAX_NEW_TOKENS)),
             stop_strings=tuple(until),
             do_sample=bool(gen_kwargs.get("do_sample", False)),
             temperature=float(gen_kwargs.get("temperature", 1.0)),
             top_p=float(gen_kwargs.get("top_p", 1.0)),
             repetition_cut=self.repetition_cut,
         )
-        prompt = self._prompt_text(context, doc if isinstance(doc, dict) else {})
+        prompt = self.prompt_text(context, doc)
         ids = self.tok_encode(prompt)
         budget = self.max_length - settings.max_new_tokens
         if budget < 1:
@@ -427,7 +497,11 @@ class CodegenLM(TemplateLM):
             )
         return ids[-budget:], settings
 
-    def _prompt_text(self, context: str, doc: dict) -> str:
+    def prompt_text(self, context: str, doc: dict | None = None) -> str:
+        """The text a generation request becomes: `context` as is with chat off, else the chat turn
+        the task's doc shapes (`chat_user`, `chat_assistant_prefix`: see the module's docstring),
+        with lm-eval's own chat history where `--apply_chat_template` rendered `context`."""
+        doc = doc if isinstance(doc, dict) else {}
         history = self._chat_histories.get(context)
         if history is None and not self.chat:
             return context
@@ -439,6 +513,8 @@ class CodegenLM(TemplateLM):
             messages[-1]["content"] = doc["chat_user"]
         rendered = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return rendered + doc.get("chat_assistant_prefix", "")
+
+    _prompt_text = prompt_text  # the name tests/test_code_explain.py calls
 
     def get_model_info(self) -> dict:
         if not hasattr(self, "_base_identity"):  # read once: hashing a folder's weights takes seconds
@@ -490,16 +566,3 @@ def training_summary(manifest: dict) -> dict | None:
         "validation_loss": metrics.get("validation_loss"),
         "test_loss": metrics.get("test_loss"),
     }
-
-
-def _check_vllm_args(prepack_mode: str) -> None:
-    if prepack_mode == "true":
-        raise CodegenBenchError(
-            "prepack=true applies to backend=hf (our CPU engine): drop it with backend=vllm"
-        )
-    if launched_world_size() > 1:
-        raise CodegenBenchError(
-            "backend=vllm under accelerate launch: vLLM runs its own workers; run one process and give "
-            "tensor_parallel_size=N to split the model over N GPUs"
-        )
-    check_vllm_available()
