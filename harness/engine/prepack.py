@@ -2,9 +2,10 @@
 weights of adapter training.
 
 `torch.nn.Linear` on CPU calls an sgemm that re-reads the weight in its plain [out, in] layout on
-every call; at the row counts of decoding (1-64 rows) that costs far more than the arithmetic: on the
-2-core AVX2 test machine the default model's linear layers took 222 ms for 8 rows and 510 ms for 64
-as `nn.Linear`, 82 ms and 357 ms with oneDNN's reordered weights. This is what torch.compile's CPU
+every call; at the row counts of decoding (1-64 rows) that costs more than the arithmetic, so the
+weights are reordered once instead. What that is worth on a whole HumanEval run (`prepack=false`
+against the default) is in results/measurements/generation-speed/README.md, for the layers under
+an adapter in results/measurements/adapter-prepacked/README.md. This is what torch.compile's CPU
 backend does to frozen weights (`mkldnn._reorder_linear_weight` + `mkldnn._linear_pointwise`),
 without compiling anything: the model's Python code, shapes and caches are unchanged.
 
@@ -99,7 +100,8 @@ def _copy_out_of_mapped_file_(model) -> None:
 
     Safetensors loads memory-map the weights file, and one tensor still viewing the mapping keeps it
     whole: the pages of the fp32 weights just packed stay resident and count in the process's RSS
-    (1.3 GiB for the 0.5B default model). A copy of what is left lets the mapping go."""
+    (results/measurements/generation-speed-chat/README.md gives the default model's resident memory
+    before and after this copy). A copy of what is left lets the mapping go."""
     for param in model.parameters():  # the same Parameter object, so tied weights stay tied
         param.data = param.data.clone()
     for module in model.modules():
@@ -130,9 +132,9 @@ def prepack_frozen_linears_(model) -> int:
     shared with another module) computes forward and input gradient with oneDNN-packed weights.
 
     The module stays an `nn.Linear` with its weight (peft reads it, checkpoints save around it); only
-    its forward changes. On the 2-core test machine oneDNN's packed matmuls ran 390-405 GFLOP/s at the
-    training row counts against 155-176 for the plain sgemm `nn.Linear` calls. Costs two packed copies
-    of the frozen weights in memory. Returns how many layers were changed."""
+    its forward changes. oneDNN's packed matmuls outrun the plain sgemm at training row counts too
+    (results/measurements/lora-training-speed/README.md). Costs two packed copies of the frozen
+    weights in memory. Returns how many layers were changed."""
     if not torch.backends.mkldnn.is_available():
         return 0
     counts = _holders(model)

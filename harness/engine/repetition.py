@@ -1,13 +1,13 @@
 """Degenerate generations: a row whose last tokens repeat one short pattern is ended early.
 
 A model that has fallen into a loop (the same line, the same few tokens, a run of one character)
-rarely leaves it before its token budget: a 50%-pruned model ran 124 of 164 HumanEval answers to the
-budget that way, two thirds of its generated tokens. Those tokens cannot change the answer: code
-in the loop fails anyway, and a loop after a complete function (a test case or a comment repeated)
-is dropped by the sanitizer. So a row ends as soon as its last `min_run_tokens` tokens repeat with a
-period of at most `max_period_tokens`; what it generated up to there is kept. A run of 64 tokens is
-several lines of code, so ordinary code (a list of zeros, two similar lines) does not trigger it: on the
-984 HumanEval answers of the reference matrix, no answer that passed was changed by a cut
+rarely leaves it before its token budget, and a heavily pruned model loops on many answers. Those
+tokens cannot change the answer: code in the loop fails anyway, and a loop after a complete function
+(a test case or a comment repeated) is dropped by the sanitizer. So a row ends as soon as its last
+`min_run_tokens` tokens repeat with a period of at most `max_period_tokens`; what it generated up to
+there is kept. A run of 64 tokens is several lines of code, so ordinary code (a list of zeros, two
+similar lines) does not trigger it. How many answers and tokens the cut saves, and that no verdict
+of the reference matrix changes with it: results/measurements/repetition-cut/README.md
 (`benchmarks/studies/repetition_cut.py`).
 """
 
