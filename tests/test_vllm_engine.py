@@ -202,8 +202,9 @@ def fake_vllm(monkeypatch):
     )
     module.TokensPrompt = lambda prompt_token_ids: {"prompt_token_ids": prompt_token_ids}
     monkeypatch.setitem(sys.modules, "vllm", module)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    # A GPU for the vLLM check only: torch.cuda.is_available() stays as it is, or libraries imported
+    # during the test (bitsandbytes) would set themselves up for a GPU that is not there.
+    monkeypatch.setattr("codegen_bench.harness.lm_eval_plugin.model.check_vllm_available", lambda: None)
     monkeypatch.setattr("codegen_bench.harness.engine.vllm.vllm_quantization_methods", lambda: WITHOUT_BNB)
     FakeLLM.instances.clear()
     return module
