@@ -35,7 +35,7 @@ class HfEngine:
         *,
         batch_size: int,
         seed: int,
-        prepack: str = "auto",
+        prepack: str,  # auto, true or false: the `prepack=` model arg
         load_reference: Callable[[], torch.nn.Module] | None = None,
         reference_log_probs: LogProbsFolder | None = None,
         keep_log_probs: LogProbsFolder | None = None,
