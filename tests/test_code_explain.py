@@ -221,11 +221,11 @@ def test_base_prompt_is_the_code_then_an_opened_explanation_string(doc):
 
 def test_chat_prompt_sends_the_request_with_the_code(tiny_lm, doc, monkeypatch):
     monkeypatch.setattr(tiny_lm, "chat", True)
-    rendered = tiny_lm._prompt_text(doc["prompt"], doc)
+    rendered = tiny_lm.prompt_text(doc["prompt"], doc)
     assert rendered.startswith("<|im_start|>user\nExplain what the Python function `has_close_elements`")
     assert "```python\n" + doc["code"] + "```<|im_end|>\n<|im_start|>assistant\n" in rendered
     monkeypatch.setattr(tiny_lm, "chat", False)
-    assert tiny_lm._prompt_text(doc["prompt"], doc) == doc["prompt"]
+    assert tiny_lm.prompt_text(doc["prompt"], doc) == doc["prompt"]
 
 
 def test_process_results_pairs_the_reference_with_the_normalised_answer(doc):

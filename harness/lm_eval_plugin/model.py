@@ -514,8 +514,6 @@ class CodegenLM(TemplateLM):
         rendered = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return rendered + doc.get("chat_assistant_prefix", "")
 
-    _prompt_text = prompt_text  # the name tests/test_code_explain.py calls
-
     def get_model_info(self) -> dict:
         if not hasattr(self, "_base_identity"):  # read once: hashing a folder's weights takes seconds
             self._base_identity = (base_fingerprint(self.pretrained), weights_size_bytes(self.pretrained))
