@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -199,14 +200,17 @@ def test_the_output_path_is_the_samples_folder_unless_the_environment_names_one(
     assert samples_dir() == Path("results/samples")
     follow_output_path(tmp_path / "out" / "results.json")  # a results file: its folder
     assert samples_dir() == tmp_path / "out"
-    follow_output_path(tmp_path / "elsewhere")  # the user's (here: the first) choice stands
-    assert samples_dir() == tmp_path / "out"
-    monkeypatch.delenv(SAMPLES_DIR_ENV)
-    follow_output_path(tmp_path / "elsewhere")
+    assert SAMPLES_DIR_ENV not in os.environ  # nothing a subprocess or a later evaluation inherits
+    follow_output_path(tmp_path / "elsewhere")  # the next evaluation's own output path
     assert samples_dir() == tmp_path / "elsewhere"
+    monkeypatch.setenv(SAMPLES_DIR_ENV, str(tmp_path / "chosen"))  # the user's choice wins
+    assert samples_dir() == tmp_path / "chosen"
     with writing_samples_to(tmp_path / "matrix" / "base"):
         assert samples_dir() == tmp_path / "matrix" / "base"
-    assert samples_dir() == tmp_path / "elsewhere"
+    assert samples_dir() == tmp_path / "chosen"
+    monkeypatch.delenv(SAMPLES_DIR_ENV)
+    collect_samples(tmp_path / "empty")  # the end of the evaluation forgets its output path
+    assert samples_dir() == Path("results/samples")
 
 
 def test_the_plugin_collects_the_samples_when_lm_evals_evaluate_returns_on_rank_0(problem, samples_dir):

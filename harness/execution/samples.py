@@ -19,7 +19,8 @@ While lm-eval runs a task, two steps write its samples file, each in one place:
 The folder is $CODEGEN_BENCH_SAMPLES_DIR, else lm-eval's --output_path, else ./results/samples.
 lm-eval calls a task's process_results with a document and its answers only, so the folder reaches
 it through that environment variable, which only this module sets and reads (`samples_dir`,
-`writing_samples_to`, `follow_output_path`).
+`writing_samples_to`); lm-eval's --output_path reaches it from the plugin hook
+(`follow_output_path`) for the one evaluation under way.
 
 Re-scoring: each verdict is also appended, as soon as it is known, to `<results>.partial` (fsynced,
 torn lines skipped), so Ctrl-C, SIGTERM or a crash loses no finished verdict: rerunning the same
@@ -73,18 +74,29 @@ def read_samples(path: str | Path) -> list[dict[str, Any]]:
 # The samples folder -------------------------------------------------------------------------------
 
 
+# lm-eval's --output_path of the evaluation under way, kept apart from the environment: a variable
+# set there would outlive the evaluation and reach every later one and every subprocess.
+_output_path_folder: Path | None = None
+
+
 def samples_dir() -> Path:
     """The folder this process's samples go to now."""
-    return Path(os.environ.get(SAMPLES_DIR_ENV) or DEFAULT_SAMPLES_DIR)
+    chosen = os.environ.get(SAMPLES_DIR_ENV)
+    if chosen:
+        return Path(chosen)
+    return _output_path_folder or Path(DEFAULT_SAMPLES_DIR)
 
 
-def follow_output_path(output_path: str | Path) -> None:
+def follow_output_path(output_path: str | Path | None) -> None:
     """lm-eval's --output_path (a folder, or a results .json whose folder is meant) becomes the
-    samples folder, unless the user set $CODEGEN_BENCH_SAMPLES_DIR."""
-    if os.environ.get(SAMPLES_DIR_ENV):
+    samples folder of the evaluation under way, unless $CODEGEN_BENCH_SAMPLES_DIR is set; None
+    forgets it (`collect_samples` does, when the evaluation ends)."""
+    global _output_path_folder
+    if output_path is None:
+        _output_path_folder = None
         return
     output = str(output_path)
-    os.environ[SAMPLES_DIR_ENV] = os.path.dirname(output) if output.endswith(".json") else output
+    _output_path_folder = Path(os.path.dirname(output) if output.endswith(".json") else output)
 
 
 @contextmanager
@@ -174,6 +186,7 @@ def collect_samples(folder: str | Path | None = None) -> dict[str, Path]:
     if launched_rank() != 0:
         return {}
     folder = samples_dir() if folder is None else Path(folder)
+    follow_output_path(None)  # the evaluation it belonged to has ended
     written = {}
     for task in _tasks_with_parts(folder):
         parts = [_part_path(folder, task, rank) for rank in range(launched_world_size())]
