@@ -80,9 +80,9 @@ DEFAULT_BACKEND = "hf"
 GEN_KWARGS = {"until", "max_gen_toks", "do_sample", "temperature", "top_p"}
 
 
-def engine_backend(model_args) -> str:
-    """The engine `model_args` (a mapping of --model_args) choose: `hf` unless `backend=` says otherwise."""
-    return str(model_args.get("backend", DEFAULT_BACKEND)).lower()
+def uses_hf_engine(model_args) -> bool:
+    """Whether `model_args` (a mapping of --model_args) run on our engine: `backend=hf`, the default."""
+    return str(model_args.get("backend", DEFAULT_BACKEND)).lower() == DEFAULT_BACKEND
 
 
 def _as_bool_choice(value, name: str, choices) -> str:

@@ -50,14 +50,13 @@ from __future__ import annotations
 import json
 import math
 import platform
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from codegen_bench.harness.cpu import cpu_flags
 from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.harness.files import RecordStore, write_text_atomic
+from codegen_bench.harness.files import RecordStore, timestamp, write_text_atomic
 from codegen_bench.harness.runs.item_scores import OUTPUTS
 from codegen_bench.harness.runs.latency import LATENCY_FILE
 from codegen_bench.harness.runs.matrix import RECORDS_FILE
@@ -242,7 +241,7 @@ def write_baseline(
     """Write the baseline of `run` (its checks and the rules that set their tolerances) to `path`."""
     checks = baseline_checks(run, reference)
     document = {
-        "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "written": timestamp(),
         "from_run": str(run),
         "command": command,
         "machine": f"{platform.machine()}, {platform.processor() or platform.system()}",

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.harness.lm_eval_plugin.model import engine_backend
+from codegen_bench.harness.lm_eval_plugin.model import uses_hf_engine
 from codegen_bench.harness.runs.matrix import MatrixConfig
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def run_latency(config: MatrixConfig) -> Path | None:
     in a process of its own; skipped when the file already covers every variant. The suite lives in
     the repository's benchmarks/, so an installed package without it skips this with a warning."""
     out = config.out / LATENCY_FILE
-    if engine_backend(config.model_args) == "vllm":
+    if not uses_hf_engine(config.model_args):
         # The suite times our engine's prefill and decode steps, which vLLM does not expose.
         log.warning("matrix: the latency suite measures backend=hf only: no latency figures for backend=vllm")
         return None

@@ -41,7 +41,7 @@ from codegen_bench.harness.engine.repetition import DEFAULT_REPETITION_CUT
 from codegen_bench.harness.engine.roofline import generation_flops, measure_peak_flops, scoring_flops
 from codegen_bench.harness.execution.samples import writing_samples_to
 from codegen_bench.harness.files import RecordStore, timestamp
-from codegen_bench.harness.lm_eval_plugin.model import DEFAULT_BATCH_SIZE, CodegenLM, engine_backend
+from codegen_bench.harness.lm_eval_plugin.model import DEFAULT_BATCH_SIZE, CodegenLM, uses_hf_engine
 from codegen_bench.harness.loading import resolve_pretrained
 from codegen_bench.harness.runs.item_scores import ITEM_METRICS, cell_items
 from codegen_bench.harness.runs.reference import reference_variant
@@ -122,7 +122,7 @@ def cell_model_args(config: MatrixConfig) -> dict[str, Any]:
     """The `codegen` arguments of every quality cell: the run's, and dequantize_4bit where it applies
     (a no-op for variants without 4-bit layers; vLLM runs 4-bit weights its own way)."""
     args = dict(config.model_args)
-    if config.dequantize_4bit and engine_backend(args) == "hf":
+    if config.dequantize_4bit and uses_hf_engine(args):
         args.setdefault("dequantize_4bit", "true")
     return args
 
@@ -292,7 +292,7 @@ def kl_reference(config: MatrixConfig, spec: VariantSpec) -> str | None:
     """The variant `spec`'s next-token distributions are compared with in likelihood cells: the
     run's reference, for every other variant (backend=hf, a reference without config overrides)."""
     reference = reference_spec(config)
-    if spec == reference or reference.overrides or engine_backend(config.model_args) != "hf":
+    if spec == reference or reference.overrides or not uses_hf_engine(config.model_args):
         return None
     return reference.variant
 
