@@ -183,3 +183,31 @@ def test_an_upward_import_is_caught(tmp_path):
     tree = ast.parse("from codegen_bench.harness.runs.matrix import run_matrix\n")
     ((_, imported, _),) = list(_own_imports(tree))
     assert _layer(imported) > _layer("variants.builtin")
+
+
+# A function a reader can hold in mind at once: longer ones are split into named steps.
+MAX_FUNCTION_LINES = 80
+
+
+def _long_functions(tree: ast.AST, relative: str) -> list[str]:
+    return [
+        f"{relative}:{node.lineno} {node.name} is {node.end_lineno - node.lineno + 1} lines"
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+
+
+def test_no_function_is_longer_than_the_limit():
+    long = [
+        line
+        for path in SOURCES
+        for line in _long_functions(ast.parse(path.read_text()), str(path.relative_to(ROOT)))
+    ]
+    assert not long, "split these into named steps:\n" + "\n".join(long)
+
+
+def test_a_long_function_is_caught():
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    tree = ast.parse(f"def too_long():\n{body}\n")
+    assert _long_functions(tree, "m.py") == [f"m.py:1 too_long is {MAX_FUNCTION_LINES + 1} lines"]
