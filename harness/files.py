@@ -33,6 +33,25 @@ def timestamp() -> str:
     return time.strftime(TIME_FORMAT)
 
 
+def refuse_overwriting_inputs(output: str | Path, inputs: Iterable[str | Path | None], what: str) -> None:
+    """Refuse `output` where it is one of `inputs` once symlinks and relative parts are resolved (or
+    the same file under another name): a command never writes over what it reads. `what` names the
+    option, e.g. "exec --out"."""
+    out = Path(output)
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(given)
+        same = out.resolve() == source.resolve()
+        if not same and out.exists() and source.exists():
+            same = os.path.samefile(out, source)  # a hard link, or a bind mount
+        if same:
+            raise CodegenBenchError(
+                f"{what} {output} is the input {given}: writing there would destroy it; "
+                "pass another output path"
+            )
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
