@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import sys
@@ -49,12 +50,13 @@ from codegen_bench.harness.execution.executor import (
     ExecutionResult,
     execute_samples,
 )
-from codegen_bench.harness.execution.problems import load_humaneval
+from codegen_bench.harness.execution.problems import load_humaneval, problem_file_path
 from codegen_bench.harness.execution.scoring import pass_at_k
 from codegen_bench.harness.files import (
     RecordStore,
     read_jsonl,
     read_numbered_jsonl,
+    refuse_overwriting_inputs,
     write_jsonl,
     write_text_atomic,
 )
@@ -203,6 +205,63 @@ def collect_samples(folder: str | Path | None = None) -> dict[str, Path]:
 # Re-scoring a samples file (`codegen-bench exec`) -------------------------------------------------
 
 
+def _check_run_arguments(limits: ExecutionLimits, workers: int, ks: Sequence[int]) -> None:
+    """The numbers that shape a run, checked before any file is read: a bad k would otherwise fail
+    only in pass_at_k, after every sample had run."""
+    if isinstance(ks, (str, bytes)) or not isinstance(ks, Sequence) or not ks:
+        raise CodegenBenchError(f"ks={ks!r} (--k) is not a list of integers >= 1: pass e.g. ks=(1, 10)")
+    bad_ks = [k for k in ks if isinstance(k, bool) or not isinstance(k, int) or k < 1]
+    if bad_ks:
+        raise CodegenBenchError(
+            f"ks={ks!r} (--k) holds {bad_ks}: every k must be an integer >= 1, e.g. ks=(1, 10)"
+        )
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise CodegenBenchError(f"workers={workers!r} (--workers) is not an integer >= 1: pass e.g. 2")
+    if not isinstance(limits, ExecutionLimits):
+        raise CodegenBenchError(
+            f"limits={limits!r} is not an ExecutionLimits: pass e.g. ExecutionLimits(timeout_s=3.0)"
+        )
+    timeout = limits.timeout_s
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+        raise CodegenBenchError(
+            f"timeout_s={timeout!r} (--timeout) is not a positive, finite number of seconds: "
+            "pass e.g. ExecutionLimits(timeout_s=3.0)"
+        )
+
+
+def _check_output(out: Path, inputs: Sequence[Path]) -> Path:
+    """Refuse a results path that cannot be written or would overwrite an input; returns its journal.
+    Checked before any sample runs: the journal is written while samples run, so a path found bad
+    only at the end would cost the whole run and leave a journal behind."""
+    journal = Path(f"{out}.partial")
+    refuse_overwriting_inputs(out, inputs, "exec --out")
+    refuse_overwriting_inputs(journal, inputs, f"exec --out {out}: its journal")
+    if out.is_dir():
+        raise CodegenBenchError(
+            f"exec --out {out} is a folder: pass a file path, e.g. --out {out / 'results.jsonl'}"
+        )
+    if out.exists() and not out.is_file():
+        raise CodegenBenchError(
+            f"exec --out {out} is not a regular file (a device, pipe or socket): pass a file path"
+        )
+    folder = out.parent
+    if not folder.is_dir():
+        state = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise CodegenBenchError(
+            f"exec --out {out}: folder {folder} {state}: create the folder, or pass a path in an existing one"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CodegenBenchError(
+            f"exec --out {out}: folder {folder} is not writable: pass a path in a folder you can write to"
+        )
+    if journal.exists() and not (journal.is_file() and os.access(journal, os.R_OK | os.W_OK)):
+        raise CodegenBenchError(
+            f"exec --out {out}: its journal {journal} (an interrupted run's verdicts) is not a file "
+            "this run can read and append to: remove it, or pass another --out"
+        )
+    return journal
+
+
 def _check_runnable(
     samples_path: str | Path, numbered: list[tuple[int, dict]], problems: dict[str, dict]
 ) -> None:
@@ -219,6 +278,21 @@ def _check_runnable(
                 f"({len(problems)} tasks, e.g. {next(iter(problems))!r}): fix the id, or pass the "
                 "matching problem file (--problems)"
             )
+
+
+def _check_ks_fit(samples_path: str | Path, numbered: list[tuple[int, dict]], ks: Sequence[int]) -> None:
+    """At least one k is reported: pass@k leaves out a k above some task's sample count, and a run
+    that would report nothing is refused before it runs."""
+    counts: dict[str, int] = {}
+    for _, sample in numbered:
+        counts[sample["task_id"]] = counts.get(sample["task_id"], 0) + 1
+    fewest = min(counts.values())
+    if min(ks) > fewest:
+        task_id = min(counts, key=counts.__getitem__)
+        raise CodegenBenchError(
+            f"ks={tuple(ks)} (--k): every k exceeds the {fewest} sample(s) of {task_id} in {samples_path}, "
+            f"so no pass@k could be reported: pass k <= {fewest}, e.g. --k 1"
+        )
 
 
 def _sample_key(index: int, sample: dict, limits: ExecutionLimits) -> str:
@@ -298,12 +372,19 @@ def evaluate_samples_file(
     (it reads `task_id` and `completion`). A sample with a `solution` runs that whole program, as
     evalplus does.
     """
+    # Everything that can be refused is, before the journal or any sample runs: the run leaves no
+    # file behind unless it has verdicts to keep.
+    _check_run_arguments(limits, workers, ks)
+    for name, given in (("samples_path", samples_path), ("out_path", out_path)):
+        if given is not None and not str(given).strip():
+            raise CodegenBenchError(f"{name}={str(given)!r} is an empty path: pass a file path")
     numbered = read_numbered_jsonl(samples_path, ("task_id",), what="samples file")
     problems = load_humaneval(problem_file)
-    _check_runnable(samples_path, numbered, problems)
-    samples = [sample for _, sample in numbered]
     out = Path(out_path) if out_path is not None else Path(f"{samples_path}_results.jsonl")
-    journal = RecordStore(Path(f"{out}.partial"))
+    journal = RecordStore(_check_output(out, [Path(samples_path), problem_file_path(problem_file)]))
+    _check_runnable(samples_path, numbered, problems)
+    _check_ks_fit(samples_path, numbered, ks)
+    samples = [sample for _, sample in numbered]
     keys = [_sample_key(i, sample, limits) for i, sample in enumerate(samples)]
     verdicts = _journalled_verdicts(journal, keys)
     _execute_missing(samples, verdicts, keys, journal, problems, limits, workers, progress)
