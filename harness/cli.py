@@ -178,11 +178,21 @@ DEFAULT_MATRIX_VARIANTS = ("base", "int8-dynamic", "nf4", "l1-pruned", "wanda-pr
 DEFAULT_MATRIX_TASKS = ("humaneval_custom", "humaneval_nll", "code_explain_humaneval", "code_explain_stdlib")
 
 
+def _key_values(text: str | None, option: str) -> dict:
+    """`k=v,k=v` as lm-eval reads it (numbers and true/false typed), each item checked to be one."""
+    from lm_eval.utils import simple_parse_args_string
+
+    items = [item for item in (text or "").split(",") if item.strip()]
+    for item in items:
+        key, sep, _ = item.partition("=")
+        if not sep or not key.strip():
+            raise CodegenBenchError(f"{option}: {item!r} is not key=value: write k=v,k=v")
+    return simple_parse_args_string(",".join(items))
+
+
 def _matrix_config(args: argparse.Namespace):
     """The MatrixConfig of `codegen-bench matrix`'s arguments; a --reference that is not one of the
     variants fails here, before anything is written or loaded."""
-    from lm_eval.utils import simple_parse_args_string
-
     from codegen_bench.harness.runs.matrix import MatrixConfig, VariantSpec
 
     # Left out when not given, so that MatrixConfig's default (the `codegen` model's) applies.
@@ -193,8 +203,8 @@ def _matrix_config(args: argparse.Namespace):
         out=Path(args.out or time.strftime("results/run-%Y%m%d-%H%M%S")),
         limit=args.limit,
         pretrained=args.pretrained,
-        model_args=simple_parse_args_string(args.model_args or ""),
-        gen_kwargs=simple_parse_args_string(args.gen_kwargs or ""),
+        model_args=_key_values(args.model_args, "--model-args"),
+        gen_kwargs=_key_values(args.gen_kwargs, "--gen-kwargs"),
         dequantize_4bit=not args.bitsandbytes_kernels,
         reference=args.reference,
         **batch_size,
@@ -206,10 +216,11 @@ def _cmd_matrix(args: argparse.Namespace) -> None:
     from codegen_bench.harness.files import timestamp
     from codegen_bench.harness.runs.invocations import recorded_invocation
     from codegen_bench.harness.runs.latency import latency_pending, run_latency
-    from codegen_bench.harness.runs.matrix import reference_spec, run_matrix
+    from codegen_bench.harness.runs.matrix import check_matrix_config, reference_spec, run_matrix
     from codegen_bench.harness.runs.reports import build_reports
 
     config = _matrix_config(args)
+    check_matrix_config(config)  # before the run folder is made or anything is loaded
     out = config.out
     # The exact command, every invocation (resumes too): the run's provenance in the reports.
     out.mkdir(parents=True, exist_ok=True)
@@ -366,17 +377,29 @@ def _add_matrix_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--tasks", nargs="+", default=list(DEFAULT_MATRIX_TASKS), help="lm-eval tasks or groups")
     _add_reference_arg(p)
-    p.add_argument("--limit", type=int, default=None, help="first N documents of each task (default: all)")
+    p.add_argument(
+        "--limit", type=_positive_int, default=None, help="first N documents of each task (default: all)"
+    )
     # The default lives with the `codegen` model, whose module this parser does not import (--help
     # stays free of torch and lm-eval).
     p.add_argument(
         "--batch-size",
-        type=int,
+        type=_positive_int,
         default=None,
         help="sequences generated at once (default: the `codegen` model's batch_size, docs/lm-eval.md)",
     )
-    p.add_argument("--out", default=None, help="run folder (default: results/run-<time>); rerun it to resume")
-    p.add_argument("--pretrained", default=None, help="base model folder or hub id (default: embedded model)")
+    p.add_argument(
+        "--out",
+        type=_non_empty,
+        default=None,
+        help="run folder (default: results/run-<time>); rerun it to resume",
+    )
+    p.add_argument(
+        "--pretrained",
+        type=_non_empty,
+        default=None,
+        help="base model folder or hub id (default: embedded model)",
+    )
     p.add_argument("--model-args", default=None, help="more `codegen` model_args, lm-eval style: k=v,k=v")
     p.add_argument(
         "--gen-kwargs", default=None, help="generation kwargs for every task, lm-eval style: k=v,k=v"

@@ -32,7 +32,7 @@ def config_from(cls: type, overrides: Mapping[str, Any] | None, owner: str):
 def _convert(owner: str, key: str, value: Any, hint: Any) -> Any:
     base = hint
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        if isinstance(value, str) and value.lower() in ("none", "null", ""):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
             return None
         base = next(a for a in typing.get_args(hint) if a is not type(None))
     if typing.get_origin(base) is tuple:
@@ -41,7 +41,7 @@ def _convert(owner: str, key: str, value: Any, hint: Any) -> Any:
     if dataclasses.is_dataclass(base) and isinstance(value, Mapping):
         return config_from(base, value, f"{owner} {key}")
     if not isinstance(value, str):
-        return value
+        return _checked_type(owner, key, value, base)
     try:
         if base is bool:
             if value.lower() not in ("true", "false", "1", "0"):
@@ -54,3 +54,19 @@ def _convert(owner: str, key: str, value: Any, hint: Any) -> Any:
             f"{owner}: {key}={value!r} is not a valid {getattr(base, '__name__', base)}"
         ) from exc
     return value
+
+
+def _checked_type(owner: str, key: str, value: Any, base: Any) -> Any:
+    """A value that arrived typed (from JSON, or lm-eval's parsing of `k=v` strings), held to the
+    field's type: a number where a name is meant becomes its text; a bool is no number."""
+    if base is str and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    fits = {
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, int | float) and not isinstance(value, bool),
+        bool: isinstance(value, bool),
+        str: isinstance(value, str),
+    }
+    if fits.get(base, True):
+        return float(value) if base is float else value
+    raise CodegenBenchError(f"{owner}: {key}={value!r} is not a valid {getattr(base, '__name__', base)}")

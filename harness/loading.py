@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +28,22 @@ class LoadConfig:
     revision: str | None = None
     trust_remote_code: bool = False
 
+    def __post_init__(self) -> None:
+        check_load_settings(self.dtype, self.device)
+
+
+def check_load_settings(dtype: str, device: str) -> None:
+    """A dtype and a device this project loads models with; checked before anything is loaded."""
+    if dtype not in DTYPES:
+        raise CodegenBenchError(f"dtype={dtype!r} is not supported: use one of {', '.join(DTYPES)}")
+    if device not in DEVICES and not re.fullmatch(r"cuda:\d+", str(device)):
+        raise CodegenBenchError(f"device={device!r} is not supported: use one of cpu, cuda, cuda:N, auto")
+
 
 def resolve_device(device: str):
     import torch
 
-    if device not in DEVICES and not device.startswith("cuda:"):
-        raise CodegenBenchError(f"device={device!r} is not supported: use one of cpu, cuda, cuda:N, auto")
+    check_load_settings("auto", device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -45,8 +56,7 @@ def resolve_device(device: str):
 def resolve_dtype(dtype: str, device) -> object:
     import torch
 
-    if dtype not in DTYPES:
-        raise CodegenBenchError(f"dtype={dtype!r} is not supported: use one of {', '.join(DTYPES)}")
+    check_load_settings(dtype, "cpu")
     if dtype == "auto":
         # fp32 on CPU: this CPU has no fast bf16 matmul for prefill, and fp32 is the reference numerics.
         return torch.bfloat16 if device.type == "cuda" else torch.float32

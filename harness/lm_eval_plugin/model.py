@@ -33,18 +33,19 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from importlib.metadata import version
 
 import lm_eval.models  # noqa: F401  (registers lm-eval's built-ins before ours: see hook.py)
 import torch
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
+from lm_eval.utils import simple_parse_args_string
 from tqdm import tqdm
 
+from codegen_bench.harness.config_args import config_from
 from codegen_bench.harness.distributed import gather_object, launched_world_size, make_accelerator
 from codegen_bench.harness.engine.generation import (
-    DEFAULT_MAX_NEW_TOKENS,
     GenerationSettings,
     GenerationStats,
 )
@@ -54,9 +55,11 @@ from codegen_bench.harness.engine.protocol import Engine
 from codegen_bench.harness.engine.repetition import DEFAULT_REPETITION_CUT
 from codegen_bench.harness.engine.vllm import BACKENDS, check_vllm_available, vllm_engine
 from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.harness.lm_eval_plugin.gen_kwargs import generation_settings
 from codegen_bench.harness.lm_eval_plugin.kl_reference import wire_kl_reference
 from codegen_bench.harness.loading import (
     LoadConfig,
+    check_load_settings,
     context_length,
     load_tokenizer,
     model_name,
@@ -70,14 +73,23 @@ from codegen_bench.variants.spec import VARIANT_CONFIG_PREFIX  # variant.sparsit
 
 log = logging.getLogger(__name__)
 
-AUTO_TRUE_FALSE = ("auto", "true", "false")  # chat=, prepack=
-TRUE_FALSE = ("true", "false")  # cut_repetitions=, dequantize_4bit=
+AUTO_TRUE_FALSE = ("auto", "true", "false")
+TRUE_FALSE = ("true", "false")
+# The model_args that take one of a few words (true/false ones included: lm-eval hands them over
+# as bools, which `_as_bool_choice` turns back into words).
+CHOICES = {
+    "backend": BACKENDS,
+    "prepack": AUTO_TRUE_FALSE,
+    "cut_repetitions": TRUE_FALSE,
+    "dequantize_4bit": TRUE_FALSE,
+    "chat": AUTO_TRUE_FALSE,
+    "trust_remote_code": TRUE_FALSE,
+}
 # Sequences generated at once, for `--model codegen` and `codegen-bench matrix` alike: on a CPU the
 # decode streams every weight once per step whatever the rows, and 32 rows is where more stop paying
 # (results/measurements/decode-batch-64/).
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_BACKEND = "hf"
-GEN_KWARGS = {"until", "max_gen_toks", "do_sample", "temperature", "top_p"}
 
 
 def uses_hf_engine(model_args) -> bool:
@@ -159,33 +171,35 @@ class CodegenArgs:
             )
         raw = {f.name: f.default for f in fields(cls) if f.name != "variant_overrides"} | given
         # Checked in this order: the first bad argument is the one reported.
-        batch_size = _as_batch_size(raw["batch_size"])
-        backend = _as_bool_choice(raw["backend"], "backend", BACKENDS)
-        prepack = _as_bool_choice(raw["prepack"], "prepack", AUTO_TRUE_FALSE)
-        cut_repetitions = _as_bool_choice(raw["cut_repetitions"], "cut_repetitions", TRUE_FALSE)
-        dequantize_4bit = _as_bool_choice(raw["dequantize_4bit"], "dequantize_4bit", TRUE_FALSE)
-        chat = _as_bool_choice(raw["chat"], "chat", AUTO_TRUE_FALSE)
-        return cls(
-            pretrained=raw["pretrained"],
-            variant=str(raw["variant"]),
-            variant_overrides=overrides,
-            dtype=raw["dtype"],
-            batch_size=batch_size,
-            max_length=raw["max_length"],
-            device=raw["device"],
-            chat=chat,
-            seed=int(raw["seed"]),
-            revision=raw["revision"],
-            trust_remote_code=raw["trust_remote_code"],
-            prepack=prepack,
-            backend=backend,
-            gpu_memory_utilization=float(raw["gpu_memory_utilization"]),
-            tensor_parallel_size=int(raw["tensor_parallel_size"]),
-            kl_reference=str(raw["kl_reference"]) if raw["kl_reference"] else None,
-            kl_cache=str(raw["kl_cache"]) if raw["kl_cache"] else None,
-            cut_repetitions=cut_repetitions == "true",
-            dequantize_4bit=dequantize_4bit == "true",
-        )
+        raw["batch_size"] = _as_batch_size(raw["batch_size"])
+        for name, choices in CHOICES.items():
+            raw[name] = _as_bool_choice(raw[name], name, choices)
+        args = config_from(cls, raw, owner="--model codegen: model_args")
+        args = replace(args, variant_overrides=overrides)
+        args.check_ranges()
+        return args
+
+    def check_ranges(self) -> None:
+        """Values of the right type that no model could run with."""
+        check_load_settings(self.dtype, self.device)
+        if not self.variant.strip():
+            raise CodegenBenchError(
+                "variant='' is empty: name a variant (codegen-bench variants) or an artifact folder"
+            )
+        if self.max_length is not None and self.max_length < 1:
+            raise CodegenBenchError(
+                f"max_length={self.max_length} is not valid: give a positive number of tokens, or leave it "
+                "out for the model's context length"
+            )
+        if self.tensor_parallel_size < 1:
+            raise CodegenBenchError(
+                f"tensor_parallel_size={self.tensor_parallel_size} is not valid: give a number of GPUs >= 1"
+            )
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise CodegenBenchError(
+                f"gpu_memory_utilization={self.gpu_memory_utilization} is not valid: give a share in "
+                "(0, 1], e.g. 0.9"
+            )
 
 
 def check_backend(args: CodegenArgs) -> None:
@@ -276,8 +290,32 @@ def chat_prompting(chat: str, tokenizer, pretrained: str) -> bool:
     return chat == "true" or (chat == "auto" and has_template)
 
 
+def merged_model_args(model_args: dict, from_cli: dict | None) -> dict:
+    """`--model_args` with what lm-eval's CLI adds on its own (batch_size, max_batch_size, device; None
+    where unset): lm-eval passes both to the model as keyword arguments, and a key in both would be
+    a TypeError. The CLI always passes batch_size (1 unless --batch_size is given) and device
+    (cuda:0 unless --device is given), so those belong on its command line."""
+    extra = {key: value for key, value in (from_cli or {}).items() if value is not None}
+    for key in sorted(set(model_args) & set(extra)):
+        if str(model_args[key]) != str(extra[key]):
+            raise CodegenBenchError(
+                f"{key} is given twice: {key}={model_args[key]} in --model_args and {extra[key]} from "
+                f"lm-eval's --{key} (which it passes even when not given): give it once, as "
+                f"--{key} {model_args[key]}"
+            )
+    return {**model_args, **extra}
+
+
 @register_model("codegen")
 class CodegenLM(TemplateLM):
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None) -> CodegenLM:
+        return cls(**merged_model_args(dict(arg_dict), additional_config))
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> CodegenLM:
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
+
     def __init__(self, **model_args) -> None:
         """`model_args`: the fields of `CodegenArgs` (`--model_args` and lm-eval's batch_size, device)."""
         super().__init__()
@@ -470,23 +508,7 @@ class CodegenLM(TemplateLM):
     ) -> tuple[list[int], GenerationSettings]:
         """A generation request's prompt token ids (chat form applied, cut to the room `max_gen_toks`
         leaves) and its settings: what every engine gets."""
-        gen_kwargs = dict(gen_kwargs or {})
-        unknown = set(gen_kwargs) - GEN_KWARGS
-        if unknown:
-            raise CodegenBenchError(
-                f"generation_kwargs {sorted(unknown)} are not supported by --model codegen: "
-                f"use {', '.join(sorted(GEN_KWARGS))}"
-            )
-        until = gen_kwargs.get("until") or []
-        until = [until] if isinstance(until, str) else list(until)
-        settings = GenerationSettings(
-            max_new_tokens=int(gen_kwargs.get("max_gen_toks", DEFAULT_MAX_NEW_TOKENS)),
-            stop_strings=tuple(until),
-            do_sample=bool(gen_kwargs.get("do_sample", False)),
-            temperature=float(gen_kwargs.get("temperature", 1.0)),
-            top_p=float(gen_kwargs.get("top_p", 1.0)),
-            repetition_cut=self.repetition_cut,
-        )
+        settings = generation_settings(gen_kwargs, self.repetition_cut)
         prompt = self.prompt_text(context, doc)
         ids = self.tok_encode(prompt)
         budget = self.max_length - settings.max_new_tokens

@@ -22,7 +22,6 @@ and the reports, so a resumed run skips finished cells exactly as in one process
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -39,9 +38,18 @@ from tqdm import tqdm
 from codegen_bench.harness.distributed import launched_rank
 from codegen_bench.harness.engine.repetition import DEFAULT_REPETITION_CUT
 from codegen_bench.harness.engine.roofline import generation_flops, measure_peak_flops, scoring_flops
+from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.execution.samples import writing_samples_to
-from codegen_bench.harness.files import RecordStore, timestamp
-from codegen_bench.harness.lm_eval_plugin.model import DEFAULT_BATCH_SIZE, CodegenLM, uses_hf_engine
+from codegen_bench.harness.files import RecordStore, refuse_overwriting_inputs, timestamp
+from codegen_bench.harness.lm_eval_plugin.evaluation_inputs import check_limit, check_tasks, task_index
+from codegen_bench.harness.lm_eval_plugin.gen_kwargs import generation_settings
+from codegen_bench.harness.lm_eval_plugin.model import (
+    DEFAULT_BATCH_SIZE,
+    CodegenArgs,
+    CodegenLM,
+    check_backend,
+    uses_hf_engine,
+)
 from codegen_bench.harness.loading import resolve_pretrained
 from codegen_bench.harness.runs.item_scores import ITEM_METRICS, cell_items
 from codegen_bench.harness.runs.reference import reference_variant
@@ -50,7 +58,7 @@ from codegen_bench.trainers.recipes import ADAPTER_KINDS, recipe_identity
 from codegen_bench.variants import check_variant_spec, get_variant
 from codegen_bench.variants.artifact import base_fingerprint, read_manifest
 from codegen_bench.variants.registry import config_to_dict, make_config
-from codegen_bench.variants.spec import VariantSpec
+from codegen_bench.variants.spec import VARIANT_CONFIG_PREFIX, VariantSpec
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +112,53 @@ class MatrixConfig:
         reference_variant([spec.name for spec in self.variants], self.reference)
 
 
+# Model arguments the matrix sets itself, each from one of its own options.
+MATRIX_MODEL_ARGS = {
+    "pretrained": "--pretrained",
+    "batch_size": "--batch-size",
+    "variant": "--variants",
+    "kl_reference": "--reference",
+    "kl_cache": "--reference (the run keeps the reference's log-probs itself)",
+}
+
+
+def check_matrix_config(config: MatrixConfig, lm_eval_tasks: bool = True) -> None:
+    """Every input of a run, checked before any model, dataset or tokenizer is loaded: a bad one
+    fails with one line naming the option, the value and the fix. `lm_eval_tasks=False`: the task
+    names are not lm-eval's (an evaluate function of its own gives them their meaning)."""
+    check_limit(config.limit)
+    if isinstance(config.batch_size, bool) or not isinstance(config.batch_size, int) or config.batch_size < 1:
+        raise CodegenBenchError(f"--batch-size {config.batch_size!r} is not valid: give a whole number >= 1")
+    generation_settings(config.gen_kwargs, where="--gen-kwargs")
+    for key in config.model_args:
+        option = MATRIX_MODEL_ARGS.get(key) or (
+            "--variants" if key.startswith(VARIANT_CONFIG_PREFIX) else None
+        )
+        if option:
+            raise CodegenBenchError(f"--model-args {key}=... is set by the matrix's own {option}: use that")
+    args = CodegenArgs.parse({**config.model_args, "pretrained": config.pretrained})
+    check_backend(args)
+    for what, names in (("--variants", [s.name for s in config.variants]), ("--tasks", config.tasks)):
+        repeated = sorted({n for n in names if list(names).count(n) > 1})
+        if repeated:
+            raise CodegenBenchError(f"{what} names {', '.join(repeated)} more than once: name each once")
+    for spec in config.variants:
+        check_variant_spec(spec.variant, dict(spec.overrides))
+    _check_run_folder(config)
+    if lm_eval_tasks:
+        check_tasks(config.tasks)
+
+
+def _check_run_folder(config: MatrixConfig) -> None:
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise CodegenBenchError(
+            f"--out {out} is a file, not a run folder: pass a new folder, or an earlier run's to resume it"
+        )
+    model_folders = [config.pretrained, *(spec.variant for spec in config.variants)]
+    refuse_overwriting_inputs(out, [f for f in model_folders if f and Path(f).expanduser().is_dir()], "--out")
+
+
 @dataclass(frozen=True)
 class Cell:
     """One (variant, task) of the run, with the fingerprint of everything that decides its result."""
@@ -145,20 +200,13 @@ def variant_identity(spec: VariantSpec) -> dict[str, Any]:
     return identity
 
 
-@functools.cache
-def _task_index() -> dict:
-    from lm_eval.tasks import TaskManager
-
-    return TaskManager().task_index
-
-
 def task_configuration(task: str) -> dict:
     """The task's YAML as lm-eval reads it (includes merged, functions by name), and those of the
     tasks a group lists: what decides its prompts, stops and metrics. A task whose code changes its
     results says so by its `metadata.version`, which is part of this."""
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    index = _task_index()
+    index = task_index()
 
     def configuration(name: str, seen: set[str]) -> dict:
         entry = index.get(name)
@@ -427,6 +475,7 @@ def run_matrix(
     evaluate: Callable[[CodegenLM, str, MatrixConfig], dict | None] = _default_evaluate,
 ) -> list[dict]:
     """Run every cell that has no up-to-date record; return the records of all cells, in order."""
+    check_matrix_config(config, lm_eval_tasks=evaluate is _default_evaluate)
     store = RecordStore(config.out / RECORDS_FILE)
     done = store.latest()
     plan = plan_cells(config)
