@@ -95,10 +95,32 @@ def _parse_overrides(pairs: list[str]) -> dict[str, str]:
     return overrides
 
 
-def _cmd_build(args: argparse.Namespace) -> None:
-    from codegen_bench.variants import build_artifact
+def _check_artifact_out(out: str | None, inputs: list[str | None], option: str = "--out") -> None:
+    """An artifact folder to write: new, or an artifact written before (rebuilt in place); never a
+    file, one of the command's inputs, or a folder of something else, whose files it would mix with."""
+    from codegen_bench.harness.files import refuse_overwriting_inputs
+    from codegen_bench.variants.artifact import MANIFEST
 
-    _, folder = build_artifact(args.variant, _base_model(args), _parse_overrides(args.config), args.out)
+    if out is None:
+        return
+    folder = Path(out).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise CodegenBenchError(f"{option} {out} is a file: pass a folder for the artifact")
+    refuse_overwriting_inputs(folder, [i for i in inputs if i], option)
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / MANIFEST).is_file():
+        raise CodegenBenchError(
+            f"{option} {out} is a folder holding other files, not an artifact: pass a new folder"
+        )
+
+
+def _cmd_build(args: argparse.Namespace) -> None:
+    from codegen_bench.variants import build_artifact, check_variant_spec
+
+    overrides = _parse_overrides(args.config)
+    # Before the base model is resolved: provisioning the embedded one takes minutes the first time.
+    check_variant_spec(args.variant, overrides)
+    _check_artifact_out(args.out, [args.pretrained])
+    _, folder = build_artifact(args.variant, _base_model(args), overrides, args.out)
     print(folder)
 
 
@@ -107,6 +129,8 @@ def _cmd_data_build(args: argparse.Namespace) -> None:
     from codegen_bench.harness.corpus.stdlib import DataConfig, write_datasets
 
     config = config_from(DataConfig, _parse_overrides(args.config), owner="data build")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise CodegenBenchError(f"--out {args.out} is a file: pass a folder for the datasets")
     for name, path in write_datasets(args.out, config).items():
         print(f"{name}: {path}")
 
@@ -114,30 +138,31 @@ def _cmd_data_build(args: argparse.Namespace) -> None:
 def _cmd_train(args: argparse.Namespace) -> None:
     from codegen_bench.harness.config_args import config_from
     from codegen_bench.harness.distributed import launched_rank
-    from codegen_bench.harness.errors import CodegenBenchError
     from codegen_bench.trainers.recipes import get_recipe, recipe_adapter, recipe_data
     from codegen_bench.trainers.sft import TrainConfig, train
 
     overrides = _parse_overrides(args.config)
-    base = _base_model(args)
+    recipe = get_recipe(args.recipe)
     if args.data is None and args.out is None and not overrides:
         # The recipe's adapter, where the matrix and `variant=lora` look for it.
-        out = recipe_adapter(args.kind, args.recipe, base)
+        out = recipe_adapter(args.kind, args.recipe, _base_model(args))
     else:
         if args.out is None:
             raise CodegenBenchError(
                 "--data or --config change what is trained, so the recipe's cached adapter is not the "
                 "place for it: pass --out FOLDER"
             )
-        recipe = get_recipe(args.recipe)
         defaults = {} if args.data else dataclasses.asdict(recipe.config)
+        # Checked before the base model is resolved (provisioning it takes minutes the first time).
         config = config_from(
             TrainConfig, {**defaults, **overrides, "kind": args.kind}, owner=f"train {args.kind}"
         )
+        _check_training_data(args.data)
+        _check_artifact_out(args.out, [args.pretrained, args.data])
         data = args.data or recipe_data(args.recipe)
         out = train(
             data,
-            base,
+            _base_model(args),
             config,
             args.out,
             push_to_hub=args.push_to_hub,
@@ -145,6 +170,15 @@ def _cmd_train(args: argparse.Namespace) -> None:
         )
     if launched_rank() == 0:  # under accelerate launch, once
         print(out)
+
+
+def _check_training_data(data: str | None) -> None:
+    if data is not None and not Path(data).expanduser().is_file():
+        kind = "a folder" if Path(data).expanduser().is_dir() else "missing"
+        raise CodegenBenchError(
+            f"--data {data} is {kind}: pass a JSONL file of prompt+completion, code+explanation or text "
+            "records (codegen-bench data build writes some)"
+        )
 
 
 def _add_config_arg(p: argparse.ArgumentParser, help: str) -> None:
@@ -312,7 +346,9 @@ def _add_build_parser(sub: argparse._SubParsersAction) -> None:
         p,
         "a field of the variant's config, repeatable (e.g. --config sparsity=0.3)",
     )
-    p.add_argument("--out", default=None, help="artifact folder (default: the variant cache)")
+    p.add_argument(
+        "--out", type=_non_empty, default=None, help="artifact folder (default: the variant cache)"
+    )
     _add_base_model_args(p)
     p.set_defaults(run=_cmd_build)
 
@@ -355,7 +391,7 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="training and explanation data built from the Python standard library")
     data_sub = p.add_subparsers(dest="data_command", required=True)
     p = data_sub.add_parser("build", help="write codegen.jsonl, explain.jsonl and provenance.json")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", type=_non_empty, required=True, help="output folder")
     _add_config_arg(
         p,
         "a DataConfig field: max_body_lines, min_explanation_words, validation_fraction, "
