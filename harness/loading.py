@@ -72,6 +72,12 @@ def resolve_pretrained(pretrained: str | None) -> str:
     """A local folder path or a hub id, provisioning the embedded model when none is named."""
     if pretrained in (None, "", DEFAULT_PRETRAINED):
         return str(provision())
+    return check_pretrained(pretrained)
+
+
+def check_pretrained(pretrained: str) -> str:
+    """`pretrained` as a model folder or a hub id: a path that is no model folder fails here, before
+    anything is loaded."""
     path = Path(pretrained).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():

@@ -184,6 +184,8 @@ MATRIX = ["matrix", "--variants", "base", "--tasks", "humaneval_custom", "--limi
         (["--variants", "nosuch"], "variant='nosuch' is unknown"),
         (["--variants", "l1=l1-pruned,variant.sparsity=2"], "sparsity"),
         (["--variants", "base", "--reference", "int8"], "int8"),
+        (["--pretrained", "/no/such/model"], "pretrained='/no/such/model' is not a model folder"),
+        (["--variants", "mine=/no/such/artifact"], "'/no/such/artifact' is not an artifact folder"),
     ],
 )
 def test_the_matrix_refuses_a_bad_input_before_loading_anything(

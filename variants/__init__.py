@@ -52,6 +52,12 @@ def check_variant_spec(spec: str, overrides: dict[str, Any] | None = None) -> No
             )
         read_manifest(folder)
         return
+    looks_like_a_path = folder.exists() or spec.startswith(("/", ".", "~")) or "/" in spec
+    if looks_like_a_path and spec not in available_variants():
+        raise CodegenBenchError(
+            f"variant {spec!r} is not an artifact folder (a folder with {MANIFEST}): pass one that "
+            "`codegen-bench build` or `train` wrote, or a registered name (codegen-bench variants)"
+        )
     make_config(get_variant(spec), overrides)
 
 

@@ -50,7 +50,7 @@ from codegen_bench.harness.lm_eval_plugin.model import (
     check_backend,
     uses_hf_engine,
 )
-from codegen_bench.harness.loading import resolve_pretrained
+from codegen_bench.harness.loading import DEFAULT_PRETRAINED, check_pretrained, resolve_pretrained
 from codegen_bench.harness.runs.item_scores import ITEM_METRICS, cell_items
 from codegen_bench.harness.runs.reference import reference_variant
 from codegen_bench.harness.runs.uncertainty import interval
@@ -136,6 +136,8 @@ def check_matrix_config(config: MatrixConfig, lm_eval_tasks: bool = True) -> Non
         )
         if option:
             raise CodegenBenchError(f"--model-args {key}=... is set by the matrix's own {option}: use that")
+    if config.pretrained not in (None, "", DEFAULT_PRETRAINED):
+        check_pretrained(config.pretrained)
     args = CodegenArgs.parse({**config.model_args, "pretrained": config.pretrained})
     check_backend(args)
     for what, names in (("--variants", [s.name for s in config.variants]), ("--tasks", config.tasks)):
