@@ -206,27 +206,54 @@ def write_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> None:
 class RecordStore:
     """An append-only JSONL file of finished records. Each record is written with one `write` and
     fsynced; a line left incomplete by a crash is skipped when reading (and the next record starts
-    on a fresh line), so earlier records are never lost or corrupted."""
+    on a fresh line), so earlier records are never lost or corrupted.
+
+    Each read lists the lines it skipped in `unreadable`, as (line number, text), so that a report
+    can say which records it lacks."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.unreadable: list[tuple[int, str]] = []
 
-    def read(self) -> list[dict]:
+    def read_numbered(self, warn: bool = True) -> list[tuple[int, dict]]:
+        """Each record (a JSON object) with its line number. A line that is not one (cut off by a crash,
+        or written by something else) is skipped, listed in `unreadable` and, with `warn`, logged; a
+        caller that reports the skipped lines itself passes warn=False."""
+        self.unreadable = []
         if not self.path.is_file():
             return []
         records = []
-        for number, line in enumerate(self.path.read_text(errors="replace").splitlines(), 1):
+        # Split at "\n" only, the one line end `append` writes: str.splitlines also splits at \r,
+        # \x1c or \u2028, and the line numbers would then differ from an editor's.
+        for number, line in enumerate(self.path.read_text(errors="replace").split("\n"), 1):
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
-                log.warning("%s line %d is incomplete (an interrupted write): ignored", self.path, number)
+                record = None
+            if isinstance(record, dict):
+                records.append((number, record))
+                continue
+            self.unreadable.append((number, line))
+            if warn:
+                log.warning("%s line %d is not a record (an interrupted write?): ignored", self.path, number)
         return records
 
+    def read(self) -> list[dict]:
+        return [record for _, record in self.read_numbered()]
+
     def latest(self) -> dict[tuple[str, str], dict]:
-        """The newest record of each (variant, task) cell."""
-        return {(r["variant"], r["task"]): r for r in self.read()}
+        """The newest record of each (variant, task) cell; a record that names no cell is skipped and
+        listed in `unreadable`."""
+        cells = {}
+        for number, record in self.read_numbered():
+            if isinstance(record.get("variant"), str) and isinstance(record.get("task"), str):
+                cells[(record["variant"], record["task"])] = record
+            else:
+                self.unreadable.append((number, json.dumps(record)))
+        self.unreadable.sort()
+        return cells
 
     def append(self, record: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

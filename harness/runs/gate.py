@@ -3,9 +3,10 @@
     codegen-bench check results/ci-gate --baseline results/baseline.json           # gate
     codegen-bench check results/ci-gate --baseline results/baseline.json --update  # (re)write it
 
-The baseline is a JSON list of checks, one per (variant, task, metric), each with the baseline
-value, an absolute tolerance and the direction that counts as a regression. It is written from a
-run with the rules below and may then be edited by hand (a tolerance widened, a check removed).
+The baseline is a JSON object whose "checks" list holds one check per (variant, task, metric), each
+with the baseline value, an absolute tolerance and the direction that counts as a regression. It is
+written from a run with the rules below and may then be edited by hand (a tolerance widened, a check
+removed); a file that is no baseline, or a check without its fields, is refused with the fix.
 
 Tolerances (chosen when the baseline is written), each metric's as its declaration beside its task
 says (`MetricSpec.gate_tolerance`, collected in tasks/metrics.py):
@@ -51,17 +52,28 @@ import json
 import math
 import platform
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from codegen_bench.harness.cpu import cpu_flags
 from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.harness.files import RecordStore, timestamp, write_text_atomic
+from codegen_bench.harness.files import refuse_overwriting_inputs, timestamp, write_text_atomic
 from codegen_bench.harness.runs.item_scores import OUTPUTS
 from codegen_bench.harness.runs.latency import LATENCY_FILE
 from codegen_bench.harness.runs.matrix import RECORDS_FILE
 from codegen_bench.harness.runs.reference import reference_variant
-from codegen_bench.harness.runs.reports import latency_rows, matrix_rows, metric_direction
+from codegen_bench.harness.runs.reports import (
+    RUN_INPUTS,
+    RunRecords,
+    cells_text,
+    check_reference,
+    json_type,
+    latency_rows,
+    matrix_rows,
+    metric_direction,
+    read_run,
+    run_variants,
+)
 from codegen_bench.harness.runs.uncertainty import paired_difference
 from codegen_bench.tasks.metric_spec import MetricSpec, ShareOfValue
 from codegen_bench.tasks.metrics import METRICS, metric_spec
@@ -102,6 +114,8 @@ class Outcome:
     observed: float | None
     verdict: str  # ok, improved, REGRESSED, CHANGED, MISSING, NOT COMPARABLE
     note: str = ""  # the paired view, where there was one: flips, p-value, changed documents
+    # A records line that could not be read and may hold this cell's result: listed even when ok.
+    warning: str = ""
 
     @property
     def failed(self) -> bool:
@@ -122,12 +136,7 @@ def _quality_tolerance(metric: str, value: float, n: int | None) -> float:
 
 
 def _run_records(run: Path) -> list[dict]:
-    records = list(RecordStore(Path(run) / RECORDS_FILE).latest().values())
-    if not records:
-        raise CodegenBenchError(
-            f"{Path(run) / RECORDS_FILE} has no records: run `codegen-bench matrix --out {run}` first"
-        )
-    return records
+    return read_run(run).records
 
 
 def _items(record: dict, task: str) -> int | None:
@@ -235,17 +244,67 @@ def baseline_checks(run: Path, reference: str | None = None) -> list[Check]:
     return checks
 
 
+def _baseline_fix(path: Path) -> str:
+    return (
+        f"write one with `codegen-bench check RUN --baseline {_given_baseline(path)} --update` "
+        "(`make gate-baseline` writes results/baseline.json)"
+    )
+
+
+def _check_baseline_target(run: Path, path: Path) -> None:
+    """Refuse a baseline path --update cannot or must not write (see `write_baseline`)."""
+    name = _baseline_name(path)
+    if path.is_dir():
+        raise CodegenBenchError(f"{name} is a folder: pass a file path, e.g. {path / 'baseline.json'}")
+    if not path.parent.is_dir():
+        state = "is not a folder" if path.parent.exists() else "does not exist"
+        raise CodegenBenchError(
+            f"cannot write {name}: its folder {path.parent} {state}; create the folder first, or pass a "
+            "path in an existing one"
+        )
+    refuse_overwriting_inputs(
+        path, [run / input_name for input_name in RUN_INPUTS], "check --update --baseline"
+    )
+    problem = _load_baseline(path)[1] if path.is_file() else None
+    if problem is not None and not _replaceable(path, problem):
+        raise CodegenBenchError(
+            f"{name} exists and is {problem}, not a baseline: --update would replace it; pass another "
+            "path (a baseline is a .json file)"
+        )
+
+
+def _refuse_unusable(found: RunRecords) -> None:
+    """Refuse to write a baseline from a run whose records file has a line that may hide a cell."""
+    if found.unusable:
+        line = found.unusable[0]
+        cells = cells_text([*line.missing, *line.stale]) or "a cell it does not name"
+        raise CodegenBenchError(
+            f"{line.path} line {line.number} is {line.reason}, and may have held {cells}: a baseline "
+            "written now would lack that result or hold an older one; rerun the run's command to redo "
+            "it (or delete that line), then this --update"
+        )
+
+
 def write_baseline(
     run: Path, path: Path, command: str | None = None, reference: str | None = None
 ) -> list[Check]:
-    """Write the baseline of `run` (its checks and the rules that set their tolerances) to `path`."""
+    """Write the baseline of `run` (its checks and the rules that set their tolerances) to `path`.
+
+    Refused with nothing written: a path that is a folder, lies in a missing folder, is one of the
+    run's own files or holds something other than a baseline; a run whose records file has a line
+    that may hide a cell's result (the baseline would lack its checks); a --reference the run lacks."""
+    run, path = Path(run), Path(path)
+    _check_baseline_target(run, path)
+    found = read_run(run)
+    _refuse_unusable(found)
+    check_reference(reference, run_variants(found.records), str(run))
     checks = baseline_checks(run, reference)
     document = {
         "written": timestamp(),
         "from_run": str(run),
         "command": command,
         "machine": f"{platform.machine()}, {platform.processor() or platform.system()}",
-        "kernels": _run_records(run)[0].get("kernels"),
+        "kernels": found.records[0].get("kernels"),
         "rules": {  # how the tolerances below were set (codegen_bench.harness.runs.gate explains them)
             "flip_fraction": FLIP_FRACTION,
             "metric_scale": METRIC_SCALE,
@@ -254,24 +313,134 @@ def write_baseline(
         },
         "checks": [asdict(c) for c in checks],
     }
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(document, indent=1) + "\n")
     return checks
 
 
-def read_baseline(path: Path) -> list[Check]:
-    path = Path(path)
-    if not path.is_file():
-        raise CodegenBenchError(
-            f"baseline {path} does not exist: write one from a run with "
-            f"`codegen-bench check RUN --baseline {path} --update`"
-        )
+# What `_load_baseline` calls a file of matrix records.
+RECORDS_PROBLEMS = ("a matrix record", "a run's records (one JSON object a line)")
+
+
+def _load_baseline(path: Path) -> tuple[dict | None, str | None]:
+    """(the baseline file's JSON object, None), or (None, what the file is instead: "empty", "not
+    JSON (...)", ...), read as far as the object and its "checks" key."""
+    raw = path.read_bytes()
+    if not raw.strip():
+        return None, "empty"
     try:
-        return [Check(**c) for c in json.loads(path.read_text())["checks"]]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        document = json.loads(raw)
+    except UnicodeDecodeError as exc:
+        return None, f"not text (byte {raw[exc.start]:#04x} is not UTF-8)"
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data" and _is_record(raw.split(b"\n", 1)[0]):
+            return None, RECORDS_PROBLEMS[1]
+        return None, f"not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+    if not isinstance(document, dict):
+        return None, f"a JSON {json_type(document)}"
+    if "checks" not in document:
+        if _is_record(document):
+            return None, RECORDS_PROBLEMS[0]
+        keys = ", ".join(repr(key) for key in list(document)[:5]) or "none"
+        return None, f'a JSON object without "checks" (its keys: {keys})'
+    return document, None
+
+
+def _replaceable(path: Path, problem: str) -> bool:
+    """Whether --update may write over a file that is no baseline: an empty one, or a damaged .json
+    (a baseline broken by hand or by a merge); never a file of another kind, such as a run's records."""
+    return problem == "empty" or (path.suffix == ".json" and problem not in RECORDS_PROBLEMS)
+
+
+def _is_record(line: bytes | dict) -> bool:
+    """Whether `line` is a matrix record (a records.jsonl line) rather than a baseline."""
+    try:
+        record = json.loads(line) if isinstance(line, bytes) else line
+    except ValueError:
+        return False
+    return isinstance(record, dict) and "variant" in record and "metrics" in record
+
+
+CHECK_FIELDS = tuple(f.name for f in fields(Check))
+REQUIRED_CHECK_FIELDS = CHECK_FIELDS[:6]  # n and items are optional
+DIRECTIONS = ("higher", "lower", "either")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _items_problem(items: object) -> str | None:
+    """What is wrong with a check's "items" (see Check), or None."""
+    if items is None:
+        return None
+    keys = [key for key in ("values", "outputs") if key in items] if isinstance(items, dict) else []
+    if len(keys) != 1 or not isinstance(items.get("doc_ids"), list) or not isinstance(items[keys[0]], list):
+        return 'has "items" that are not {"doc_ids": [...], "values" or "outputs": [...]}'
+    if not all(isinstance(doc, int | str) for doc in items["doc_ids"]):
+        return 'has "items" whose "doc_ids" are not all numbers or strings'
+    if len(items[keys[0]]) != len(items["doc_ids"]):
+        return f'has "items" with {len(items[keys[0]])} {keys[0]} for {len(items["doc_ids"])} doc_ids'
+    return None
+
+
+def _check_problem(entry: object) -> str | None:
+    """What is wrong with one of a baseline's "checks" entries, or None."""
+    if not isinstance(entry, dict):
+        return f"is a JSON {json_type(entry)}, not an object"
+    missing = [key for key in REQUIRED_CHECK_FIELDS if key not in entry]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    unknown = [key for key in entry if key not in CHECK_FIELDS]
+    if unknown:
+        return f"has unknown field {', '.join(repr(key) for key in unknown)}"
+    for key in ("variant", "task", "metric"):
+        if not isinstance(entry[key], str):
+            return f'has "{key}" as a JSON {json_type(entry[key])}, not a string'
+    for key in ("value", "tolerance"):
+        if not _is_number(entry[key]):
+            return f'has "{key}" {json.dumps(entry[key])[:40]}, not a finite number'
+    if entry["tolerance"] < 0:
+        return f'has a negative "tolerance" ({entry["tolerance"]})'
+    if entry["direction"] not in DIRECTIONS:
+        return f'has "direction" {json.dumps(entry["direction"])[:40]}, not "higher", "lower" or "either"'
+    n = entry.get("n")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        return f'has "n" {json.dumps(n)[:40]}, not a number of items >= 1'
+    return _items_problem(entry.get("items"))
+
+
+def read_baseline(path: Path) -> list[Check]:
+    """The checks of the baseline file at `path`. A file that is no baseline (not JSON, another kind
+    of JSON, a check without its fields) is refused, naming what it is and the fix."""
+    path = Path(path)
+    name, fix = _baseline_name(path), _baseline_fix(path)
+    if path.is_dir():
         raise CodegenBenchError(
-            f"baseline {path} is not a baseline file ({exc}): rewrite it with --update"
-        ) from None
+            f"{name} is a folder: pass the baseline's JSON file, e.g. {path / 'baseline.json'}"
+        )
+    if not path.is_file():
+        raise CodegenBenchError(f"{name} does not exist: {fix}")
+    document, problem = _load_baseline(path)
+    if document is None:
+        # Where --update would refuse to write over the file, the fix is to pass the right one.
+        fix = (
+            fix
+            if _replaceable(path, problem)
+            else "pass the baseline's JSON file, e.g. results/baseline.json"
+        )
+        raise CodegenBenchError(f"{name} is {problem}, not a baseline: {fix}")
+    checks = document["checks"]
+    if not isinstance(checks, list) or not checks:
+        found = "an empty list" if isinstance(checks, list) else f"a JSON {json_type(checks)}"
+        raise CodegenBenchError(f'{name}: its "checks" is {found}, not a list of checks: {fix}')
+    for index, entry in enumerate(checks, 1):
+        problem = _check_problem(entry)
+        if problem is not None:
+            raise CodegenBenchError(
+                f"{name}: check {index} of {len(checks)} {problem}: correct it (a check has "
+                f"{', '.join(REQUIRED_CHECK_FIELDS)}, and optionally n and items), or {fix}"
+            )
+    return [Check(**entry) for entry in checks]
 
 
 def _same_documents(check: Check, items: dict | None) -> tuple[list, list] | None:
@@ -354,18 +523,52 @@ def int8_kernel_family(cpuinfo: str | None = None) -> str | None:
 
 
 def family_baseline(path: Path, family: str | None) -> Path:
-    """`path` for the default family, else the family's baseline beside it (baseline.amx_int8.json)."""
+    """`path` for the default family, else the family's baseline beside it (baseline.amx_int8.json).
+    A --baseline that is empty or a folder is refused here, before it is read or written."""
     path = Path(path)
+    if not path.name or path.name == "..":  # "" and "." are both Path(".")
+        raise CodegenBenchError(
+            f"--baseline {str(path)!r} is empty or names a folder: pass the baseline's JSON file, "
+            "e.g. results/baseline.json"
+        )
+    if path.is_dir():
+        raise CodegenBenchError(
+            f"--baseline {path} is a folder: pass the baseline's JSON file, e.g. {path / 'baseline.json'}"
+        )
     return path if family is None else path.with_name(f"{path.stem}.{family}{path.suffix}")
+
+
+def _given_baseline(path: Path) -> Path:
+    """The --baseline that reads or writes `path` on this CPU: `family_baseline` finds a family's
+    baseline from the default's path, so that path is what a fix names."""
+    family = int8_kernel_family()
+    if family is None:
+        return path
+    for tail, suffix in ((f".{family}{path.suffix}", path.suffix), (f".{family}", "")):
+        if path.name.endswith(tail) and path.name != tail:
+            given = path.with_name(path.name[: -len(tail)] + suffix)
+            if family_baseline(given, family) == path:
+                return given
+    return path
+
+
+def _baseline_name(path: Path) -> str:
+    """How messages name the baseline at `path`; a family's also says whose it is and which
+    --baseline finds it."""
+    given = _given_baseline(path)
+    if given == path:
+        return f"baseline {path}"
+    return f"baseline {path} (this CPU's {int8_kernel_family()} baseline, for --baseline {given})"
 
 
 def kernel_mismatch(run: Path, baseline: Path) -> str | None:
     """A line saying the run chose other CPU kernels than the baseline's run, or None: results of a
     variant that rounds its activations (int8-dynamic) then differ without any change in the code."""
     try:
-        expected = json.loads(Path(baseline).read_text()).get("kernels")
-    except (OSError, json.JSONDecodeError):
+        document, _ = _load_baseline(Path(baseline))
+    except OSError:
         return None
+    expected = (document or {}).get("kernels")
     found = _run_records(run)[0].get("kernels")
     if not expected or not found or expected == found:
         return None
@@ -379,19 +582,35 @@ def check_run(run: Path, baseline: Path, reference: str | None = None) -> list[O
     """Every check of `baseline` judged on `run`; speeds as ratios to the reference variant
     (`reference`, else the rule of harness/runs/reference.py), as the baseline was written."""
     checks = read_baseline(baseline)
-    records = _run_records(run)
+    found = read_run(run)
+    records = found.records
+    check_reference(reference, run_variants(records), str(run))
     values = observed_values(run, records, reference)
     counts = _observed_items(records)
     items = observed_items(records)
-    return [
-        judge(
+    hidden = _hidden_cells(found)
+    outcomes = []
+    for c in checks:
+        outcome = judge(
             c,
             values.get((c.variant, c.task, c.metric)),
             counts.get((c.variant, c.task)),
             items.get((c.variant, c.task, c.metric)),
         )
-        for c in checks
-    ]
+        outcomes.append(replace(outcome, warning=hidden.get((c.variant, c.task), "")))
+    return outcomes
+
+
+def _hidden_cells(found: RunRecords) -> dict[tuple[str, str], str]:
+    """{cell: a warning} for each cell whose result a records line that could not be read may hold."""
+    warnings: dict[tuple[str, str], str] = {}
+    for line in found.unusable:
+        where = f"{RECORDS_FILE} line {line.number} could not be read"
+        for cell in line.missing:
+            warnings.setdefault(cell, f"{where}; it may have held this cell")
+        for cell in line.stale:
+            warnings.setdefault(cell, f"{where}; it may hold a newer record of this cell")
+    return warnings
 
 
 def _number(value: float | None) -> str:
@@ -407,14 +626,15 @@ def format_outcomes(outcomes: Sequence[Outcome], only_notable: bool = False) -> 
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for o in outcomes:
-        if only_notable and o.verdict == "ok":
+        if only_notable and o.verdict == "ok" and not o.warning:
             continue
         c = o.check
         change = "-" if o.observed is None else f"{o.observed - c.value:+.4g}"
         verdict = f"**{o.verdict}**" if o.failed else o.verdict
+        note = "; ".join(filter(None, [o.note, o.warning]))
         lines.append(
             f"| {c.variant} | {c.task} | {c.metric} | {_number(c.value)} | ±{_number(c.tolerance)} "
-            f"| {_number(o.observed)} | {change} | {verdict} | {o.note} |"
+            f"| {_number(o.observed)} | {change} | {verdict} | {note} |"
         )
     if len(lines) == 2:
         return "Every check is within its tolerance (--all lists them)."

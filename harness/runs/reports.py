@@ -18,13 +18,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.harness.files import RecordStore
+from codegen_bench.harness.files import RecordStore, atomic_path, refuse_overwriting_inputs, write_text_atomic
 from codegen_bench.harness.loading import model_name
-from codegen_bench.harness.runs.invocations import wall_time_summary
+from codegen_bench.harness.runs.invocations import INVOCATIONS_FILE, wall_time_summary
 from codegen_bench.harness.runs.item_scores import ITEM_METRICS, OUTPUTS
 from codegen_bench.harness.runs.latency import LATENCY_FILE
 from codegen_bench.harness.runs.matrix import RECORDS_FILE
@@ -48,6 +50,208 @@ PLOTTED_QUALITY = (
     "code_explain_humaneval/bertscore_f1",
     "code_explain/bertscore_f1",
 )
+# What a run folder holds that its reports and the gate read: nothing they write may replace these.
+RUN_INPUTS = (RECORDS_FILE, LATENCY_FILE, "commands.txt", INVOCATIONS_FILE)
+REPORT_FILES = ("matrix.csv", "LEADERBOARD.md", "quality_vs_cost.png")
+_MATRIX_FIX = "pass a folder written by `codegen-bench matrix --out RUN`"
+_JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
+# The fields that tell a cut-off record's cell: records are written with sorted keys, so "fingerprint"
+# comes second, then "higher_is_better" keyed by the task's own tasks, and "task" and "variant" (the
+# "model"'s own "variant" first) near the end.
+_CELL_FIELD = re.compile(r'"(fingerprint|task|variant)": "((?:[^"\\]|\\.)*)"')
+_SUBTASK_FIELD = re.compile(r'"(?:higher_is_better|intervals|items|metrics)": \{"((?:[^"\\]|\\.)*)"')
+
+Cell = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class UnusableLine:
+    """A line of a run's records file that is no usable record, and the cells whose result it may
+    hold: `missing` have no record at all, `stale` show one written before it. A line a later record
+    of its cell replaces hides nothing and is not kept."""
+
+    path: Path
+    number: int
+    reason: str  # what the line is, after "line N is"
+    variant: str | None  # its cell's, as far as the line (or a record of the same fingerprint) tells
+    task: str | None
+    missing: tuple[Cell, ...]
+    stale: tuple[Cell, ...]
+
+    @property
+    def cell(self) -> Cell | None:
+        return (self.variant, self.task) if self.variant is not None and self.task is not None else None
+
+
+@dataclass(frozen=True)
+class RunRecords:
+    """A run's newest usable record of each cell, in the order the cells first appear (as
+    RecordStore.latest), and the lines of its records file that may hide a cell's result."""
+
+    run: Path
+    records: list[dict]
+    unusable: list[UnusableLine]
+
+
+def json_type(value: object) -> str:
+    return _JSON_TYPES.get(type(value), "null")
+
+
+def record_problem(record: dict) -> str | None:
+    """What a JSON object lacks to be a matrix record the reports and the gate can read, or None."""
+    for key in ("variant", "task"):
+        if not isinstance(record.get(key), str):
+            return f'a JSON object without a "{key}" string, not a matrix record'
+    metrics = record.get("metrics")
+    cell = f"the record of {record['variant']} on {record['task']}"
+    if not isinstance(metrics, dict) or not all(isinstance(values, dict) for values in metrics.values()):
+        return f'{cell}, without "metrics" as {{task: {{metric: number}}}}'
+    for task, values in metrics.items():
+        for metric, value in values.items():
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                return f"{cell}, whose {task}/{metric} is a JSON {json_type(value)}, not a number"
+    return None
+
+
+def _line_problem(text: str) -> str:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return "cut off or not JSON (a write interrupted by a crash leaves such a line)"
+    if not isinstance(value, dict):
+        return f"a JSON {json_type(value)}, not a record"
+    return record_problem(value) or "not a record"
+
+
+def _unescaped(name: str) -> str:
+    return name.replace('\\"', '"').replace("\\\\", "\\")
+
+
+def _cell_fields(line: str | dict) -> dict[str, str]:
+    """The fingerprint, task and variant a line names, as far as it got before it was cut off, and
+    the first of the tasks it scored ("subtask")."""
+    if isinstance(line, dict):
+        return {k: line[k] for k in ("fingerprint", "task", "variant") if isinstance(line.get(k), str)}
+    subtask = _SUBTASK_FIELD.search(line)
+    fields: dict[str, str] = {"subtask": _unescaped(subtask.group(1))} if subtask else {}
+    for key, value in _CELL_FIELD.findall(line):
+        # The first of each (a "model"'s "variant" is the record's); names are plain ASCII but for
+        # JSON's escapes of a quote and a backslash.
+        fields.setdefault(key, _unescaped(value))
+    return fields
+
+
+def _unusable_line(path: Path, number: int, reason: str, fields: dict, usable: list) -> UnusableLine:
+    """The line, with the cells it may hide: its own where it names it (or a record of the same
+    fingerprint does), else each cell of the run's variants × tasks that fits what it names (the task
+    of its first score) and has no record after it. `usable`: (line number, record) of the records."""
+    lines_of: dict[Cell, list[int]] = {}
+    tasks_of, fingerprints = {}, {}
+    for line, record in usable:
+        cell = (record["variant"], record["task"])
+        lines_of.setdefault(cell, []).append(line)
+        tasks_of.update({subtask: cell[1] for subtask in [cell[1], *record["metrics"]]})
+        fingerprints[record.get("fingerprint")] = cell
+    variant, task = fields.get("variant"), fields.get("task")
+    if (variant is None or task is None) and fields.get("fingerprint") in fingerprints:
+        variant, task = fingerprints[fields["fingerprint"]]
+    if task is None and "subtask" in fields:
+        task = tasks_of.get(fields["subtask"], fields["subtask"])
+    variants = [variant] if variant is not None else list(dict.fromkeys(c[0] for c in lines_of))
+    tasks = [task] if task is not None else list(dict.fromkeys(c[1] for c in lines_of))
+    candidates = [(v, t) for v in variants for t in tasks]
+    missing = tuple(c for c in candidates if c not in lines_of)
+    stale = tuple(c for c in candidates if c in lines_of and max(lines_of[c]) < number)
+    return UnusableLine(path, number, reason, variant, task, missing, stale)
+
+
+def _records_file(run: Path) -> Path:
+    if not run.exists():
+        raise CodegenBenchError(f"run folder {run} does not exist: {_MATRIX_FIX}")
+    if not run.is_dir():
+        fix = f"pass its folder {run.parent}" if run.name == RECORDS_FILE else _MATRIX_FIX
+        raise CodegenBenchError(f"run folder {run} is a file, not a folder: {fix}")
+    path = run / RECORDS_FILE
+    if not path.is_file():
+        state = "is not a file" if path.exists() else "does not exist"
+        raise CodegenBenchError(
+            f"{run} has no records ({path} {state}): not a matrix run folder; {_MATRIX_FIX}, "
+            f"or make this one with `codegen-bench matrix --out {run}`"
+        )
+    return path
+
+
+def read_run(run: Path) -> RunRecords:
+    """A matrix run folder's records (see RunRecords). A path that is no run folder, or a records file
+    without one usable record, is refused with the fix."""
+    run = Path(run)
+    path = _records_file(run)
+    store = RecordStore(path)
+    usable, bad = [], []
+    for number, record in store.read_numbered(warn=False):
+        problem = record_problem(record)
+        if problem is None:
+            usable.append((number, record))
+        else:
+            bad.append((number, problem, _cell_fields(record)))
+    bad += [(n, _line_problem(text), _cell_fields(text)) for n, text in store.unreadable]
+    bad.sort(key=lambda entry: entry[0])
+    if not usable and not bad:
+        raise CodegenBenchError(
+            f"{path} is empty (it has no records): no cell of the run has finished; "
+            f"run `codegen-bench matrix --out {run}` first"
+        )
+    if not usable:
+        number, reason, _ = bad[0]
+        others = {1: "", 2: " (nor is its other line)"}.get(
+            len(bad), f" (nor is any of its {len(bad) - 1} others)"
+        )
+        raise CodegenBenchError(
+            f"{path} has no usable records: line {number} is {reason}{others}: {_MATRIX_FIX}"
+        )
+    latest = {(r["variant"], r["task"]): r for _, r in usable}
+    unusable = [_unusable_line(path, *entry, usable) for entry in bad]
+    # A line of a known cell that a later record replaces hides nothing; one of an unknown cell may.
+    hiding = [u for u in unusable if u.cell is None or u.missing or u.stale]
+    return RunRecords(run, list(latest.values()), hiding)
+
+
+def check_reference(requested: str | None, variants: Sequence[str], runs: str) -> None:
+    """Refuse a --reference that is empty or not one of `variants` (those of `runs`), with the choices."""
+    if requested is None:
+        return
+    if requested.strip() and requested in variants:
+        return
+    problem = f"is not a variant of {runs}" if requested.strip() else "is empty"
+    raise CodegenBenchError(
+        f"reference variant {requested!r} (--reference) {problem}: pass one of {', '.join(variants)}, "
+        "or leave --reference out for base (else the first variant)"
+    )
+
+
+def cells_text(cells: Sequence[Cell]) -> str:
+    names = ", ".join(f"{variant} on {task}" for variant, task in cells)
+    return f"one of {names}" if len(cells) > 1 else names
+
+
+def unusable_line_text(line: UnusableLine) -> str:
+    """What a leaderboard says of a records line it could not use: which cells it lacks or may show stale."""
+    where = f"`{line.path}` line {line.number} is {line.reason}."
+    if line.cell is not None:
+        cell = cells_text([line.cell])
+        if line.missing:
+            return f"{where} It held {cell}, which has no other record: that cell is missing below."
+        return f"{where} It held a newer record of {cell}: the tables show an earlier one, possibly stale."
+    told = f" beyond its task, {line.task}" if line.task else ""
+    told = told or (f" beyond its variant, {line.variant}" if line.variant else "")
+    options = []
+    if line.missing:
+        options.append(f"the record of {cells_text(line.missing)}, missing below")
+    if line.stale:
+        options.append(f"a rerun of {cells_text(line.stale)}, whose result below may then be stale")
+    if line.variant is None:
+        options.append("a cell of a variant no record names")
+    return f"{where} It does not tell which cell it held{told}: it was " + "; or ".join(options) + "."
 
 
 def metric_direction(record: dict, task: str, metric: str) -> bool | None:
@@ -158,6 +362,21 @@ def paired_with_reference(
     return reference, comparisons
 
 
+def _latency_benchmarks(path: Path) -> list[dict]:
+    """The "benchmarks" of a pytest-benchmark JSON file; one that is not such a file is refused."""
+    fix = "rerun the latency suite (`codegen-bench matrix` without --no-latency) or remove the file"
+    try:
+        document = json.loads(path.read_text())
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise CodegenBenchError(
+            f"{path} is not JSON ({exc}), not the latency suite's results: {fix}"
+        ) from None
+    benchmarks = document.get("benchmarks", []) if isinstance(document, dict) else None
+    if not isinstance(benchmarks, list) or not all(isinstance(b, dict) and "name" in b for b in benchmarks):
+        raise CodegenBenchError(f'{path} has no "benchmarks" list of pytest-benchmark results: {fix}')
+    return benchmarks
+
+
 def latency_rows(
     path: Path, reference: str | None = None
 ) -> tuple[list[str], dict[str, dict[str, float]], dict[str, bool]]:
@@ -165,7 +384,7 @@ def latency_rows(
     first token, weight memory, peak RSS while decoding, each speed also as a ratio to the reference
     variant (`_x_<reference>`: `reference` where given, else the rule of harness/runs/reference.py
     over the suite's variants)."""
-    benchmarks = json.loads(Path(path).read_text()).get("benchmarks", [])
+    benchmarks = _latency_benchmarks(Path(path))
     rows: dict[str, dict[str, float]] = {}
     direction: dict[str, bool] = {}
     for bench in benchmarks:
@@ -284,7 +503,7 @@ def write_csv(path: Path, columns: Sequence[str], rows: dict) -> None:
     writer.writerow(["variant", *columns])
     for variant, row in rows.items():
         writer.writerow([variant, *("" if row.get(c) is None else f"{row[c]:.6g}" for c in columns)])
-    Path(path).write_text(buffer.getvalue())
+    write_text_atomic(path, buffer.getvalue())
 
 
 def sort_key_column(columns: Sequence[str], direction: dict) -> str | None:
@@ -438,6 +657,21 @@ def _cost_lines(reference, costs, order, rows, direction, best) -> list[str]:
     return lines
 
 
+def _unusable_lines(unusable: Sequence[UnusableLine]) -> list[str]:
+    """The section on records lines that could not be used; empty when every line was a record."""
+    if not unusable:
+        return []
+    return [
+        "",
+        "## Records that could not be read",
+        "",
+        *(f"- {unusable_line_text(line)}" for line in unusable),
+        "",
+        "Rerun the run's command to redo these cells (`codegen-bench matrix` resumes: it runs the cells "
+        "without a current record), then rebuild this leaderboard.",
+    ]
+
+
 def leaderboard_markdown(
     title: str,
     settings: dict[str, str],
@@ -449,9 +683,11 @@ def leaderboard_markdown(
     reference: str | None = None,
     comparisons: dict | None = None,
     records: Sequence[dict] = (),
+    unusable: Sequence[UnusableLine] = (),
 ) -> str:
     """Tables: quality with 95% intervals, quality paired against the reference variant, costs, and
-    the time of each cell of `records`. Bold marks a column's best only where it is a finding (see
+    the time of each cell of `records`; first, the records lines that could not be used and the cells
+    they leave out (`unusable`). Bold marks a column's best only where it is a finding (see
     `best_values`)."""
     intervals, items, comparisons = intervals or {}, items or {}, comparisons or {}
     key = sort_key_column(columns, direction)
@@ -464,6 +700,7 @@ def leaderboard_markdown(
     costs = [c for c in columns if "/" not in c]
     lines = [f"# {title}", ""]
     lines += [f"- {name}: {value}" for name, value in settings.items()]
+    lines += _unusable_lines(unusable)
     lines += _quality_lines(key, quality, order, rows, direction, intervals, best)
     lines += _paired_lines(reference, quality, order, comparisons)
     lines += _cost_lines(reference, costs, order, rows, direction, best)
@@ -526,7 +763,8 @@ def plot_quality_vs_cost(path: Path, columns, rows) -> bool:
             ax.set_ylabel(quality)
             ax.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=120, format="png")
     plt.close(figure)
     return True
 
@@ -586,34 +824,56 @@ def run_settings(records: Sequence[dict]) -> dict[str, str]:
     }
 
 
-def build_reports(
-    runs: Sequence[Path], out: Path | None = None, reference: str | None = None
-) -> dict[str, Path]:
-    """Write matrix.csv, LEADERBOARD.md and the plot for one run (into it) or several side by side
-    (rows named RUN:variant, into `out`). Returns the paths written.
-
-    Every variant is paired with, and its latency speeds divided by, the reference variant:
-    `reference` where given (RUN:variant for several runs), else the rule of harness/runs/reference.py.
-    Side by side, each run's latency suite is divided by its own reference, by the rule."""
-    runs = [Path(r) for r in runs]
-    if len(runs) > 1 and out is None:
-        raise CodegenBenchError("several runs side by side need --out DIR for the combined reports")
-    records = []
+def _check_run_names(runs: Sequence[Path]) -> None:
+    """Refuse several runs of which two share a name: side by side, rows are named RUN:variant."""
+    seen: dict[str, Path] = {}
     for run in runs:
-        found = list(RecordStore(run / RECORDS_FILE).latest().values())
-        if not found:
-            raise CodegenBenchError(
-                f"{run / RECORDS_FILE} has no records: run `codegen-bench matrix --out {run}`"
-            )
-        if len(runs) > 1:
-            found = [{**r, "variant": f"{run.name}:{r['variant']}"} for r in found]
-        records += found
-    out = Path(out) if out else runs[0]
-    out.mkdir(parents=True, exist_ok=True)
-    columns, rows, direction = matrix_rows(records)
-    intervals = metric_intervals(records)
-    items = item_scores(records)
-    reference, comparisons = paired_with_reference(records, items, reference)
+        other = seen.setdefault(run.name, run)
+        if other is run:
+            continue
+        if other.resolve() == run.resolve():
+            raise CodegenBenchError(f"run folder {run} is given twice: pass each run once")
+        raise CodegenBenchError(
+            f"runs {other} and {run} are both named {run.name!r}, and rows side by side are named "
+            "RUN:variant: pass one of them by a link with another name"
+        )
+
+
+def _report_folder(runs: Sequence[Path], out: Path | None) -> Path:
+    """The folder the reports go to (made later, when they are written): `out`, else the one run's.
+    Refused: no --out for several runs, an --out that is a file or lies under one, another run's
+    folder (its own reports would be replaced), and any report file that is one of a run's inputs."""
+    if out is None and len(runs) > 1:
+        raise CodegenBenchError(
+            f"several runs ({', '.join(map(str, runs))}) side by side need --out DIR for the combined "
+            "reports: add e.g. --out results/combined"
+        )
+    folder = runs[0] if out is None else Path(out)
+    if ".." in folder.parts:  # made as given, "x/../out" would also make a folder x
+        folder = folder.resolve()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == folder else f"is under the file {existing}"
+        raise CodegenBenchError(
+            f"--out {folder} {where}: pass a folder for the reports (it is made if missing)"
+        )
+    # A run folder holds its own reports; only that run's may replace them (resolved: "a/../run").
+    own = len(runs) == 1 and folder.resolve() == runs[0].resolve()
+    if not own and (folder.resolve() / RECORDS_FILE).exists():
+        raise CodegenBenchError(
+            f"--out {folder} is a run folder (it has {RECORDS_FILE}): these reports would replace its own "
+            "matrix.csv and LEADERBOARD.md; pass another folder"
+        )
+    for name in REPORT_FILES:
+        for run in runs:
+            refuse_overwriting_inputs(folder / name, [run / f for f in RUN_INPUTS], "leaderboard report")
+    return folder
+
+
+def _add_latency(
+    runs: Sequence[Path], reference: str | None, columns: list, rows: dict, direction: dict
+) -> None:
+    """Each run's latency suite into the matrix's `columns`, `rows` and `direction` (in place)."""
     for run in runs:
         latency = run / LATENCY_FILE
         if latency.is_file():
@@ -625,23 +885,64 @@ def build_reports(
                 rows.setdefault(prefix + variant, {}).update(values)
             columns += [c for c in extra_columns if c not in columns]
             direction.update(extra_direction)
-    paths = {"csv": out / "matrix.csv", "leaderboard": out / "LEADERBOARD.md"}
-    csv_columns, csv_rows = columns_with_uncertainty(columns, rows, intervals, reference, comparisons)
-    write_csv(paths["csv"], csv_columns, csv_rows)
-    title = "Leaderboard: " + ", ".join(r.name for r in runs)
+
+
+def _report_settings(runs: Sequence[Path], records: Sequence[dict]) -> dict[str, str]:
+    """The records' settings, and each run's last command and wall time."""
     settings = run_settings(records)
     for run in runs:
-        commands = run / "commands.txt"  # written by `codegen-bench matrix`, one line per invocation
-        if commands.is_file() and commands.read_text().strip():
+        # written by `codegen-bench matrix`, one line per invocation: its time, a space, the command
+        commands = run / "commands.txt"
+        lines = commands.read_text().strip().splitlines() if commands.is_file() else []
+        if lines and " " in lines[-1]:
             label = f"command ({run.name})" if len(runs) > 1 else "command"
-            settings[label] = "`" + commands.read_text().splitlines()[-1].split(" ", 1)[1] + "`"
+            settings[label] = "`" + lines[-1].split(" ", 1)[1] + "`"
         wall_time = wall_time_summary(run)
         if wall_time:
             settings[f"wall time ({run.name})" if len(runs) > 1 else "wall time"] = wall_time
+    return settings
+
+
+def build_reports(
+    runs: Sequence[Path], out: Path | None = None, reference: str | None = None
+) -> dict[str, Path]:
+    """Write matrix.csv, LEADERBOARD.md and the plot for one run (into it) or several side by side
+    (rows named RUN:variant, into `out`). Returns the paths written.
+
+    Every variant is paired with, and its latency speeds divided by, the reference variant:
+    `reference` where given (RUN:variant for several runs), else the rule of harness/runs/reference.py.
+    Side by side, each run's latency suite is divided by its own reference, by the rule.
+
+    Every input is read and checked before anything is written: a bad run folder, --out or
+    --reference is refused with nothing written; a records line that cannot be used is named in
+    LEADERBOARD.md with the cells it leaves out."""
+    runs = [Path(r) for r in runs]
+    read = [read_run(run) for run in runs]
+    _check_run_names(runs)
+    out = _report_folder(runs, out)
+    records = []
+    for found in read:
+        if len(runs) > 1:
+            records += [{**r, "variant": f"{found.run.name}:{r['variant']}"} for r in found.records]
+        else:
+            records += found.records
+    check_reference(reference, run_variants(records), ", ".join(map(str, runs)))
+    columns, rows, direction = matrix_rows(records)
+    intervals = metric_intervals(records)
+    items = item_scores(records)
+    reference, comparisons = paired_with_reference(records, items, reference)
+    _add_latency(runs, reference, columns, rows, direction)
+    csv_columns, csv_rows = columns_with_uncertainty(columns, rows, intervals, reference, comparisons)
+    title = "Leaderboard: " + ", ".join(r.name for r in runs)
+    unusable = [line for found in read for line in found.unusable]
+    settings = _report_settings(runs, records)
     markdown = leaderboard_markdown(
-        title, settings, columns, rows, direction, intervals, items, reference, comparisons, records
+        title, settings, columns, rows, direction, intervals, items, reference, comparisons, records, unusable
     )
-    paths["leaderboard"].write_text(markdown)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out / "matrix.csv", "leaderboard": out / "LEADERBOARD.md"}
+    write_csv(paths["csv"], csv_columns, csv_rows)
+    write_text_atomic(paths["leaderboard"], markdown)
     plot = out / "quality_vs_cost.png"
     if plot_quality_vs_cost(plot, columns, rows):
         paths["plot"] = plot
