@@ -250,7 +250,7 @@ def _cmd_matrix(args: argparse.Namespace) -> None:
     from codegen_bench.harness.files import timestamp
     from codegen_bench.harness.runs.invocations import recorded_invocation
     from codegen_bench.harness.runs.latency import latency_pending, run_latency
-    from codegen_bench.harness.runs.matrix import check_matrix_config, reference_spec, run_matrix
+    from codegen_bench.harness.runs.matrix import Progress, check_matrix_config, reference_spec, run_matrix
     from codegen_bench.harness.runs.reports import build_reports
 
     config = _matrix_config(args)
@@ -264,16 +264,21 @@ def _cmd_matrix(args: argparse.Namespace) -> None:
         with open(out / "commands.txt", "a") as f:
             f.write(f"{timestamp()} {command}\n")
     cells = len(config.variants) * len(config.tasks)
+    # The reports pair and divide by the variant the cells' KL was computed against.
+    reference = reference_spec(config).name
+
+    def rewrite_reports(progress: Progress) -> None:  # after each cell: results show as they come
+        build_reports([out], reference=reference, progress=progress)
+
     with recorded_invocation(out, command, cells, enabled=main_rank) as invocation:
-        run_matrix(config)
+        run_matrix(config, on_progress=rewrite_reports)
         if not main_rank:
             return  # a data-parallel run: rank 0 measures latency and writes the reports
         if not args.no_latency and latency_pending(config):
             started = time.perf_counter()
             if run_latency(config) is not None:  # None: skipped (backend=vllm, no benchmarks/ folder)
                 invocation.latency_s = round(time.perf_counter() - started, 1)
-    # The reports pair and divide by the variant the cells' KL was computed against.
-    for name, path in build_reports([out], reference=reference_spec(config).name).items():
+    for name, path in build_reports([out], reference=reference).items():
         print(f"{name}: {path}")
 
 
@@ -295,13 +300,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
         kernel_mismatch,
         write_baseline,
     )
+    from codegen_bench.harness.runs.reports import last_command
 
     # This CPU's own baseline where its int8 kernels give other numbers (gate.INT8_KERNEL_FAMILIES).
     baseline = family_baseline(Path(args.baseline), int8_kernel_family())
     if args.update:
-        commands = Path(args.run_dir) / "commands.txt"
-        # The line's first field is when it ran.
-        command = commands.read_text().splitlines()[-1].split(" ", 1)[1] if commands.is_file() else None
+        command = last_command(Path(args.run_dir))
         checks = write_baseline(Path(args.run_dir), baseline, command=command, reference=args.reference)
         print(f"baseline: {baseline} ({len(checks)} checks from {args.run_dir})")
         return 0
@@ -456,9 +460,11 @@ def _add_matrix_parser(sub: argparse._SubParsersAction) -> None:
 
 def _add_leaderboard_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("leaderboard", help="rebuild matrix.csv, LEADERBOARD.md and the plot from records")
-    p.add_argument("runs", nargs="+", help="run folders (several: side by side, needs --out)")
+    p.add_argument(
+        "runs", nargs="+", type=_non_empty, help="run folders (several: side by side, needs --out)"
+    )
     _add_reference_arg(p)
-    p.add_argument("--out", default=None, help="folder for combined reports of several runs")
+    p.add_argument("--out", type=_non_empty, default=None, help="folder for combined reports of several runs")
     p.set_defaults(run=_cmd_leaderboard)
 
 
@@ -466,8 +472,10 @@ def _add_check_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "check", help="the regression gate: compare a matrix run with a baseline (exit 1 on regression)"
     )
-    p.add_argument("run_dir", metavar="RUN", help="a matrix run folder")
-    p.add_argument("--baseline", required=True, help="baseline JSON, e.g. results/baseline.json")
+    p.add_argument("run_dir", metavar="RUN", type=_non_empty, help="a matrix run folder")
+    p.add_argument(
+        "--baseline", type=_non_empty, required=True, help="baseline JSON, e.g. results/baseline.json"
+    )
     _add_reference_arg(p)
     p.add_argument("--update", action="store_true", help="write the baseline from this run instead")
     p.add_argument("--all", action="store_true", help="list every check, not only those that moved")

@@ -399,3 +399,34 @@ def test_quality_cells_dequantize_4bit_weights_unless_told_otherwise(tmp_path):
     assert args(model_args={"dequantize_4bit": "false"}) == {"dequantize_4bit": "false"}
     assert args(dequantize_4bit=False) == {}
     assert args(model_args={"backend": "vllm"}) == {"backend": "vllm"}  # vLLM has its own 4-bit path
+
+
+def test_the_leaderboard_holds_the_first_cells_row_before_the_second_cell_starts(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    from codegen_bench.harness import cli
+    from codegen_bench.harness.runs import matrix
+
+    out = tmp_path / "run"
+    seen = []
+
+    def evaluate(lm, task, config):
+        leaderboard = out / "LEADERBOARD.md"
+        seen.append(leaderboard.read_text() if leaderboard.is_file() else None)
+        return _fake_evaluate([])(lm, task, config)
+
+    run_matrix_as_usual = matrix.run_matrix
+    monkeypatch.setattr(
+        matrix,
+        "run_matrix",
+        lambda config, **kw: run_matrix_as_usual(
+            config, load=lambda c, s: FakeLM(s), evaluate=evaluate, **kw
+        ),
+    )
+    argv = ["matrix", "--variants", "base", "--tasks", "humaneval_custom", "humaneval_nll", "--no-latency"]
+    assert cli.main([*argv, "--pretrained", str(tiny_model_dir), "--out", str(out)]) == 0
+    assert seen[0] is None  # nothing finished yet
+    assert "| base |" in seen[1] and "1 of 2 cells done, 1 to go" in seen[1]
+    assert (out / "matrix.csv").is_file()
+    final = (out / "LEADERBOARD.md").read_text()
+    assert "cells done" not in final and "| base |" in final  # the finished run's report

@@ -131,7 +131,7 @@ def test_a_family_baseline_names_the_baseline_to_pass(tmp_path, run, capsys, mon
 
 
 @pytest.mark.parametrize("update", [False, True])
-@pytest.mark.parametrize(("name", "what"), [("", "is empty or names a folder"), ("folder", "is a folder")])
+@pytest.mark.parametrize(("name", "what"), [(".", "is empty or names a folder"), ("folder", "is a folder")])
 def test_check_refuses_a_baseline_path_that_is_no_file(
     tmp_path, run, capsys, monkeypatch, update, name, what
 ):
@@ -404,3 +404,22 @@ def test_the_record_store_lists_the_lines_it_skips_and_appends_after_a_torn_one_
     store.append(_record("int8", TASKS[0]))
     assert [number for number, _ in store.read_numbered()] == [1, 3, 5]
     assert list(store.latest()) == [("base", TASKS[0]), ("int8", TASKS[0])]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["check", "", "--baseline", "b.json"],
+        ["check", "run", "--baseline", ""],
+        ["leaderboard", ""],
+        ["leaderboard", "run", "--out", ""],
+    ],
+)
+def test_an_empty_path_is_refused_by_the_command_line(tmp_path, capsys, monkeypatch, argv):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "an empty value" in err
+    assert _files(tmp_path) == {}

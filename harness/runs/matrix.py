@@ -471,12 +471,26 @@ def run_cell(
     }
 
 
+@dataclass(frozen=True)
+class Progress:
+    """Where a run stands after a finished cell: what a report written mid-run says of it."""
+
+    cells_done: int  # cells with an up-to-date record
+    cells_total: int
+    # At this invocation's pace so far (loads included); None before its first cell. The latency
+    # suite after the cells is not in it.
+    seconds_left: float | None
+
+
 def run_matrix(
     config: MatrixConfig,
     load: Callable[[MatrixConfig, VariantSpec], CodegenLM] = _default_load,
     evaluate: Callable[[CodegenLM, str, MatrixConfig], dict | None] = _default_evaluate,
+    on_progress: Callable[[Progress], None] | None = None,
 ) -> list[dict]:
-    """Run every cell that has no up-to-date record; return the records of all cells, in order."""
+    """Run every cell that has no up-to-date record; return the records of all cells, in order.
+    `on_progress` is called on rank 0 after each cell's record is kept (the command line rewrites
+    the reports there, so that they grow as the run goes)."""
     check_matrix_config(config, lm_eval_tasks=evaluate is _default_evaluate)
     store = RecordStore(config.out / RECORDS_FILE)
     done = store.latest()
@@ -492,6 +506,7 @@ def run_matrix(
     )
     roofline = measure_roofline(config) if queue else None
     lm, loaded = None, None
+    started, ran = time.perf_counter(), 0
     try:
         while queue:
             cell = queue.pop(0)
@@ -506,6 +521,10 @@ def run_matrix(
             if record is not None:
                 store.append(record)
                 done[cell.key] = record
+                ran += 1
+                if on_progress is not None:
+                    pace = (time.perf_counter() - started) / ran
+                    on_progress(Progress(bar.n + 1, bar.total, pace * len(queue)))
             bar.update(1)
     finally:
         bar.close()

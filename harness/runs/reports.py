@@ -29,7 +29,7 @@ from codegen_bench.harness.loading import model_name
 from codegen_bench.harness.runs.invocations import INVOCATIONS_FILE, wall_time_summary
 from codegen_bench.harness.runs.item_scores import ITEM_METRICS, OUTPUTS
 from codegen_bench.harness.runs.latency import LATENCY_FILE
-from codegen_bench.harness.runs.matrix import RECORDS_FILE
+from codegen_bench.harness.runs.matrix import RECORDS_FILE, Progress
 from codegen_bench.harness.runs.reference import reference_variant
 from codegen_bench.harness.runs.uncertainty import paired_difference
 from codegen_bench.tasks.metrics import metric_spec
@@ -887,27 +887,48 @@ def _add_latency(
             direction.update(extra_direction)
 
 
+def last_command(run: Path) -> str | None:
+    """The run's last `codegen-bench matrix` command, from its commands.txt (one line per
+    invocation: its time, a space, the command); None where there is none."""
+    commands = Path(run) / "commands.txt"
+    lines = commands.read_text(errors="replace").strip().splitlines() if commands.is_file() else []
+    return lines[-1].split(" ", 1)[1] if lines and " " in lines[-1] else None
+
+
 def _report_settings(runs: Sequence[Path], records: Sequence[dict]) -> dict[str, str]:
     """The records' settings, and each run's last command and wall time."""
     settings = run_settings(records)
     for run in runs:
-        # written by `codegen-bench matrix`, one line per invocation: its time, a space, the command
-        commands = run / "commands.txt"
-        lines = commands.read_text().strip().splitlines() if commands.is_file() else []
-        if lines and " " in lines[-1]:
+        command = last_command(run)
+        if command:
             label = f"command ({run.name})" if len(runs) > 1 else "command"
-            settings[label] = "`" + lines[-1].split(" ", 1)[1] + "`"
+            settings[label] = "`" + command + "`"
         wall_time = wall_time_summary(run)
         if wall_time:
             settings[f"wall time ({run.name})" if len(runs) > 1 else "wall time"] = wall_time
     return settings
 
 
+def progress_text(progress: Progress) -> str:
+    """The line a report written mid-run opens with."""
+    left = progress.cells_total - progress.cells_done
+    text = f"in progress: {progress.cells_done} of {progress.cells_total} cells done, {left} to go"
+    if progress.seconds_left is not None and left:
+        text += f", about {max(1, round(progress.seconds_left / 60))} min left at this invocation's pace"
+    return text + " (then the latency suite); this report is rewritten after each cell"
+
+
 def build_reports(
-    runs: Sequence[Path], out: Path | None = None, reference: str | None = None
+    runs: Sequence[Path],
+    out: Path | None = None,
+    reference: str | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Path]:
     """Write matrix.csv, LEADERBOARD.md and the plot for one run (into it) or several side by side
     (rows named RUN:variant, into `out`). Returns the paths written.
+
+    `progress`: the run is under way (the matrix calls this after each cell): the leaderboard says
+    how far it is, and the plot waits for the end (drawing it costs more than the tables).
 
     Every variant is paired with, and its latency speeds divided by, the reference variant:
     `reference` where given (RUN:variant for several runs), else the rule of harness/runs/reference.py.
@@ -936,6 +957,8 @@ def build_reports(
     title = "Leaderboard: " + ", ".join(r.name for r in runs)
     unusable = [line for found in read for line in found.unusable]
     settings = _report_settings(runs, records)
+    if progress is not None:
+        settings = {"status": progress_text(progress), **settings}
     markdown = leaderboard_markdown(
         title, settings, columns, rows, direction, intervals, items, reference, comparisons, records, unusable
     )
@@ -944,6 +967,6 @@ def build_reports(
     write_csv(paths["csv"], csv_columns, csv_rows)
     write_text_atomic(paths["leaderboard"], markdown)
     plot = out / "quality_vs_cost.png"
-    if plot_quality_vs_cost(plot, columns, rows):
+    if progress is None and plot_quality_vs_cost(plot, columns, rows):
         paths["plot"] = plot
     return paths

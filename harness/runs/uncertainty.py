@@ -119,6 +119,11 @@ def interval(items: Sequence, estimator: Estimator, confidence: float = CONFIDEN
     return bootstrap_interval(items, estimator, confidence)
 
 
+# Paired differences computed in this process, by their inputs: the matrix rewrites its reports after
+# every cell, and each rewrite would otherwise redo every earlier cell's bootstrap (seconds each).
+_paired_differences: dict[tuple, PairedDifference] = {}
+
+
 def paired_difference(
     reference: Sequence,
     variant: Sequence,
@@ -134,6 +139,23 @@ def paired_difference(
             f"a paired comparison needs the same items on both sides: got {len(reference)} and {len(variant)}"
         )
     reference, variant = np.asarray(reference, dtype=float), np.asarray(variant, dtype=float)
+    key = (reference.shape, reference.tobytes(), variant.tobytes(), estimator, confidence, resamples, seed)
+    if key not in _paired_differences:
+        if len(_paired_differences) >= 4096:
+            _paired_differences.clear()
+        found = _paired_difference(reference, variant, estimator, confidence, resamples, seed)
+        _paired_differences[key] = found
+    return _paired_differences[key]
+
+
+def _paired_difference(
+    reference: np.ndarray,
+    variant: np.ndarray,
+    estimator: Estimator,
+    confidence: float,
+    resamples: int,
+    seed: int,
+) -> PairedDifference:
     difference = estimator(variant) - estimator(reference)
     indices = _resample_indices(len(reference), resamples, seed)
     values = np.array([estimator(variant[row]) - estimator(reference[row]) for row in indices])
