@@ -7,7 +7,8 @@ means). The YAMLs beside this file name the same metrics for lm-eval, with the s
 - Similarity to the canonical solution (`humaneval_similarity`): exact match and edit similarity are
   means, chrF is sacrebleu's corpus chrF; CodeBLEU's corpus score is not a sum over items, so it has
   no per-item estimate.
-- Likelihood of the canonical solutions (`humaneval_nll`, nll.py): ratios of sums over the corpus.
+- Likelihood of the canonical solutions (`humaneval_nll`, nll.py; `stdlib_nll` reports the same
+  metrics on held-out stdlib functions): ratios of sums over the corpus.
   These score fixed text, so the gate allows a share of their value instead of flipped items: 1%,
   and 5% for KL per token, a small number whose last digits move most.
 """

@@ -18,11 +18,15 @@ embedded default model's. Counting follows lm-eval's `TemplateLM._encode_pair` (
 whitespace of the prompt moves into the continuation; continuation tokens = tokens of the whole
 minus tokens of the prompt), so the count is that of the tokens actually scored. From Python
 (`simple_evaluate(model=<LM object>)`) pass `metadata={"pretrained": ...}` for a non-default model.
+
+`stdlib_nll` (tasks/stdlib_code/) is the same measurement on held-out standard-library functions:
+its YAML includes this task's and its docs are built by `scored_docs` too.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 
 import datasets
 
@@ -37,7 +41,9 @@ def scored_pair(prompt: str, solution: str) -> tuple[str, str]:
     return stripped, prompt[len(stripped) :] + solution
 
 
-def load_dataset(**metadata) -> dict[str, datasets.Dataset]:
+def token_counter(metadata: dict) -> Callable[[str], int]:
+    """Counts tokens with the evaluated model's tokenizer, as lm-eval's model_args name it (module
+    docstring); without one, the embedded default model's."""
     name = metadata.get("tokenizer") or metadata.get("pretrained")
     config = LoadConfig(
         revision=metadata.get("revision"), trust_remote_code=bool(metadata.get("trust_remote_code", False))
@@ -47,17 +53,24 @@ def load_dataset(**metadata) -> dict[str, datasets.Dataset]:
     def count(text: str) -> int:
         return len(tokenizer.encode(text, add_special_tokens=False))
 
-    docs = []
-    for problem in load_humaneval().values():
-        context, continuation = scored_pair(problem["prompt"], problem["canonical_solution"])
-        docs.append(
-            {
-                **problem,
-                "n_tokens": count(context + continuation) - count(context),
-                "n_chars": len(continuation),
-            }
+    return count
+
+
+def scored_docs(docs: Iterable[dict], prompt_key: str, solution_key: str, metadata: dict) -> datasets.Dataset:
+    """`docs`, each with `n_tokens` and `n_chars` added: the tokens and characters of
+    `doc[solution_key]` that lm-eval scores after `doc[prompt_key]` (`scored_pair`)."""
+    count = token_counter(metadata)
+    scored = []
+    for doc in docs:
+        context, continuation = scored_pair(doc[prompt_key], doc[solution_key])
+        scored.append(
+            {**doc, "n_tokens": count(context + continuation) - count(context), "n_chars": len(continuation)}
         )
-    return {"test": datasets.Dataset.from_list(docs)}
+    return datasets.Dataset.from_list(scored)
+
+
+def load_dataset(**metadata) -> dict[str, datasets.Dataset]:
+    return {"test": scored_docs(load_humaneval().values(), "prompt", "canonical_solution", metadata)}
 
 
 def doc_to_text(doc: dict) -> str:
@@ -72,7 +85,8 @@ def process_results(doc: dict, results: list[tuple[float, bool]]) -> dict[str, t
     (score,) = results
     logprob, _is_greedy = score
     if doc["n_tokens"] < 1:
-        raise CodegenBenchError(f"{doc['task_id']}: its canonical solution has no tokens to score")
+        name = doc.get("task_id") or doc.get("id")  # HumanEval's task_id; the stdlib corpus's id (stdlib_nll)
+        raise CodegenBenchError(f"{name}: its canonical solution has no tokens to score")
     scores = {"nll_per_token": (-logprob, doc["n_tokens"]), "bits_per_char": (-logprob, doc["n_chars"])}
     if getattr(score, "kl_sum", None) is not None:  # a ContinuationScore from codegen with kl_reference
         scores["kl_per_token"] = (score.kl_sum, score.n_tokens)
