@@ -159,10 +159,11 @@ def _cmd_train(args: argparse.Namespace) -> None:
         )
         _check_training_data(args.data)
         _check_artifact_out(args.out, [args.pretrained, args.data])
-        data = args.data or recipe_data(args.recipe)
+        base = _base_model(args)
+        data = args.data or recipe_data(args.recipe, base)
         out = train(
             data,
-            _base_model(args),
+            base,
             config,
             args.out,
             push_to_hub=args.push_to_hub,

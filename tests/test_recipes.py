@@ -11,7 +11,7 @@ from codegen_bench.harness.corpus.stdlib import DataConfig
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.lm_eval_plugin.model import CodegenLM
 from codegen_bench.harness.runs.matrix import variant_identity
-from codegen_bench.trainers import recipes
+from codegen_bench.trainers import recipes, replay
 from codegen_bench.trainers.recipes import RECIPES, Recipe, recipe_adapter_dir
 from codegen_bench.trainers.sft import TrainConfig
 from codegen_bench.variants import load_variant
@@ -111,19 +111,19 @@ def test_the_matrix_trains_a_recipe_row_on_first_use_and_records_its_training(
     assert "| lora |" in (run / "LEADERBOARD.md").read_text()
 
 
-def test_a_recipe_samples_only_explanations_as_long_as_its_minimum(monkeypatch):
+def test_a_recipe_samples_only_explanations_as_long_as_its_minimum(monkeypatch, base):
     monkeypatch.setitem(
         RECIPES,
         "long",
         Recipe(explain_examples=5, codegen_examples=1, min_explanation_chars=60, data=DataConfig(limit=40)),
     )
-    records = [json.loads(line) for line in recipes.recipe_data("long").read_text().splitlines()]
+    records = [json.loads(line) for line in recipes.recipe_data("long", base).read_text().splitlines()]
     explanations = [r["explanation"] for r in records if "explanation" in r]
     assert len(explanations) == 5 and len(records) == 6
     assert all(len(text) >= 60 for text in explanations)
 
 
-def test_a_recipe_asking_for_more_long_explanations_than_exist_names_the_fix(monkeypatch):
+def test_a_recipe_asking_for_more_long_explanations_than_exist_names_the_fix(monkeypatch, base):
     monkeypatch.setitem(
         RECIPES,
         "long",
@@ -133,6 +133,61 @@ def test_a_recipe_asking_for_more_long_explanations_than_exist_names_the_fix(mon
     )
     with pytest.raises(
         CodegenBenchError,
-        match=r"recipe 'long' asks for 5 records of explain\.jsonl, which has 0 of at least 1000000 char",
+        match=r"recipe 'long' asks for 5 records of explain\.jsonl of at least 1000000 characters, of which "
+        r"there are 0: lower it",
     ):
-        recipes.recipe_data("long")
+        recipes.recipe_data("long", base)
+
+
+def _answers_by_rule(base, records, code_prompt, gen_kwargs):
+    """Stand-in answers, one of each kind the replay keeps or drops, by the request's position."""
+    answers = []
+    for i, record in enumerate(records):
+        name = record["id"].split(":")[-1]
+        whole = record["prompt"] + "    return None\n"
+        answers.append(
+            [
+                (f"import os\n\n{whole}", True),  # kept: the function, and what it needs
+                (whole, False),  # ran out of tokens or was cut repeating
+                (f"def not_{name}():\n    pass\n", True),  # another function than the one asked for
+                ("def broken(:\n", True),  # not Python
+            ][i % 4]
+        )
+    return answers
+
+
+def test_replay_keeps_the_base_models_whole_answers_that_define_the_function(monkeypatch, base):
+    monkeypatch.setitem(
+        RECIPES,
+        "replayed",
+        Recipe(explain_examples=2, codegen_examples=0, replay_examples=8, data=DataConfig(limit=40)),
+    )
+    monkeypatch.setattr(replay, "_generate", _answers_by_rule)
+    records = [json.loads(line) for line in recipes.recipe_data("replayed", base).read_text().splitlines()]
+    answers = [r for r in records if "answer" in r]
+    assert len(records) == 2 + 2 and len(answers) == 2  # requests 0 and 4 of 8
+    for record in answers:
+        name = record["id"].split(":")[-1]
+        assert replay.is_top_level_function(record) and f"def {name}(" in record["answer"]
+        assert record["answer"].startswith("import os")
+
+    def no_generation(*args):
+        raise AssertionError("the cached answers should have been reused")
+
+    monkeypatch.setattr(replay, "_generate", no_generation)
+    assert recipes.recipe_data("replayed", base).read_text() == "\n".join(map(json.dumps, records)) + "\n"
+
+
+def test_replay_generates_one_answer_per_request_in_the_tasks_chat_form(base):
+    """The real generation path on the tiny model: one answer per request, with the task's settings."""
+    requests = [
+        {"id": f"m:f{i}", "prompt": f'def f{i}(x):\n    """Return x plus {i}."""\n', "completion": ""}
+        for i in range(3)
+    ]
+    kwargs = replay.task_generation_kwargs("instruct")
+    assert kwargs["max_gen_toks"] == 768 and "\n```\n" in kwargs["until"]
+    answers = replay._generate(base, requests, "instruct", kwargs)
+    assert len(answers) == 3 and all(isinstance(text, str) for text, _ in answers)
+    # One token of budget: every answer reaches it (an end of text included), none ends on its own.
+    cut = replay._generate(base, requests, "instruct", {**kwargs, "max_gen_toks": 1})
+    assert [ended for _, ended in cut] == [False] * 3

@@ -49,13 +49,16 @@ def against_itself(corpus, tiny_model_dir) -> tuple[CodegenLM, dict]:
     return lm, _evaluate(lm, tiny_model_dir)
 
 
-def test_docs_are_the_validation_split_only(docs, corpus):
+def test_docs_are_a_fixed_sample_of_the_validation_split_only(docs, corpus):
     records = load_pairs(corpus / CODEGEN_FILE)
     validation = [r["id"] for r in records if r["split"] == "validation"]
     train = {r["id"] for r in records if r["split"] == "train"}
-    assert [d["id"] for d in docs] == validation
+    ids = [d["id"] for d in docs]
+    assert len(ids) == len(set(ids)) == min(nll.SAMPLE_SIZE, len(validation)) < len(validation)
+    assert ids == [i for i in validation if i in set(ids)]  # in corpus order
     assert set(docs["split"]) == {"validation"}
-    assert train and not train & set(docs["id"])
+    assert train and not train & set(ids)
+    assert ids == [p["id"] for p in nll.sampled_pairs(nll.held_out_pairs())]  # the same draw each time
 
 
 def test_every_recipe_trains_on_the_corpus_whose_validation_split_is_scored():

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.tasks.humaneval.utils import FENCED_USER, INSTRUCT_ASSISTANT_PREFIX, INSTRUCT_USER
 from codegen_bench.trainers.sft import TrainConfig, last_complete_checkpoint, to_example, train
 from codegen_bench.variants import load_variant
 
@@ -27,10 +28,34 @@ def data_file(tmp_path):
 TINY = dict(r=4, alpha=8, max_steps=4, batch_size=4, save_steps=2, logging_steps=1, max_seq_len=384)
 
 
-def test_chat_examples_use_the_humaneval_chat_form():
-    example = to_example({"prompt": "def f():\n", "completion": "    return 1\n"}, chat=True)
-    assert example["prompt"][0]["role"] == "user" and "def f():" in example["prompt"][0]["content"]
-    assert example["completion"][0]["content"] == "```python\ndef f():\n    return 1\n```"
+def test_code_records_take_the_chat_form_of_the_humaneval_task_that_measures_them():
+    record = {"prompt": 'def f():\n    """One."""\n', "completion": "    return 1\n"}
+    instruct = to_example(record, chat=True)  # humaneval_custom's, the default
+    assert instruct["prompt"] == [
+        {"role": "user", "content": INSTRUCT_USER.format(prompt=record["prompt"].strip())}
+    ]
+    whole = 'def f():\n    """One."""\n    return 1'
+    assert instruct["completion"][0]["content"] == INSTRUCT_ASSISTANT_PREFIX + whole + "\n```"
+    fenced = to_example(record, chat=True, code_prompt="fenced")  # humaneval_fenced's
+    assert fenced["prompt"][0]["content"] == FENCED_USER.format(prompt=record["prompt"])
+    assert fenced["completion"][0]["content"] == "```python\n" + whole + "\n```"
+
+
+def test_a_code_answer_record_is_the_whole_answer_after_the_forms_opening():
+    record = {"prompt": "def f():\n", "answer": "import os\n\ndef f():\n    return os.sep\n"}
+    example = to_example(record, chat=True)
+    assert (
+        example["completion"][0]["content"] == INSTRUCT_ASSISTANT_PREFIX + record["answer"].rstrip() + "\n```"
+    )
+    with pytest.raises(CodegenBenchError, match="no chat template"):
+        to_example(record, chat=False)
+
+
+def test_an_unknown_code_prompt_form_is_refused():
+    with pytest.raises(
+        CodegenBenchError, match="code_prompt='chat' is not a prompt form: use one of instruct, fenced"
+    ):
+        TrainConfig(code_prompt="chat")
 
 
 def test_unknown_record_shape_is_refused():

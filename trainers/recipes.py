@@ -34,6 +34,7 @@ from codegen_bench.harness.corpus.stdlib import (
 from codegen_bench.harness.distributed import launched_world_size
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.files import write_jsonl
+from codegen_bench.trainers.replay import is_top_level_function, replay_records
 from codegen_bench.trainers.sft import TrainConfig, train
 from codegen_bench.variants.artifact import MANIFEST, BaseModel
 
@@ -47,7 +48,10 @@ class Recipe:
     """How many train records of each kind (a seeded sample), and how they are trained."""
 
     explain_examples: int
-    codegen_examples: int
+    codegen_examples: int  # standard-library function bodies, in the config's code_prompt form
+    # The base model's own answers to this many train-split function requests (trainers/replay.py):
+    # replayed, they hold the model's code answers where they were.
+    replay_examples: int = 0
     # Explanation records whose first paragraph is shorter are not sampled. Greedy decoding ends an
     # answer at the first likely stop, so an adapter trained on all lengths answers shorter than the
     # references on average, which BLEU's brevity penalty and chrF's recall weighting both charge for.
@@ -57,14 +61,33 @@ class Recipe:
     seed: int = 0
 
 
+# The sweep of results/measurements/lora-recipes/: each controls forgetting in one way, all with
+# code records in the instruct form humaneval_custom measures, and 600 explanations of at least 50
+# characters (trained on every length, the adapter answered in about half the references' length).
+_EXPLAIN = {"explain_examples": 600, "min_explanation_chars": 50}
+_ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+SWEEP = {
+    # Standard-library function bodies as the code records.
+    "stdlib-code": Recipe(**_EXPLAIN, codegen_examples=40),
+    # The base model's own answers to code requests instead (self-distillation).
+    "replay": Recipe(**_EXPLAIN, codegen_examples=0, replay_examples=160),
+    # Replay, with half the rank and learning rate: a smaller step away from the base.
+    "replay-gentle": Recipe(
+        **_EXPLAIN,
+        codegen_examples=0,
+        replay_examples=160,
+        config=TrainConfig(r=8, alpha=16, learning_rate=1e-4),
+    ),
+    # Replay, with the adapter on attention only: the MLPs, where most of the code knowledge is
+    # thought to sit, stay the base's.
+    "replay-attention": Recipe(
+        **_EXPLAIN, codegen_examples=0, replay_examples=160, config=TrainConfig(target_modules=_ATTENTION)
+    ),
+}
 RECIPES = {
-    # Explanations are most of it: the held-out explanation task is what the adapter is for; a few
-    # code records keep it answering code requests in code. Explanations shorter than 50 characters
-    # are not sampled: trained on every length, the adapter answered in about half the references'
-    # length. Its terse HumanEval bodies come with the adapter, not with the number of code records:
-    # 140 of them lost the same problems as 40 do (results/reference/README.md, "The adapters").
     "default": Recipe(explain_examples=1000, codegen_examples=40, min_explanation_chars=50),
     "demo": Recipe(explain_examples=28, codegen_examples=8),
+    **SWEEP,
 }
 
 
@@ -84,6 +107,7 @@ def recipe_identity(kind: str, name: str) -> dict[str, Any]:
         "recipe": name,
         "explain_examples": recipe.explain_examples,
         "codegen_examples": recipe.codegen_examples,
+        "replay_examples": recipe.replay_examples,
         "min_explanation_chars": recipe.min_explanation_chars,
         "seed": recipe.seed,
         "config": json.loads(json.dumps(dataclasses.asdict(config), default=list)),
@@ -91,8 +115,9 @@ def recipe_identity(kind: str, name: str) -> dict[str, Any]:
     }
 
 
-def recipe_data(name: str) -> Path:
-    """The recipe's training records as one JSONL file in the cache (written once)."""
+def recipe_data(name: str, base: BaseModel) -> Path:
+    """The recipe's training records as one JSONL file in the cache (written once). Replayed answers
+    are the base model's own, generated on first use."""
     recipe = get_recipe(name)
     corpus = cached_datasets(recipe.data)
     chosen = []
@@ -102,18 +127,26 @@ def recipe_data(name: str) -> Path:
         if file == EXPLAIN_FILE and recipe.min_explanation_chars:
             records = [r for r in records if len(r["explanation"]) >= recipe.min_explanation_chars]
             longer = f" of at least {recipe.min_explanation_chars} characters"
-        if count > len(records):
-            raise CodegenBenchError(
-                f"recipe {name!r} asks for {count} records of {file}, which has {len(records)}{longer}: "
-                "lower it"
-            )
-        chosen += random.Random(recipe.seed).sample(records, count)
+        chosen += _sample(name, records, count, recipe.seed, f"records of {file}{longer}")
+    if recipe.replay_examples:
+        functions = [r for r in load_pairs(corpus / CODEGEN_FILE, "train") if is_top_level_function(r)]
+        # Another seed than the code records': the two draws are independent.
+        requests = _sample(name, functions, recipe.replay_examples, recipe.seed + 1, "top-level functions")
+        chosen += replay_records(base, requests, recipe.config.code_prompt)
     digest = hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:12]
     path = cache_dir() / "recipes" / f"{name}-{digest}.jsonl"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         write_jsonl(path, chosen)
     return path
+
+
+def _sample(name: str, records: list[dict], count: int, seed: int, what: str) -> list[dict]:
+    if count > len(records):
+        raise CodegenBenchError(
+            f"recipe {name!r} asks for {count} {what}, of which there are {len(records)}: lower it"
+        )
+    return random.Random(seed).sample(records, count)
 
 
 def recipe_adapter_dir(kind: str, name: str, base: BaseModel) -> Path:
@@ -137,7 +170,7 @@ def recipe_adapter(kind: str, name: str, base: BaseModel) -> Path:
         )
     log.warning("training the %s adapter of recipe %r (first use; cached in %s)", kind, name, folder)
     config = dataclasses.replace(get_recipe(name).config, kind=kind)
-    return train(recipe_data(name), base, config, folder, recipe=name)
+    return train(recipe_data(name, base), base, config, folder, recipe=name)
 
 
 def with_recipe_adapter(variant: str, overrides: dict[str, Any], base: BaseModel) -> tuple[str, dict]:

@@ -52,7 +52,12 @@ from codegen_bench.harness.files import read_numbered_jsonl, write_text_atomic
 from codegen_bench.harness.loading import load_tokenizer, resolve_device
 from codegen_bench.tasks.code_explain.utils import BASE_PROMPT as EXPLAIN_BASE_PROMPT
 from codegen_bench.tasks.code_explain.utils import CHAT_USER as EXPLAIN_CHAT_USER
-from codegen_bench.tasks.humaneval.utils import FENCED_ASSISTANT_PREFIX, FENCED_USER
+from codegen_bench.tasks.humaneval.utils import (
+    FENCED_ASSISTANT_PREFIX,
+    FENCED_USER,
+    INSTRUCT_ASSISTANT_PREFIX,
+    INSTRUCT_USER,
+)
 from codegen_bench.trainers.packed_attention import PER_SEQUENCE_SDPA
 from codegen_bench.variants.artifact import BaseModel, write_artifact
 from codegen_bench.variants.cache import cached_variant
@@ -62,6 +67,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 RUN_FILE = "run.json"  # in the checkpoints folder: what the checkpoints were made by
+# A code record's chat form: (user message, the assistant answer's opening) of the HumanEval task
+# whose style it trains, the function's prompt shown as that task shows it (stripped or not).
+CODE_PROMPTS = {
+    "instruct": (INSTRUCT_USER, INSTRUCT_ASSISTANT_PREFIX, True),
+    "fenced": (FENCED_USER, FENCED_ASSISTANT_PREFIX, False),
+}
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,11 @@ class TrainConfig:
     """Everything that decides the adapter; recorded in the artifact's variant.json."""
 
     kind: Literal["lora", "qlora"] = "lora"
+    # The chat form code records are trained in: the one of the task that measures the adapter's
+    # code. `instruct` is humaneval_custom's (the published protocol), `fenced` humaneval_fenced's.
+    # Trained in one form and measured in the other, an adapter learns an answer style that the
+    # measured prompt never asks for.
+    code_prompt: Literal["instruct", "fenced"] = "instruct"
     r: int = 16
     alpha: int = 32
     # Off: drawing LoRA's dropout masks is a real share of a CPU step, and a run of one epoch over a
@@ -107,6 +123,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.kind not in ("lora", "qlora"):
             raise CodegenBenchError(f"kind={self.kind!r} is not a trainer: use lora or qlora")
+        if self.code_prompt not in CODE_PROMPTS:
+            raise CodegenBenchError(
+                f"train {self.kind}: code_prompt={self.code_prompt!r} is not a prompt form: use one of "
+                f"{', '.join(CODE_PROMPTS)}"
+            )
         if not 0 <= self.validation_fraction < 1 or not 0 <= self.test_fraction < 1:
             raise CodegenBenchError("validation and test fractions must be in [0, 1): e.g. 0.05")
         checks = [
@@ -140,23 +161,32 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def to_example(record: dict, chat: bool) -> dict:
+def to_example(record: dict, chat: bool, code_prompt: str = "instruct") -> dict:
     """One JSONL record -> a trl prompt-completion example.
 
-    Code pairs ({prompt, completion}) are completions of a function; explanation pairs
-    ({code, explanation}) ask what a function does; {text} records are plain language modelling.
+    Code pairs ({prompt, completion}) are completions of a function; code answers ({prompt, answer})
+    are a whole chat answer to a function's prompt, after the prompt form's opening (a model's own
+    answers: trainers/replay.py); explanation pairs ({code, explanation}) ask what a function does;
+    {text} records are plain language modelling. In chat, code records take the `code_prompt` form.
     """
-    # The answer is the whole function in a fence: what both HumanEval chat styles read back.
-
-    if "prompt" in record and "completion" in record:
+    if "prompt" in record and ("completion" in record or "answer" in record):
         if not chat:
+            if "answer" in record:
+                raise CodegenBenchError(
+                    "a {prompt, answer} record is a chat answer, and this tokenizer has no chat template: "
+                    "give {prompt, completion}"
+                )
             return {"prompt": record["prompt"], "completion": record["completion"]}
-        user = FENCED_USER.format(prompt=record["prompt"])
-        answer = (
-            FENCED_ASSISTANT_PREFIX.format(prompt=record["prompt"]) + record["completion"].rstrip() + "\n```"
-        )
+        user, opening, strip = CODE_PROMPTS[code_prompt]
+        shown = record["prompt"].strip() if strip else record["prompt"]
+        if "answer" in record:
+            body = record["answer"]
+        else:
+            # The whole function in the fence: what both HumanEval chat forms read back.
+            body = (record["prompt"] + record["completion"]) if strip else record["completion"]
+        answer = opening.format(prompt=shown) + body.rstrip() + "\n```"
         return {
-            "prompt": [{"role": "user", "content": user}],
+            "prompt": [{"role": "user", "content": user.format(prompt=shown)}],
             "completion": [{"role": "assistant", "content": answer}],
         }
     if "code" in record and "explanation" in record:
@@ -173,11 +203,13 @@ def to_example(record: dict, chat: bool) -> dict:
         return {"text": record["text"]}
     raise CodegenBenchError(
         f"record with keys {sorted(record)} is not a training example: give prompt+completion, "
-        "code+explanation, or text"
+        "prompt+answer, code+explanation, or text"
     )
 
 
-def read_examples(data_path: Path, chat: bool, max_examples: int | None = None) -> list[dict]:
+def read_examples(
+    data_path: Path, chat: bool, max_examples: int | None = None, code_prompt: str = "instruct"
+) -> list[dict]:
     """The data file's training records as examples; a record that is not one fails with its line."""
     numbered = read_numbered_jsonl(data_path, what="training data")
     # `codegen-bench data build` marks a held-out split (the explanation task evaluates on it):
@@ -189,7 +221,7 @@ def read_examples(data_path: Path, chat: bool, max_examples: int | None = None) 
     examples = []
     for line, record in numbered:
         try:
-            examples.append(to_example(record, chat))
+            examples.append(to_example(record, chat, code_prompt))
         except CodegenBenchError as exc:
             raise CodegenBenchError(f"{data_path} line {line}: {exc}") from None
     return examples
@@ -210,7 +242,7 @@ def load_splits(data_path: Path, config: TrainConfig, chat: bool, tokenizer=None
     out for being longer than max_seq_len (padding-free batches only; padded ones truncate)."""
     from datasets import Dataset
 
-    examples = read_examples(data_path, chat, config.max_examples)
+    examples = read_examples(data_path, chat, config.max_examples, config.code_prompt)
     too_long = 0
     if config.padding_free and tokenizer is not None:
         kept = [e for e in examples if example_length(e, tokenizer) <= config.max_seq_len]
