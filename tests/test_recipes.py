@@ -191,3 +191,11 @@ def test_replay_generates_one_answer_per_request_in_the_tasks_chat_form(base):
     # One token of budget: every answer reaches it (an end of text included), none ends on its own.
     cut = replay._generate(base, requests, "instruct", {**kwargs, "max_gen_toks": 1})
     assert [ended for _, ended in cut] == [False] * 3
+
+
+def test_two_names_of_one_recipe_share_its_adapter_and_fingerprint(monkeypatch, base, tiny_recipe):
+    monkeypatch.setitem(RECIPES, "alias", RECIPES[tiny_recipe])
+    assert recipe_adapter_dir("lora", "alias", base) == recipe_adapter_dir("lora", tiny_recipe, base)
+    assert recipes.recipe_identity("lora", "alias") == recipes.recipe_identity("lora", tiny_recipe)
+    monkeypatch.setitem(RECIPES, "other", Recipe(explain_examples=6, codegen_examples=5))
+    assert recipe_adapter_dir("lora", "other", base) != recipe_adapter_dir("lora", tiny_recipe, base)

@@ -99,12 +99,12 @@ def get_recipe(name: str) -> Recipe:
 
 def recipe_identity(kind: str, name: str) -> dict[str, Any]:
     """Everything that decides the recipe's adapter but the base model (the cache key, and what the
-    matrix fingerprints a recipe's row by)."""
+    matrix fingerprints a recipe's row by). Not the name: `default` names one of the sweep's recipes,
+    whose adapter it shares."""
     recipe = get_recipe(name)
     config = dataclasses.replace(recipe.config, kind=kind)
     return {
         "kind": kind,
-        "recipe": name,
         "explain_examples": recipe.explain_examples,
         "codegen_examples": recipe.codegen_examples,
         "replay_examples": recipe.replay_examples,
@@ -151,7 +151,7 @@ def _sample(name: str, records: list[dict], count: int, seed: int, what: str) ->
 
 def recipe_adapter_dir(kind: str, name: str, base: BaseModel) -> Path:
     key = hashlib.sha256(json.dumps(recipe_identity(kind, name), sort_keys=True).encode()).hexdigest()[:12]
-    return cache_dir() / "variants" / base.fingerprint()[:12] / f"{kind}-recipe-{name}-{key}"
+    return cache_dir() / "variants" / base.fingerprint()[:12] / f"{kind}-recipe-{key}"
 
 
 def recipe_adapter(kind: str, name: str, base: BaseModel) -> Path:
