@@ -32,7 +32,8 @@ $(STAMP): pyproject.toml setup.py
 install: $(STAMP)
 
 # The main job, small: every default variant × HumanEval pass@1, likelihood and explanation, on the
-# first $(LIMIT) documents of each, plus the latency/memory suite; reports in results/demo/.
+# first $(LIMIT) documents of each, plus the latency/memory suite at its demo size (fewer rounds,
+# shorter sequences: harness/runs/latency_size.py); reports in results/demo/.
 # lora and qlora use the demo recipe's adapters (a few minutes of training, cached), not the
 # default recipe's half hour. Rerunning resumes (finished cells are kept).
 DEMO_VARIANTS := base int8-dynamic nf4 l1-pruned wanda-pruned lora=lora,variant.recipe=demo \
@@ -40,7 +41,7 @@ DEMO_VARIANTS := base int8-dynamic nf4 l1-pruned wanda-pruned lora=lora,variant.
 demo: $(STAMP)
 	$(BIN)/codegen-bench provision
 	$(BIN)/codegen-bench matrix --variants $(DEMO_VARIANTS) --limit $(LIMIT) --batch-size $(LIMIT) \
-		--out results/demo
+		--latency-size demo --out results/demo
 
 humaneval-full: $(STAMP)
 	$(BIN)/codegen-bench provision

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.harness.runs.latency_size import LATENCY_SIZES
 from codegen_bench.harness.runs.reference import reference_variant
 
 
@@ -30,13 +31,20 @@ def pytest_addoption(parser) -> None:
         default="",
         help="more `codegen` model_args for every variant, lm-eval style k=v,k=v (dtype, prepack...)",
     )
-    group.addoption("--prompt-tokens", type=int, default=256, help="prompt length for prefill latency")
-    group.addoption("--new-tokens", type=int, default=64, help="tokens decoded per row")
+    # The full size's; `codegen-bench matrix --latency-size` passes all four (harness/runs/latency_size.py).
+    full = LATENCY_SIZES["full"]
     group.addoption(
-        "--decode-prompt-tokens", type=int, default=16, help="prompt length per row before decoding"
+        "--prompt-tokens", type=int, default=full.prompt_tokens, help="prompt length for prefill latency"
+    )
+    group.addoption("--new-tokens", type=int, default=full.new_tokens, help="tokens decoded per row")
+    group.addoption(
+        "--decode-prompt-tokens",
+        type=int,
+        default=full.decode_prompt_tokens,
+        help="prompt length per row before decoding",
     )
     group.addoption("--large-batch", type=int, default=16, help="the larger decode batch")
-    group.addoption("--latency-rounds", type=int, default=3, help="timed rounds per measurement")
+    group.addoption("--latency-rounds", type=int, default=full.rounds, help="timed rounds per measurement")
 
 
 def pytest_configure(config) -> None:

@@ -14,10 +14,13 @@ For each variant, loaded as `lm_eval --model codegen` loads it (prepacked weight
   their state, oneDNN-packed fp32), peak resident set while decoding, size on disk (the artifact's
   weights; the base model's safetensors).
 pytest-benchmark runs one warm-up round and --latency-rounds timed rounds and reports min, median
-and spread; the derived figures sit in each benchmark's `extra_info` in the JSON, and the summary
-at the end gives every speed also as a ratio to the reference variant measured in this same run
-(--reference NAME, else `base`, else the first: harness/runs/reference.py): absolute times drift
-between machines and runs, ratios much less.
+and spread. The options' defaults are the suite's full size (LATENCY_SIZES in
+harness/runs/latency_size.py; `codegen-bench matrix --latency-size demo` passes a smaller one); the
+JSON records the size that ran (the stats' rounds, the prompt and new tokens in `extra_info`),
+which the matrix and the leaderboard read back. The derived figures sit in each benchmark's
+`extra_info`, and the summary at the end gives every speed also as a ratio to the reference variant
+measured in this same run (--reference NAME, else `base`, else the first:
+harness/runs/reference.py): absolute times drift between machines and runs, ratios much less.
 """
 
 from __future__ import annotations
@@ -120,7 +123,8 @@ def test_decode_throughput(benchmark, lm, pytestconfig, batch):
     name, model = lm
     rows = 1 if batch == "1" else pytestconfig.getoption("--large-batch")
     new_tokens = pytestconfig.getoption("--new-tokens")
-    prompts = _random_prompts(model, rows, pytestconfig.getoption("--decode-prompt-tokens"))
+    prompt_tokens = pytestconfig.getoption("--decode-prompt-tokens")
+    prompts = _random_prompts(model, rows, prompt_tokens)
 
     def run(max_new_tokens: int) -> None:
         # Fixed work: no row may end early on a repetition (random prompts can make a model loop).
@@ -144,7 +148,9 @@ def test_decode_throughput(benchmark, lm, pytestconfig, batch):
         ),
     }
     SUMMARY[name].update(figures)
-    benchmark.extra_info.update(variant=name, rows=rows, new_tokens=new_tokens, **figures)
+    benchmark.extra_info.update(
+        variant=name, rows=rows, new_tokens=new_tokens, decode_prompt_tokens=prompt_tokens, **figures
+    )
     benchmark.extra_info.update(
         {k: v for k, v in SUMMARY[name].items() if k in ("weight_memory_bytes", "size_on_disk_bytes")}
     )

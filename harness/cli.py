@@ -228,6 +228,7 @@ def _key_values(text: str | None, option: str) -> dict:
 def _matrix_config(args: argparse.Namespace):
     """The MatrixConfig of `codegen-bench matrix`'s arguments; a --reference that is not one of the
     variants fails here, before anything is written or loaded."""
+    from codegen_bench.harness.runs.latency_size import LATENCY_SIZES
     from codegen_bench.harness.runs.matrix import MatrixConfig, VariantSpec
 
     # Left out when not given, so that MatrixConfig's default (the `codegen` model's) applies.
@@ -242,6 +243,7 @@ def _matrix_config(args: argparse.Namespace):
         gen_kwargs=_key_values(args.gen_kwargs, "--gen-kwargs"),
         dequantize_4bit=not args.bitsandbytes_kernels,
         reference=args.reference,
+        latency_size=LATENCY_SIZES[args.latency_size],
         **batch_size,
     )
 
@@ -406,6 +408,8 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_matrix_parser(sub: argparse._SubParsersAction) -> None:
+    from codegen_bench.harness.runs.latency_size import LATENCY_SIZES  # no torch: --help stays light
+
     p = sub.add_parser(
         "matrix", help="every variant on every task through lm-eval; resumable; writes the reports"
     )
@@ -449,6 +453,14 @@ def _add_matrix_parser(sub: argparse._SubParsersAction) -> None:
         "--no-latency",
         action="store_true",
         help="skip the latency/memory benchmark (benchmarks/test_latency.py)",
+    )
+    p.add_argument(
+        "--latency-size",
+        choices=list(LATENCY_SIZES),
+        default="full",
+        help="how much work the latency suite times: "
+        + "; ".join(f"{name}: {size.text()}" for name, size in LATENCY_SIZES.items())
+        + " (default: full); a RUN/latency.json measured at another size is measured again",
     )
     p.add_argument(
         "--bitsandbytes-kernels",

@@ -130,3 +130,18 @@ def test_help_lists_the_reference_option_of_matrix_leaderboard_and_check(capsys)
         with pytest.raises(SystemExit):
             build_parser().parse_args([command, "--help"])
         assert "--reference NAME" in capsys.readouterr().out
+
+
+def test_matrix_takes_a_latency_size_and_refuses_an_unknown_one_in_one_line(capsys):
+    from codegen_bench.harness.cli import _matrix_config, build_parser
+    from codegen_bench.harness.runs.latency_size import LATENCY_SIZES
+
+    args = build_parser().parse_args(["matrix", "--variants", "base", "--latency-size", "demo"])
+    assert _matrix_config(args).latency_size == LATENCY_SIZES["demo"]
+    assert _matrix_config(build_parser().parse_args(["matrix"])).latency_size == LATENCY_SIZES["full"]
+    with pytest.raises(SystemExit) as exited:
+        main(["matrix", "--latency-size", "tiny"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "argument --latency-size: invalid choice: 'tiny' (choose from 'full', 'demo')" in err

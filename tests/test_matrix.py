@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 
@@ -221,7 +222,13 @@ def test_the_task_configuration_does_not_depend_on_where_the_checkout_lies():
 
 
 def test_latency_suite_runs_once_per_run_folder(tiny_model_dir, tmp_path):
-    from codegen_bench.harness.runs.latency import LATENCY_FILE, latency_variants, run_latency
+    from codegen_bench.harness.runs.latency import (
+        LATENCY_FILE,
+        latency_pending,
+        latency_variants,
+        run_latency,
+    )
+    from codegen_bench.harness.runs.latency_size import LATENCY_SIZES, measured_latency_size
 
     config = MatrixConfig(
         variants=(VariantSpec.parse("base"),),
@@ -229,12 +236,15 @@ def test_latency_suite_runs_once_per_run_folder(tiny_model_dir, tmp_path):
         out=tmp_path / "run",
         pretrained=str(tiny_model_dir),
         batch_size=2,
+        latency_size=LATENCY_SIZES["demo"],
     )
     path = run_latency(config)
     assert latency_variants(path) == {"base"}
+    assert measured_latency_size(path) == LATENCY_SIZES["demo"]  # the file records what ran
     stamp = path.stat().st_mtime_ns
     assert run_latency(config) == tmp_path / "run" / LATENCY_FILE
     assert path.stat().st_mtime_ns == stamp  # covered already: not measured again
+    assert latency_pending(dataclasses.replace(config, latency_size=LATENCY_SIZES["full"]))
 
 
 def test_the_latency_suite_is_told_the_reference_only_when_one_is_named(tmp_path, monkeypatch):
@@ -258,6 +268,117 @@ def test_the_latency_suite_is_told_the_reference_only_when_one_is_named(tmp_path
     default, named = commands
     assert "--reference" not in default  # the suite applies the same default rule itself
     assert named[named.index("--reference") + 1] == "int8-dynamic"
+
+
+def test_the_latency_suite_is_told_the_run_latency_size(tmp_path, monkeypatch):
+    from codegen_bench.harness.runs import latency
+    from codegen_bench.harness.runs.latency_size import LATENCY_SIZES
+
+    commands = []
+
+    def run(command):
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(latency.subprocess, "run", run)
+    config = MatrixConfig(
+        variants=(VariantSpec.parse("base"),),
+        tasks=("t",),
+        out=tmp_path / "run",
+        latency_size=LATENCY_SIZES["demo"],
+    )
+    latency.run_latency(config)
+    (command,) = commands
+    options = {name: command[command.index(name) + 1] for name in command if name.startswith("--")}
+    assert options["--latency-rounds"] == "1"
+    assert options["--prompt-tokens"] == "64"
+    assert options["--new-tokens"] == "16"
+    assert options["--decode-prompt-tokens"] == "16"
+
+
+def test_the_latency_presets_full_size_is_the_suites_default():
+    import importlib.util
+
+    from codegen_bench.harness.runs.latency import LATENCY_SUITE
+    from codegen_bench.harness.runs.latency_size import LATENCY_SIZES, LatencySize
+
+    # benchmarks/ is no package: its conftest is loaded from its file, as pytest loads it.
+    spec = importlib.util.spec_from_file_location("latency_conftest", LATENCY_SUITE.parent / "conftest.py")
+    conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conftest)
+    defaults = {}
+
+    class Group:
+        def addoption(self, name, **kwargs):
+            defaults[name] = kwargs.get("default")
+
+    conftest.pytest_addoption(type("Parser", (), {"getgroup": lambda self, name: Group()})())
+    assert LATENCY_SIZES["full"] == LatencySize(
+        rounds=3, prompt_tokens=256, new_tokens=64, decode_prompt_tokens=16
+    )
+    assert (
+        LatencySize(
+            rounds=defaults["--latency-rounds"],
+            prompt_tokens=defaults["--prompt-tokens"],
+            new_tokens=defaults["--new-tokens"],
+            decode_prompt_tokens=defaults["--decode-prompt-tokens"],
+        )
+        == LATENCY_SIZES["full"]
+    )
+
+
+def _stored_latency(path, *, rounds, prompt_tokens, new_tokens, decode_prompt_tokens=None):
+    """A latency.json as benchmarks/test_latency.py writes it, for one variant (base) at one size."""
+    decode = {"variant": "base", "rows": 1, "new_tokens": new_tokens}
+    if decode_prompt_tokens is not None:  # files from before the suite recorded it lack it
+        decode["decode_prompt_tokens"] = decode_prompt_tokens
+    benchmarks = [
+        {
+            "name": "test_prefill_latency[base]",
+            "extra_info": {"variant": "base", "prompt_tokens": prompt_tokens},
+        },
+        {"name": "test_time_to_first_token[base]", "extra_info": {"variant": "base", "prompt_tokens": 120}},
+        {"name": "test_decode_throughput[base-1]", "extra_info": decode},
+    ]
+    for bench in benchmarks:
+        bench["stats"] = {"rounds": rounds, "median": 0.5}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"benchmarks": benchmarks}))
+
+
+def test_a_latency_file_measured_at_another_size_is_pending(tmp_path):
+    from codegen_bench.harness.runs.latency import LATENCY_FILE, latency_pending
+    from codegen_bench.harness.runs.latency_size import LATENCY_SIZES
+
+    def config(size):
+        variants = (VariantSpec.parse("base"),)
+        return MatrixConfig(variants=variants, tasks=("t",), out=tmp_path, latency_size=LATENCY_SIZES[size])
+
+    _stored_latency(
+        tmp_path / LATENCY_FILE, rounds=1, prompt_tokens=64, new_tokens=16, decode_prompt_tokens=16
+    )
+    assert not latency_pending(config("demo"))
+    assert latency_pending(config("full"))
+    _stored_latency(
+        tmp_path / LATENCY_FILE, rounds=3, prompt_tokens=256, new_tokens=64, decode_prompt_tokens=16
+    )
+    assert not latency_pending(config("full"))
+    assert latency_pending(config("demo"))
+    # A file that does not record its decode prompts was measured at a size nobody can tell.
+    _stored_latency(tmp_path / LATENCY_FILE, rounds=3, prompt_tokens=256, new_tokens=64)
+    assert latency_pending(config("full"))
+
+
+def test_the_latency_size_is_in_no_cell_fingerprint():
+    from codegen_bench.harness.runs.latency_size import LATENCY_SIZES
+    from codegen_bench.harness.runs.matrix import cell_fingerprint
+
+    def fingerprint(size):
+        variants = (VariantSpec.parse("base"),)
+        config = MatrixConfig(variants=variants, tasks=("t",), out="run", latency_size=LATENCY_SIZES[size])
+        return cell_fingerprint("0" * 64, {"variant": "base"}, "humaneval_custom", config)
+
+    assert fingerprint("demo") == fingerprint("full")
 
 
 def test_latency_suite_is_skipped_for_backend_vllm(tiny_model_dir, tmp_path):

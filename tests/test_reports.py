@@ -201,6 +201,44 @@ def test_latency_figures_join_the_matrix_with_ratios_to_the_reference_variant(tm
     assert table["l1"]["decode_tokens_per_s_batch1"] == ""  # not in the latency run
 
 
+def _sized_latency_json(path, rounds, prompt_tokens, new_tokens, decode_prompt_tokens):
+    """A latency.json of one variant whose benchmarks record the size they ran at."""
+
+    def bench(name, **info):
+        return {
+            "name": name,
+            "stats": {"median": 0.5, "rounds": rounds},
+            "extra_info": {"variant": "base", **info},
+        }
+
+    benchmarks = [
+        bench("test_prefill_latency[base]", prompt_tokens=prompt_tokens, prefill_tokens_per_s=100.0),
+        bench("test_time_to_first_token[base]", prompt_tokens=130),
+        bench(
+            "test_decode_throughput[base-1]",
+            rows=1,
+            new_tokens=new_tokens,
+            decode_prompt_tokens=decode_prompt_tokens,
+            decode_tokens_per_s_batch1=10.0,
+        ),
+    ]
+    path.write_text(json.dumps({"benchmarks": benchmarks}))
+
+
+def test_the_leaderboard_states_the_size_latency_json_was_measured_at(tmp_path):
+    run = tmp_path / "run"
+    RecordStore(run / RECORDS_FILE).append(RECORDS[0])
+    _sized_latency_json(run / "latency.json", 1, 64, 16, 16)
+    cost = build_reports([run])["leaderboard"].read_text().split("## Cost", 1)[1]
+    assert (
+        "\nLatency suite at its demo size: 1 timed round per benchmark, prefill of 64 tokens, decode of "
+        "16 new tokens after 16-token prompts (the full size: 3 rounds, 256, 64, 16).\n"
+    ) in cost
+    _sized_latency_json(run / "latency.json", 2, 128, 64, 16)
+    cost = build_reports([run])["leaderboard"].read_text().split("## Cost", 1)[1]
+    assert "\nLatency suite at a size of its own: 2 timed rounds per benchmark, prefill of 128 tokens" in cost
+
+
 def test_the_plot_takes_speed_from_the_latency_suite_where_the_run_has_one():
     cells_only = ["humaneval_custom/pass@1", "size_on_disk_MB", "generation_tokens_per_s"]
     assert plotted_costs(cells_only) == [("generation_tokens_per_s", True), ("size_on_disk_MB", False)]

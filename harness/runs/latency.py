@@ -1,9 +1,9 @@
 """The latency suite of a matrix run: every variant through benchmarks/test_latency.py (pytest-benchmark),
-in a process of its own, into RUN/latency.json. Skipped for variants the file already covers."""
+in a process of its own, into RUN/latency.json. Skipped for variants the file already covers at the
+size the run asks for."""
 
 from __future__ import annotations
 
-import json
 import logging
 import subprocess
 import sys
@@ -11,35 +11,34 @@ from pathlib import Path
 
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.lm_eval_plugin.model import uses_hf_engine
+from codegen_bench.harness.runs.latency_size import LATENCY_FILE, measured_latency_size, stored_benchmarks
 from codegen_bench.harness.runs.matrix import MatrixConfig
 
 log = logging.getLogger(__name__)
 
-LATENCY_FILE = "latency.json"
 # harness/runs/latency.py -> the repository root
 LATENCY_SUITE = Path(__file__).resolve().parents[2] / "benchmarks" / "test_latency.py"
 
 
 def latency_variants(path: Path) -> set[str]:
     """The variants a stored latency.json covers."""
-    if not path.is_file():
-        return set()
-    try:
-        benchmarks = json.loads(path.read_text())["benchmarks"]
-    except (json.JSONDecodeError, KeyError):
-        return set()
-    return {b["extra_info"]["variant"] for b in benchmarks if "variant" in b.get("extra_info", {})}
+    infos = [b.get("extra_info") or {} for b in stored_benchmarks(path)]
+    return {info["variant"] for info in infos if "variant" in info}
 
 
 def latency_pending(config: MatrixConfig) -> bool:
-    """Whether RUN/latency.json lacks any of the run's variants (the suite then runs for all)."""
-    return not {spec.name for spec in config.variants} <= latency_variants(config.out / LATENCY_FILE)
+    """Whether RUN/latency.json lacks any of the run's variants or was measured at another size than
+    the run's (the suite then runs for all, at the run's size)."""
+    path = config.out / LATENCY_FILE
+    covered = {spec.name for spec in config.variants} <= latency_variants(path)
+    return not covered or measured_latency_size(path) != config.latency_size
 
 
 def run_latency(config: MatrixConfig) -> Path | None:
     """Every variant through benchmarks/test_latency.py (pytest-benchmark) into RUN/latency.json,
-    in a process of its own; skipped when the file already covers every variant. The suite lives in
-    the repository's benchmarks/, so an installed package without it skips this with a warning."""
+    in a process of its own, at the run's latency size; skipped when the file already covers every
+    variant at that size. The suite lives in the repository's benchmarks/, so an installed package
+    without it skips this with a warning."""
     out = config.out / LATENCY_FILE
     if not uses_hf_engine(config.model_args):
         # The suite times our engine's prefill and decode steps, which vLLM does not expose.
@@ -54,9 +53,12 @@ def run_latency(config: MatrixConfig) -> Path | None:
         )
         return None
     out.parent.mkdir(parents=True, exist_ok=True)
+    size = config.latency_size
     command = [sys.executable, "-m", "pytest", str(LATENCY_SUITE), "-q", "-p", "no:cacheprovider"]
     command += ["--benchmark-json", str(out), "--variants", *(spec.text() for spec in config.variants)]
-    command += ["--large-batch", str(config.batch_size)]
+    command += ["--large-batch", str(config.batch_size), "--latency-rounds", str(size.rounds)]
+    command += ["--prompt-tokens", str(size.prompt_tokens), "--new-tokens", str(size.new_tokens)]
+    command += ["--decode-prompt-tokens", str(size.decode_prompt_tokens)]
     if config.reference is not None:
         # The suite's summary divides by the run's reference; without one it applies the same
         # default rule (harness/runs/reference.py) to the same variants, as the matrix's pairing does.

@@ -52,6 +52,7 @@ from codegen_bench.harness.lm_eval_plugin.model import (
 )
 from codegen_bench.harness.loading import DEFAULT_PRETRAINED, check_pretrained, resolve_pretrained
 from codegen_bench.harness.runs.item_scores import ITEM_METRICS, cell_items
+from codegen_bench.harness.runs.latency_size import LATENCY_SIZES, LatencySize
 from codegen_bench.harness.runs.reference import reference_variant
 from codegen_bench.harness.runs.uncertainty import interval
 from codegen_bench.trainers.recipes import ADAPTER_KINDS, recipe_identity
@@ -106,6 +107,9 @@ class MatrixConfig:
     # (harness/runs/reference.py); None: its default rule. Not part of any fingerprint: a cell's
     # record depends on it only through its `kl_reference`, which is.
     reference: str | None = None
+    # How much work the latency suite times (harness/runs/latency_size.py). Not part of any fingerprint:
+    # no cell depends on it, and RUN/latency.json is measured again when it was measured at another.
+    latency_size: LatencySize = LATENCY_SIZES["full"]
 
     def __post_init__(self) -> None:
         # A name that is not one of the run's variants fails here, before any model loads.

@@ -29,6 +29,7 @@ from codegen_bench.harness.loading import model_name
 from codegen_bench.harness.runs.invocations import INVOCATIONS_FILE, wall_time_summary
 from codegen_bench.harness.runs.item_scores import ITEM_METRICS, OUTPUTS
 from codegen_bench.harness.runs.latency import LATENCY_FILE
+from codegen_bench.harness.runs.latency_size import latency_size_text, measured_latency_size
 from codegen_bench.harness.runs.matrix import RECORDS_FILE, Progress
 from codegen_bench.harness.runs.reference import reference_variant
 from codegen_bench.harness.runs.uncertainty import paired_difference
@@ -632,8 +633,9 @@ def _paired_lines(reference, quality, order, comparisons) -> list[str]:
     return lines
 
 
-def _cost_lines(reference, costs, order, rows, direction, best) -> list[str]:
-    """The cost table: counted costs bolded at their best, timings never ranked; empty without costs."""
+def _cost_lines(reference, costs, order, rows, direction, best, latency_sizes=()) -> list[str]:
+    """The cost table: counted costs bolded at their best, timings never ranked, and the size of the
+    latency suite's work (`latency_sizes`: one line per run); empty without costs."""
     if not costs:
         return []
     # The latency suite's ratio columns name the variant they divide by.
@@ -645,6 +647,7 @@ def _cost_lines(reference, costs, order, rows, direction, best) -> list[str]:
         "Size on disk and weight memory are counted and bolded at their best; timings (tokens/s, "
         f"their ratios to {', '.join(divisors)}, seconds, resident memory) vary between runs "
         "on a shared machine and are not ranked.",
+        *(["", *latency_sizes] if latency_sizes else []),
         "",
         *_header(costs, direction),
     ]
@@ -684,11 +687,12 @@ def leaderboard_markdown(
     comparisons: dict | None = None,
     records: Sequence[dict] = (),
     unusable: Sequence[UnusableLine] = (),
+    latency_sizes: Sequence[str] = (),
 ) -> str:
-    """Tables: quality with 95% intervals, quality paired against the reference variant, costs, and
-    the time of each cell of `records`; first, the records lines that could not be used and the cells
-    they leave out (`unusable`). Bold marks a column's best only where it is a finding (see
-    `best_values`)."""
+    """Tables: quality with 95% intervals, quality paired against the reference variant, costs (with
+    `latency_sizes`, the lines that say how much work each run's latency suite timed), and the time of
+    each cell of `records`; first, the records lines that could not be used and the cells they leave
+    out (`unusable`). Bold marks a column's best only where it is a finding (see `best_values`)."""
     intervals, items, comparisons = intervals or {}, items or {}, comparisons or {}
     key = sort_key_column(columns, direction)
     order = sorted(
@@ -703,7 +707,7 @@ def leaderboard_markdown(
     lines += _unusable_lines(unusable)
     lines += _quality_lines(key, quality, order, rows, direction, intervals, best)
     lines += _paired_lines(reference, quality, order, comparisons)
-    lines += _cost_lines(reference, costs, order, rows, direction, best)
+    lines += _cost_lines(reference, costs, order, rows, direction, best, latency_sizes)
     lines += cell_time_table(records)
     return "\n".join(lines) + "\n"
 
@@ -887,6 +891,18 @@ def _add_latency(
             direction.update(extra_direction)
 
 
+def latency_size_lines(runs: Sequence[Path]) -> list[str]:
+    """For each run with a latency suite, the size its figures were measured at, as RUN/latency.json
+    records it (not as a command asked: the file may be older than the last command)."""
+    lines = []
+    for run in runs:
+        latency = run / LATENCY_FILE
+        if latency.is_file():
+            text = latency_size_text(measured_latency_size(latency))
+            lines.append(f"- {run.name}: {text}" if len(runs) > 1 else text)
+    return lines
+
+
 def last_command(run: Path) -> str | None:
     """The run's last `codegen-bench matrix` command, from its commands.txt (one line per
     invocation: its time, a space, the command); None where there is none."""
@@ -960,7 +976,18 @@ def build_reports(
     if progress is not None:
         settings = {"status": progress_text(progress), **settings}
     markdown = leaderboard_markdown(
-        title, settings, columns, rows, direction, intervals, items, reference, comparisons, records, unusable
+        title,
+        settings,
+        columns,
+        rows,
+        direction,
+        intervals,
+        items,
+        reference,
+        comparisons,
+        records,
+        unusable,
+        latency_sizes=latency_size_lines(runs),
     )
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "matrix.csv", "leaderboard": out / "LEADERBOARD.md"}
