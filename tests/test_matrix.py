@@ -173,7 +173,20 @@ def test_matrix_runs_real_cells_through_lm_eval(tiny_model_dir, tmp_path, monkey
         model_args={"max_length": 256, "chat": "false"},
         gen_kwargs={"max_gen_toks": 16},
     )
+    import lm_eval.tasks
+
+    from codegen_bench.harness.lm_eval_plugin.evaluation_inputs import task_manager
+
+    built = []
+    original = lm_eval.tasks.TaskManager.__init__
+    monkeypatch.setattr(
+        lm_eval.tasks.TaskManager,
+        "__init__",
+        lambda self, *a, **k: built.append(1) or original(self, *a, **k),
+    )
+    task_manager.cache_clear()
     records = run_matrix(config)
+    assert len(built) == 1  # lm-eval's task index is read once per process, not once per cell
     assert [r["variant"] for r in records] == ["base", "again"]
     for record in records:
         assert set(record["metrics"]) == {"humaneval_custom"}

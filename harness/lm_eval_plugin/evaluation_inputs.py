@@ -33,12 +33,18 @@ def check_limit(limit: Any, where: str = "--limit") -> None:
 
 
 @functools.cache
-def task_index() -> dict:
-    """lm-eval's index of tasks, groups and tags (ours included), built once per process: it reads
-    every YAML lm-eval ships, which takes seconds."""
+def task_manager():
+    """lm-eval's TaskManager, built once per process: building it reads every YAML lm-eval ships,
+    which takes seconds, and the matrix evaluates one task at a time. Each evaluation still builds
+    its tasks afresh from it."""
     from lm_eval.tasks import TaskManager
 
-    return TaskManager().task_index
+    return TaskManager()
+
+
+def task_index() -> dict:
+    """lm-eval's index of tasks, groups and tags (ours included)."""
+    return task_manager().task_index
 
 
 def check_tasks(tasks: Sequence[str], where: str = "--tasks") -> None:

@@ -41,7 +41,12 @@ from codegen_bench.harness.engine.roofline import generation_flops, measure_peak
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.execution.samples import writing_samples_to
 from codegen_bench.harness.files import RecordStore, refuse_overwriting_inputs, timestamp
-from codegen_bench.harness.lm_eval_plugin.evaluation_inputs import check_limit, check_tasks, task_index
+from codegen_bench.harness.lm_eval_plugin.evaluation_inputs import (
+    check_limit,
+    check_tasks,
+    task_index,
+    task_manager,
+)
 from codegen_bench.harness.lm_eval_plugin.gen_kwargs import generation_settings
 from codegen_bench.harness.lm_eval_plugin.model import (
     DEFAULT_BATCH_SIZE,
@@ -274,7 +279,6 @@ def task_metrics(results: dict) -> dict[str, dict[str, float]]:
 
 def _default_evaluate(lm: CodegenLM, task: str, config: MatrixConfig) -> dict | None:
     from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
 
     return simple_evaluate(
         model=lm,
@@ -282,7 +286,7 @@ def _default_evaluate(lm: CodegenLM, task: str, config: MatrixConfig) -> dict | 
         limit=config.limit,
         gen_kwargs=config.gen_kwargs or None,
         confirm_run_unsafe_code=True,
-        task_manager=TaskManager(),
+        task_manager=task_manager(),
         log_samples=True,  # the per-item scores behind every interval and paired comparison
         bootstrap_iters=0,  # lm-eval's stderr is not kept: our intervals come from the items
     )
