@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
+import time
 
 import pytest
 
@@ -515,12 +516,20 @@ def test_each_record_carries_the_runs_roofline_and_the_leaderboard_its_cell_time
         pretrained=str(tiny_model_dir),
         out=tmp_path / "run",
     )
-    records = run_matrix(config, load=lambda c, s: FakeLM(s), evaluate=_fake_evaluate([]))
+
+    def slow_load(c, s):
+        time.sleep(0.2)
+        return FakeLM(s)
+
+    records = run_matrix(config, load=slow_load, evaluate=_fake_evaluate([]))
     peaks = {r["work"]["roofline_flops_per_s"] for r in records}
     assert len(peaks) == 1 and peaks.pop() > 1e6  # measured once for the run
+    # The load is the first cell's: the second shares its model.
+    assert records[0]["load_seconds"] >= 0.2 and "load_seconds" not in records[1]
     leaderboard = build_reports([config.out])["leaderboard"].read_text()
     assert "## Time per cell" in leaderboard
-    assert "| base | a |" in leaderboard and "| base | b |" in leaderboard
+    rows = [line for line in leaderboard.splitlines() if line.startswith(("| base | a |", "| base | b |"))]
+    assert [row.split("|")[5].strip() for row in rows] == ["0", ""]  # the load column, rounded
 
 
 def test_quality_cells_dequantize_4bit_weights_unless_told_otherwise(tmp_path):

@@ -519,13 +519,19 @@ def run_matrix(
         while queue:
             cell = queue.pop(0)
             bar.set_description(f"matrix: {cell.spec.name} × {cell.task}")
+            load_seconds = None
             if loaded != cell.spec:
                 lm, loaded = None, None  # free the previous variant before loading the next
+                load_started = time.perf_counter()
                 lm, loaded = load(config, cell.spec), cell.spec
+                load_seconds = round(time.perf_counter() - load_started, 3)
                 stale = _cells_of_other_weights(lm, cell.spec, plan, done, [cell, *queue])
                 queue[:0] = stale
                 bar.total += len(stale)
             record = run_cell(lm, cell, config, evaluate, roofline)
+            if record is not None and load_seconds is not None:
+                # On the first cell run after the load: a variant's later cells share its model.
+                record["load_seconds"] = load_seconds
             if record is not None:
                 store.append(record)
                 done[cell.key] = record

@@ -560,25 +560,29 @@ def cell_time_table(records: Sequence[dict]) -> list[str]:
         "## Time per cell",
         "",
         "Seconds of each cell, the model's share of them (generation and scoring; the rest executes "
-        "programs, computes metrics, loads), and the weight-matmul FLOPs done over those seconds as a "
+        "programs and computes metrics), the seconds spent loading the variant before its first cell "
+        "of the invocation (building it or training its adapter on first use included; its later "
+        "cells share that model), and the weight-matmul FLOPs done over the cell's seconds as a "
         "share of the matmul roofline measured at the start of the run "
         f"({', '.join(f'{p:.0f}' for p in peaks)} GFLOP/s): a low share is a cell far from what the "
         "machine can do. Quantized variants can pass 100%: the roofline is float32's.",
         "",
-        "| variant | task | seconds | model seconds | % roofline (cell) | % roofline (model time) "
-        "| cut repeating |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | task | seconds | model seconds | load seconds | % roofline (cell) "
+        "| % roofline (model time) | cut repeating |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for record in measured:
         work = record["work"]
+        load = record.get("load_seconds")
         lines.append(
             f"| {record['variant']} | {record['task']} | {record['seconds']:,.0f} "
-            f"| {work['model_seconds']:,.0f} | {share(work['roofline_fraction'])} "
-            f"| {share(work['model_roofline_fraction'])} "
+            f"| {work['model_seconds']:,.0f} | {'' if load is None else f'{load:,.0f}'} "
+            f"| {share(work['roofline_fraction'])} | {share(work['model_roofline_fraction'])} "
             f"| {(record.get('generation') or {}).get('cut_repeating', 0)} |"
         )
     total = sum(r["seconds"] for r in measured)
-    lines.append(f"| all | | {total:,.0f} ({total / 3600:.2f} h) | | | | |")
+    loads = sum(r.get("load_seconds") or 0 for r in measured)
+    lines.append(f"| all | | {total:,.0f} ({total / 3600:.2f} h) | | {loads:,.0f} | | | |")
     return lines
 
 
