@@ -368,13 +368,14 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data",
         default=None,
-        help="JSONL: prompt+completion, code+explanation or text records (default: the recipe's "
-        "sample of the stdlib corpus)",
+        help="JSONL: prompt+completion, prompt+answer, code+explanation or text records (default: the "
+        "recipe's sample of the stdlib corpus)",
     )
     p.add_argument(
         "--recipe",
         default="default",
-        help="training recipe when --data is not given: default (~30 min on 2 CPU cores) or demo",
+        help="training recipe when --data is not given: default, demo, or one of the recipe sweep's "
+        "(trainers/recipes.py; docs/training.md lists them)",
     )
     p.add_argument(
         "--out",
