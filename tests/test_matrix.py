@@ -10,6 +10,7 @@ import pytest
 from codegen_bench.harness.engine.generation import GenerationStats
 from codegen_bench.harness.engine.likelihood import ScoringStats
 from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.harness.runs import matrix
 from codegen_bench.harness.runs.matrix import MatrixConfig, RecordStore, VariantSpec, run_matrix, task_metrics
 
 
@@ -186,8 +187,15 @@ def test_matrix_runs_real_cells_through_lm_eval(tiny_model_dir, tmp_path, monkey
         lambda self, *a, **k: built.append(1) or original(self, *a, **k),
     )
     task_manager.cache_clear()
+    import torch.utils.collect_env
+
+    asked = []
+    pretty = torch.utils.collect_env.get_pretty_env_info
+    monkeypatch.setattr(torch.utils.collect_env, "get_pretty_env_info", lambda: asked.append(1) or pretty())
+    matrix._environment_info.cache_clear()
     records = run_matrix(config)
     assert len(built) == 1  # lm-eval's task index is read once per process, not once per cell
+    assert len(asked) == 1  # and the environment (pip and the system asked) too
     assert [r["variant"] for r in records] == ["base", "again"]
     for record in records:
         assert set(record["metrics"]) == {"humaneval_custom"}

@@ -22,6 +22,7 @@ and the reports, so a resumed run skips finished cells exactly as in one process
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -32,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from tqdm import tqdm
 
@@ -277,19 +279,36 @@ def task_metrics(results: dict) -> dict[str, dict[str, float]]:
     return metrics
 
 
+@functools.cache
+def _environment_info() -> dict:
+    from lm_eval.loggers.utils import add_env_info
+
+    found: dict = {}
+    add_env_info(found)
+    return found
+
+
+def _add_environment_info_once(results: dict) -> None:
+    """lm-eval's add_env_info, run once per process: it asks pip and the system for the environment
+    (subprocesses: about a second), which no cell of one process changes."""
+    results.update(_environment_info())
+
+
 def _default_evaluate(lm: CodegenLM, task: str, config: MatrixConfig) -> dict | None:
+    import lm_eval.evaluator
     from lm_eval import simple_evaluate
 
-    return simple_evaluate(
-        model=lm,
-        tasks=[task],
-        limit=config.limit,
-        gen_kwargs=config.gen_kwargs or None,
-        confirm_run_unsafe_code=True,
-        task_manager=task_manager(),
-        log_samples=True,  # the per-item scores behind every interval and paired comparison
-        bootstrap_iters=0,  # lm-eval's stderr is not kept: our intervals come from the items
-    )
+    with mock.patch.object(lm_eval.evaluator, "add_env_info", _add_environment_info_once):
+        return simple_evaluate(
+            model=lm,
+            tasks=[task],
+            limit=config.limit,
+            gen_kwargs=config.gen_kwargs or None,
+            confirm_run_unsafe_code=True,
+            task_manager=task_manager(),
+            log_samples=True,  # the per-item scores behind every interval and paired comparison
+            bootstrap_iters=0,  # lm-eval's stderr is not kept: our intervals come from the items
+        )
 
 
 def cell_uncertainty(results: dict, metrics: dict[str, dict[str, float]]) -> tuple[dict, dict]:
