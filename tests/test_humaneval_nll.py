@@ -102,3 +102,15 @@ def test_kl_reference_must_name_a_variant(tiny_model_dir):
 
     with pytest.raises(CodegenBenchError, match="nosuch"):
         CodegenLM(pretrained=str(tiny_model_dir), kl_reference="nosuch")
+
+
+def test_the_token_counting_tokenizer_is_loaded_once_per_model(tiny_model_dir, monkeypatch):
+    loaded = []
+    load = nll.load_tokenizer
+    monkeypatch.setattr(nll, "load_tokenizer", lambda *a: loaded.append(a[0]) or load(*a))
+    nll._tokenizer.cache_clear()
+    first = nll.token_counter({"pretrained": str(tiny_model_dir)})
+    again = nll.token_counter({"pretrained": str(tiny_model_dir)})
+    assert first("def f(): pass") == again("def f(): pass") > 0
+    assert loaded == [str(tiny_model_dir)]
+    nll._tokenizer.cache_clear()

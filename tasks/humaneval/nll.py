@@ -25,6 +25,7 @@ its YAML includes this task's and its docs are built by `scored_docs` too.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable
 
@@ -41,14 +42,21 @@ def scored_pair(prompt: str, solution: str) -> tuple[str, str]:
     return stripped, prompt[len(stripped) :] + solution
 
 
+@functools.lru_cache(maxsize=4)
+def _tokenizer(name_or_path: str, revision: str | None, trust_remote_code: bool):
+    """Loaded once per process: a matrix builds these docs for every variant's likelihood cell, and
+    loading a tokenizer from its JSON takes seconds. Only encoded with, never changed."""
+    config = LoadConfig(revision=revision, trust_remote_code=trust_remote_code)
+    return load_tokenizer(name_or_path, config)
+
+
 def token_counter(metadata: dict) -> Callable[[str], int]:
     """Counts tokens with the evaluated model's tokenizer, as lm-eval's model_args name it (module
     docstring); without one, the embedded default model's."""
     name = metadata.get("tokenizer") or metadata.get("pretrained")
-    config = LoadConfig(
-        revision=metadata.get("revision"), trust_remote_code=bool(metadata.get("trust_remote_code", False))
+    tokenizer = _tokenizer(
+        resolve_pretrained(name), metadata.get("revision"), bool(metadata.get("trust_remote_code", False))
     )
-    tokenizer = load_tokenizer(resolve_pretrained(name), config)
 
     def count(text: str) -> int:
         return len(tokenizer.encode(text, add_special_tokens=False))
