@@ -46,6 +46,7 @@ SUMMARY: dict[str, dict] = {}  # variant name -> figures, for the terminal summa
 @pytest.fixture(scope="module")
 def lm(variant_spec, pytestconfig):
     spec = VariantSpec.parse(variant_spec)
+    started = time.perf_counter()
     model = CodegenLM(
         pretrained=pytestconfig.getoption("--pretrained"),
         batch_size=pytestconfig.getoption("--large-batch"),
@@ -53,6 +54,8 @@ def lm(variant_spec, pytestconfig):
         **spec.model_args(),
     )
     figures = SUMMARY.setdefault(spec.name, {})
+    # What the suite spends besides its timed rounds: loading (and preparing) the variant once.
+    figures["load_seconds"] = time.perf_counter() - started
     figures["weight_memory_bytes"] = model.weight_memory_bytes
     figures["size_on_disk_bytes"] = model.variant_manifest.get("size_on_disk_bytes") or weights_size_bytes(
         model.pretrained
@@ -60,6 +63,19 @@ def lm(variant_spec, pytestconfig):
     yield spec.name, model
     del model
     release_freed_memory()  # else the next variant's resident set starts with this one's freed heap
+
+
+@pytest.fixture(autouse=True)
+def wall_seconds(request):
+    """Each benchmark's whole time, warm-ups and untimed prefill rounds included (its stats hold the
+    timed rounds only), and its variant's load time: what the suite costs, in its JSON."""
+    started = time.perf_counter()
+    yield
+    benchmark = request.node.funcargs.get("benchmark")
+    if benchmark is not None and "lm" in request.node.funcargs:
+        name, _ = request.node.funcargs["lm"]
+        benchmark.extra_info["wall_seconds"] = time.perf_counter() - started
+        benchmark.extra_info["load_seconds"] = SUMMARY[name]["load_seconds"]
 
 
 def _prompts(model, count: int) -> list[list[int]]:

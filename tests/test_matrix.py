@@ -263,6 +263,10 @@ def test_latency_suite_runs_once_per_run_folder(tiny_model_dir, tmp_path):
     path = run_latency(config)
     assert latency_variants(path) == {"base"}
     assert measured_latency_size(path) == LATENCY_SIZES["demo"]  # the file records what ran
+    for bench in json.loads(path.read_text())["benchmarks"]:
+        # What the suite cost: each benchmark's whole time, warm-ups included, and the variant's load.
+        assert bench["extra_info"]["wall_seconds"] >= bench["stats"]["total"] > 0
+        assert bench["extra_info"]["load_seconds"] > 0
     stamp = path.stat().st_mtime_ns
     assert run_latency(config) == tmp_path / "run" / LATENCY_FILE
     assert path.stat().st_mtime_ns == stamp  # covered already: not measured again
