@@ -81,7 +81,8 @@ def test_a_recipe_row_is_fingerprinted_by_its_recipe(tiny_recipe):
     tiny = variant_identity(VariantSpec.parse("lora=lora,variant.recipe=tiny"))
     default = variant_identity(VariantSpec.parse("lora"))
     assert tiny["recipe"]["explain_examples"] == 6
-    assert default["recipe"]["recipe"] == "default"
+    assert default["recipe"]["explain_examples"] == RECIPES["default"].explain_examples
+    assert default["config"]["recipe"] == "default"  # the row names the recipe it asked for
     given = variant_identity(VariantSpec.parse("lora=lora,variant.adapter=/some/adapter"))
     assert "recipe" not in given  # a given adapter is identified by its path
 
