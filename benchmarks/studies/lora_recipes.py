@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.harness.files import atomic_path, write_text_atomic
+from codegen_bench.harness.files import write_text_atomic
 from codegen_bench.harness.runs.reports import (
     check_reference,
     item_scores,
@@ -41,6 +41,7 @@ from codegen_bench.harness.runs.reports import (
     paired,
     read_run,
     run_variants,
+    save_png,
     unusable_line_text,
 )
 from codegen_bench.harness.runs.uncertainty import PairedDifference
@@ -341,10 +342,7 @@ def plot_recipes(path: Path, recipes: Sequence[Recipe]) -> bool:
         ax.axvline(0, color="gray", linestyle=":", alpha=0.7)
         ax.set_xlabel("code_explain_stdlib BERTScore F1 Δ vs base, 95% (higher is better)")
         ax.grid(alpha=0.3)
-    figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=120, format="png")
-    plt.close(figure)
+    save_png(figure, path)
     return True
 
 

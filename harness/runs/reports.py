@@ -770,11 +770,18 @@ def plot_quality_vs_cost(path: Path, columns, rows) -> bool:
             ax.set_xlabel(cost + (" (higher is better)" if higher_x else " (lower is better)"))
             ax.set_ylabel(quality)
             ax.grid(alpha=0.3)
+    save_png(figure, path)
+    return True
+
+
+def save_png(figure, path: Path) -> None:
+    """Lay out, write atomically as PNG, and free a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, dpi=120, format="png")
     plt.close(figure)
-    return True
 
 
 def _model_identity(record: dict) -> str | None:
