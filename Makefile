@@ -6,6 +6,8 @@ PYTHON ?= python3
 # PyPI's build of the same version. Installed first so the project's range does not pull another.
 TORCH_SPEC ?= torch==2.13.0
 LIMIT ?= 5
+# Where `make demo` writes its run; a new folder runs every cell again (the caches stay warm).
+DEMO_OUT ?= results/demo
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.codegen-bench-installed
 
@@ -33,7 +35,7 @@ install: $(STAMP)
 
 # The main job, small: every default variant × HumanEval pass@1, likelihood and explanation, on the
 # first $(LIMIT) documents of each, plus the latency/memory suite at its demo size (fewer rounds,
-# shorter sequences: harness/runs/latency_size.py); reports in results/demo/.
+# shorter sequences: harness/runs/latency_size.py); reports in $(DEMO_OUT)/.
 # lora and qlora use the demo recipe's adapters (a few minutes of training, cached), not the
 # default recipe's half hour. Rerunning resumes (finished cells are kept).
 DEMO_VARIANTS := base int8-dynamic nf4 l1-pruned wanda-pruned lora=lora,variant.recipe=demo \
@@ -41,7 +43,7 @@ DEMO_VARIANTS := base int8-dynamic nf4 l1-pruned wanda-pruned lora=lora,variant.
 demo: $(STAMP)
 	$(BIN)/codegen-bench provision
 	$(BIN)/codegen-bench matrix --variants $(DEMO_VARIANTS) --limit $(LIMIT) --batch-size $(LIMIT) \
-		--latency-size demo --out results/demo
+		--latency-size demo --out $(DEMO_OUT)
 
 humaneval-full: $(STAMP)
 	$(BIN)/codegen-bench provision
@@ -76,4 +78,4 @@ test: lint
 	$(MAKE) gate
 
 clean:
-	rm -rf $(VENV) results/demo results/samples $(GATE_RUN)
+	rm -rf $(VENV) $(DEMO_OUT) results/samples $(GATE_RUN)
