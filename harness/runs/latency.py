@@ -1,18 +1,23 @@
 """The latency suite of a matrix run: every variant through benchmarks/test_latency.py (pytest-benchmark),
-in a process of its own, into RUN/latency.json. Skipped for variants the file already covers at the
-size the run asks for."""
+in a process of its own, into RUN/latency.json. Skipped when the file already covers every variant,
+with the same weights and loading arguments, at the size the run asks for."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.lm_eval_plugin.model import uses_hf_engine
+from codegen_bench.harness.loading import resolve_pretrained
 from codegen_bench.harness.runs.latency_size import LATENCY_FILE, measured_latency_size, stored_benchmarks
-from codegen_bench.harness.runs.matrix import MatrixConfig
+from codegen_bench.harness.runs.matrix import MatrixConfig, variant_identity
+from codegen_bench.variants.artifact import base_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -20,25 +25,61 @@ log = logging.getLogger(__name__)
 LATENCY_SUITE = Path(__file__).resolve().parents[2] / "benchmarks" / "test_latency.py"
 
 
-def latency_variants(path: Path) -> set[str]:
-    """The variants a stored latency.json covers."""
+def variant_fingerprints(config: MatrixConfig) -> dict[str, str]:
+    """Per variant name, a key of what decides its latency figures: the base weights, what decides the
+    variant's own weights (its config, its recipe) and the arguments it is loaded and batched with.
+    A name alone is not enough: the same name with another recipe or config is another model."""
+    base = base_fingerprint(resolve_pretrained(config.pretrained))
+    keys = {}
+    for spec in config.variants:
+        key = {
+            "base": base,
+            "variant": variant_identity(spec),
+            "model_args": config.model_args,
+            "batch_size": config.batch_size,
+        }
+        keys[spec.name] = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[
+            :16
+        ]
+    return keys
+
+
+def latency_variants(path: Path) -> dict[str, str | None]:
+    """The variants a stored latency.json covers, each with the fingerprint it was measured with
+    (None: measured outside a matrix run, or before the file recorded one)."""
     infos = [b.get("extra_info") or {} for b in stored_benchmarks(path)]
-    return {info["variant"] for info in infos if "variant" in info}
+    return {info["variant"]: info.get("variant_fingerprint") for info in infos if "variant" in info}
 
 
 def latency_pending(config: MatrixConfig) -> bool:
-    """Whether RUN/latency.json lacks any of the run's variants or was measured at another size than
-    the run's (the suite then runs for all, at the run's size)."""
+    """Whether RUN/latency.json lacks any of the run's variants, holds one measured with other weights
+    or arguments than the run's, or was measured at another size than the run's (the suite then runs
+    for all, at the run's size)."""
     path = config.out / LATENCY_FILE
-    covered = {spec.name for spec in config.variants} <= latency_variants(path)
-    return not covered or measured_latency_size(path) != config.latency_size
+    stored = latency_variants(path)
+    wanted = variant_fingerprints(config)
+    current = all(stored.get(name) == fingerprint for name, fingerprint in wanted.items())
+    return not current or measured_latency_size(path) != config.latency_size
+
+
+def _record_fingerprints(path: Path, fingerprints: dict[str, str]) -> None:
+    """Each benchmark of the suite's JSON marked with its variant's fingerprint (the suite knows the
+    variant's name only), written whole or not at all."""
+    report = json.loads(path.read_text())
+    for bench in report.get("benchmarks", []):
+        info = bench.setdefault("extra_info", {})
+        if info.get("variant") in fingerprints:
+            info["variant_fingerprint"] = fingerprints[info["variant"]]
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(report, indent=4))
+    os.replace(partial, path)
 
 
 def run_latency(config: MatrixConfig) -> Path | None:
     """Every variant through benchmarks/test_latency.py (pytest-benchmark) into RUN/latency.json,
     in a process of its own, at the run's latency size; skipped when the file already covers every
-    variant at that size. The suite lives in the repository's benchmarks/, so an installed package
-    without it skips this with a warning."""
+    variant, as the run specifies it, at that size. The suite lives in the repository's benchmarks/,
+    so an installed package without it skips this with a warning."""
     out = config.out / LATENCY_FILE
     if not uses_hf_engine(config.model_args):
         # The suite times our engine's prefill and decode steps, which vLLM does not expose.
@@ -73,4 +114,5 @@ def run_latency(config: MatrixConfig) -> Path | None:
         raise CodegenBenchError(
             f"the latency benchmark failed (exit {result.returncode}): {' '.join(command)}"
         )
+    _record_fingerprints(out, variant_fingerprints(config))
     return out
