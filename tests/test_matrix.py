@@ -4,6 +4,7 @@ import dataclasses
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,9 @@ from codegen_bench.harness.engine.likelihood import ScoringStats
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.runs import matrix
 from codegen_bench.harness.runs.matrix import MatrixConfig, RecordStore, VariantSpec, run_matrix, task_metrics
+
+# A base model named by hub id: what decides a fingerprint without provisioning or loading anything.
+HUB_ID = "example-org/tiny-coder"
 
 
 def test_variant_spec_parses_name_variant_and_overrides():
@@ -55,6 +59,7 @@ class FakeLM:
         self.weights_sha256 = weights_sha256
         self.generation_stats = GenerationStats()
         self.scoring_stats = ScoringStats()
+        self.model_span = None
 
     def get_model_info(self):
         return {
@@ -201,6 +206,11 @@ def test_matrix_runs_real_cells_through_lm_eval(tiny_model_dir, tmp_path, monkey
         assert set(record["metrics"]) == {"humaneval_custom"}
         assert 0.0 <= record["metrics"]["humaneval_custom"]["pass@1"] <= 1.0
         assert record["generation"]["requests"] == 2 and record["generation"]["tokens"] > 0
+        # Where the cell's time went: before the model's first call, its span, after its last one.
+        phases = record["phases"]
+        assert phases["model_span_seconds"] >= record["generation"]["seconds"] > 0
+        assert phases["before_model_seconds"] > 0 and phases["after_model_seconds"] > 0  # docs; execution
+        assert sum(phases.values()) == pytest.approx(record["seconds"], abs=0.01)
         # Each variant's samples in its own folder, though one process ran both.
         (samples,) = (tmp_path / "run" / "samples" / record["variant"]).glob("humaneval_custom_*.jsonl")
         assert len(samples.read_text().splitlines()) == 2
@@ -249,6 +259,7 @@ def test_latency_suite_runs_once_per_run_folder(tiny_model_dir, tmp_path):
         latency_pending,
         latency_variants,
         run_latency,
+        variant_fingerprints,
     )
     from codegen_bench.harness.runs.latency_size import LATENCY_SIZES, measured_latency_size
 
@@ -261,7 +272,7 @@ def test_latency_suite_runs_once_per_run_folder(tiny_model_dir, tmp_path):
         latency_size=LATENCY_SIZES["demo"],
     )
     path = run_latency(config)
-    assert latency_variants(path) == {"base"}
+    assert latency_variants(path) == variant_fingerprints(config)  # {"base": what decides its speed}
     assert measured_latency_size(path) == LATENCY_SIZES["demo"]  # the file records what ran
     for bench in json.loads(path.read_text())["benchmarks"]:
         # What the suite cost: each benchmark's whole time, warm-ups included, and the variant's load.
@@ -271,23 +282,33 @@ def test_latency_suite_runs_once_per_run_folder(tiny_model_dir, tmp_path):
     assert run_latency(config) == tmp_path / "run" / LATENCY_FILE
     assert path.stat().st_mtime_ns == stamp  # covered already: not measured again
     assert latency_pending(dataclasses.replace(config, latency_size=LATENCY_SIZES["full"]))
+    # The same name for another model (here another variant; as much so another recipe or config).
+    assert latency_pending(dataclasses.replace(config, variants=(VariantSpec.parse("base=int8-dynamic"),)))
+    assert latency_pending(dataclasses.replace(config, batch_size=3))
+
+
+def _suite_writing(commands):
+    """subprocess.run for the latency suite: records the command, writes an empty benchmark JSON."""
+
+    def run(command):
+        commands.append(command)
+        Path(command[command.index("--benchmark-json") + 1]).write_text('{"benchmarks": []}')
+        return subprocess.CompletedProcess(command, 0)
+
+    return run
 
 
 def test_the_latency_suite_is_told_the_reference_only_when_one_is_named(tmp_path, monkeypatch):
     from codegen_bench.harness.runs import latency
 
     commands = []
-
-    def run(command):
-        commands.append(command)
-        return subprocess.CompletedProcess(command, 0)
-
-    monkeypatch.setattr(latency.subprocess, "run", run)
+    monkeypatch.setattr(latency.subprocess, "run", _suite_writing(commands))
     for reference in (None, "int8-dynamic"):
         config = MatrixConfig(
             variants=(VariantSpec.parse("base"), VariantSpec.parse("int8-dynamic")),
             tasks=("t",),
             out=tmp_path / str(reference),
+            pretrained=HUB_ID,
             reference=reference,
         )
         latency.run_latency(config)
@@ -301,16 +322,12 @@ def test_the_latency_suite_is_told_the_run_latency_size(tmp_path, monkeypatch):
     from codegen_bench.harness.runs.latency_size import LATENCY_SIZES
 
     commands = []
-
-    def run(command):
-        commands.append(command)
-        return subprocess.CompletedProcess(command, 0)
-
-    monkeypatch.setattr(latency.subprocess, "run", run)
+    monkeypatch.setattr(latency.subprocess, "run", _suite_writing(commands))
     config = MatrixConfig(
         variants=(VariantSpec.parse("base"),),
         tasks=("t",),
         out=tmp_path / "run",
+        pretrained=HUB_ID,
         latency_size=LATENCY_SIZES["demo"],
     )
     latency.run_latency(config)
@@ -353,8 +370,8 @@ def test_the_latency_presets_full_size_is_the_suites_default():
     )
 
 
-def _stored_latency(path, *, rounds, prompt_tokens, new_tokens, decode_prompt_tokens=None):
-    """A latency.json as benchmarks/test_latency.py writes it, for one variant (base) at one size."""
+def _stored_latency(path, *, rounds, prompt_tokens, new_tokens, decode_prompt_tokens=None, fingerprint=None):
+    """A latency.json as a matrix run writes it, for one variant (base, of `fingerprint`) at one size."""
     decode = {"variant": "base", "rows": 1, "new_tokens": new_tokens}
     if decode_prompt_tokens is not None:  # files from before the suite recorded it lack it
         decode["decode_prompt_tokens"] = decode_prompt_tokens
@@ -368,31 +385,43 @@ def _stored_latency(path, *, rounds, prompt_tokens, new_tokens, decode_prompt_to
     ]
     for bench in benchmarks:
         bench["stats"] = {"rounds": rounds, "median": 0.5}
+        bench["extra_info"]["variant_fingerprint"] = fingerprint
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"benchmarks": benchmarks}))
 
 
 def test_a_latency_file_measured_at_another_size_is_pending(tmp_path):
-    from codegen_bench.harness.runs.latency import LATENCY_FILE, latency_pending
+    from codegen_bench.harness.runs.latency import LATENCY_FILE, latency_pending, variant_fingerprints
     from codegen_bench.harness.runs.latency_size import LATENCY_SIZES
 
     def config(size):
         variants = (VariantSpec.parse("base"),)
-        return MatrixConfig(variants=variants, tasks=("t",), out=tmp_path, latency_size=LATENCY_SIZES[size])
+        return MatrixConfig(
+            variants=variants, tasks=("t",), out=tmp_path, pretrained=HUB_ID, latency_size=LATENCY_SIZES[size]
+        )
 
-    _stored_latency(
-        tmp_path / LATENCY_FILE, rounds=1, prompt_tokens=64, new_tokens=16, decode_prompt_tokens=16
-    )
+    base = variant_fingerprints(config("demo"))["base"]
+    demo = {"rounds": 1, "prompt_tokens": 64, "new_tokens": 16, "decode_prompt_tokens": 16}
+    _stored_latency(tmp_path / LATENCY_FILE, **demo, fingerprint=base)
     assert not latency_pending(config("demo"))
     assert latency_pending(config("full"))
     _stored_latency(
-        tmp_path / LATENCY_FILE, rounds=3, prompt_tokens=256, new_tokens=64, decode_prompt_tokens=16
+        tmp_path / LATENCY_FILE,
+        rounds=3,
+        prompt_tokens=256,
+        new_tokens=64,
+        decode_prompt_tokens=16,
+        fingerprint=base,
     )
     assert not latency_pending(config("full"))
     assert latency_pending(config("demo"))
     # A file that does not record its decode prompts was measured at a size nobody can tell.
-    _stored_latency(tmp_path / LATENCY_FILE, rounds=3, prompt_tokens=256, new_tokens=64)
+    _stored_latency(tmp_path / LATENCY_FILE, rounds=3, prompt_tokens=256, new_tokens=64, fingerprint=base)
     assert latency_pending(config("full"))
+    # A file that does not say which model its base was (measured outside a matrix run, or before
+    # the file recorded it) is measured again.
+    _stored_latency(tmp_path / LATENCY_FILE, **demo)
+    assert latency_pending(config("demo"))
 
 
 def test_the_latency_size_is_in_no_cell_fingerprint():
@@ -541,7 +570,7 @@ def test_each_record_carries_the_runs_roofline_and_the_leaderboard_its_cell_time
     leaderboard = build_reports([config.out])["leaderboard"].read_text()
     assert "## Time per cell" in leaderboard
     rows = [line for line in leaderboard.splitlines() if line.startswith(("| base | a |", "| base | b |"))]
-    assert [row.split("|")[5].strip() for row in rows] == ["0", ""]  # the load column, rounded
+    assert [row.split("|")[7].strip() for row in rows] == ["0", ""]  # the load column, rounded
 
 
 def test_quality_cells_dequantize_4bit_weights_unless_told_otherwise(tmp_path):

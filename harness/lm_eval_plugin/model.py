@@ -346,6 +346,10 @@ class CodegenLM(TemplateLM):
         self._chat_histories: dict[str, list[dict]] = {}
         self.generation_stats = GenerationStats()
         self.scoring_stats = ScoringStats()
+        # perf_counter() when model work (generation, scoring) first began and last ended since the
+        # matrix cleared it: what a cell spends before its model work (the task's documents and
+        # prompts) and after it (execution, metrics).
+        self.model_span: tuple[float, float] | None = None
         memory = self.engine.memory()
         self.weight_memory_bytes = memory.weight_memory_bytes
         self.loaded_memory_bytes = memory.loaded_memory_bytes
@@ -449,9 +453,13 @@ class CodegenLM(TemplateLM):
             self.cache_hook.add_partial("loglikelihood_rolling", (text,), total)
         return results
 
+    def _note_model_work(self, started: float, ended: float) -> None:
+        self.model_span = (self.model_span[0] if self.model_span else started, ended)
+
     def _score(self, pairs) -> list:
         started = time.perf_counter()
         scores = self.engine.score(pairs, self.max_length)
+        self._note_model_work(started, time.perf_counter())
         self.scoring_stats.seconds += time.perf_counter() - started
         self.scoring_stats.add(pairs, scores, self.max_length)
         return scores
@@ -489,7 +497,9 @@ class CodegenLM(TemplateLM):
                     progress.update(1)
 
                 prompts = [prepared[i][0] for i in indices]
+                generating = time.perf_counter()
                 self.engine.generate(prompts, settings, self.eos_token_ids, on_row_done=row_done)
+                self._note_model_work(generating, time.perf_counter())
                 stats.seconds = time.perf_counter() - started
         if requests:
             log.info(

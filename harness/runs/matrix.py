@@ -459,10 +459,12 @@ def run_cell(
     run (rank 0 keeps the record)."""
     generation_before = dict(lm.generation_stats.as_dict())
     scoring_before = dict(lm.scoring_stats.as_dict())
+    lm.model_span = None
     started = time.perf_counter()
     with writing_samples_to(config.out / "samples" / cell.spec.name):
         results = evaluate(lm, cell.task, config)
-    seconds = time.perf_counter() - started
+    ended = time.perf_counter()
+    seconds = ended - started
     if results is None:
         return None
     info = lm.get_model_info()
@@ -489,12 +491,27 @@ def run_cell(
             "transformers": results.get("transformers_version"),
         },
         "seconds": round(seconds, 3),
+        "phases": cell_phases(started, lm.model_span, ended),
         "generation": generation,
         "scoring": scoring,
         "work": cell_work(roofline.model_config, generation, scoring, seconds, roofline.peak_flops_per_s),
         "model": {k: v for k, v in info.items() if k not in ("generation", "scoring")},
         "kernels": kernel_settings(),
         "finished": timestamp(),
+    }
+
+
+def cell_phases(started: float, model_span: tuple[float, float] | None, ended: float) -> dict:
+    """A cell's seconds before its model work (lm-eval building the task's documents and requests),
+    from the start of the model's first call to the end of its last (the model's own seconds are in
+    `generation` and `scoring`), and after it (execution of programs, metrics such as BERTScore)."""
+    if model_span is None:
+        return {"before_model_seconds": None, "model_span_seconds": None, "after_model_seconds": None}
+    first, last = model_span
+    return {
+        "before_model_seconds": round(first - started, 3),
+        "model_span_seconds": round(last - first, 3),
+        "after_model_seconds": round(ended - last, 3),
     }
 
 

@@ -559,30 +559,36 @@ def cell_time_table(records: Sequence[dict]) -> list[str]:
         "",
         "## Time per cell",
         "",
-        "Seconds of each cell, the model's share of them (generation and scoring; the rest executes "
-        "programs and computes metrics), the seconds spent loading the variant before its first cell "
-        "of the invocation (building it or training its adapter on first use included; its later "
+        "Seconds of each cell; before the model's first call (lm-eval building the documents and "
+        "requests), the model's own (generation and scoring) and after its last call (executing "
+        "programs, metrics such as BERTScore); the seconds spent loading the variant before its first "
+        "cell of the invocation (building it or training its adapter on first use included; its later "
         "cells share that model), and the weight-matmul FLOPs done over the cell's seconds as a "
         "share of the matmul roofline measured at the start of the run "
         f"({', '.join(f'{p:.0f}' for p in peaks)} GFLOP/s): a low share is a cell far from what the "
         "machine can do. Quantized variants can pass 100%: the roofline is float32's.",
         "",
-        "| variant | task | seconds | model seconds | load seconds | % roofline (cell) "
-        "| % roofline (model time) | cut repeating |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | task | seconds | before model | model seconds | after model | load seconds "
+        "| % roofline (cell) | % roofline (model time) | cut repeating |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def seconds(value: float | None) -> str:
+        return "" if value is None else f"{value:,.0f}"
+
     for record in measured:
         work = record["work"]
-        load = record.get("load_seconds")
+        phases = record.get("phases") or {}  # records from before cells recorded their phases lack it
         lines.append(
             f"| {record['variant']} | {record['task']} | {record['seconds']:,.0f} "
-            f"| {work['model_seconds']:,.0f} | {'' if load is None else f'{load:,.0f}'} "
+            f"| {seconds(phases.get('before_model_seconds'))} | {work['model_seconds']:,.0f} "
+            f"| {seconds(phases.get('after_model_seconds'))} | {seconds(record.get('load_seconds'))} "
             f"| {share(work['roofline_fraction'])} | {share(work['model_roofline_fraction'])} "
             f"| {(record.get('generation') or {}).get('cut_repeating', 0)} |"
         )
     total = sum(r["seconds"] for r in measured)
     loads = sum(r.get("load_seconds") or 0 for r in measured)
-    lines.append(f"| all | | {total:,.0f} ({total / 3600:.2f} h) | | {loads:,.0f} | | | |")
+    lines.append(f"| all | | {total:,.0f} ({total / 3600:.2f} h) | | | | {loads:,.0f} | | | |")
     return lines
 
 
