@@ -385,10 +385,11 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     )
     _add_config_arg(
         p,
-        "a TrainConfig field, repeatable: r, alpha, dropout, target_modules (a+b+c), "
-        "learning_rate, epochs, max_steps, batch_size, grad_accum, max_seq_len, "
-        "validation_fraction, test_fraction, max_examples, seed, logging_steps, save_steps, "
-        "eval_steps, padding_free, head_on_scored_positions_only, gradient_checkpointing",
+        "a TrainConfig field, repeatable: code_prompt (instruct or fenced), r, alpha, dropout, "
+        "target_modules (a+b+c), learning_rate, epochs, max_steps, batch_size, grad_accum, "
+        "max_seq_len, validation_fraction, test_fraction, max_examples, seed, logging_steps, "
+        "save_steps, eval_steps, padding_free, head_on_scored_positions_only, "
+        "prepack_frozen_weights, gradient_checkpointing",
     )
     p.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="also push the adapter to the hub")
     _add_base_model_args(p)

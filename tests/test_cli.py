@@ -145,3 +145,18 @@ def test_matrix_takes_a_latency_size_and_refuses_an_unknown_one_in_one_line(caps
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "argument --latency-size: invalid choice: 'tiny' (choose from 'full', 'demo')" in err
+
+
+def test_train_help_lists_every_train_config_field_it_takes(capsys):
+    import dataclasses
+    import re
+
+    from codegen_bench.harness.cli import build_parser
+    from codegen_bench.trainers.sft import TrainConfig
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    listed = set(re.findall(r"\b[a-z][a-z0-9_]*\b", help_text))
+    settable = {f.name for f in dataclasses.fields(TrainConfig)} - {"kind", "nf4"}  # kind: lora|qlora
+    assert settable <= listed, f"train --help does not list {sorted(settable - listed)}"
