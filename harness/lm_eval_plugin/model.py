@@ -459,8 +459,9 @@ class CodegenLM(TemplateLM):
     def _score(self, pairs) -> list:
         started = time.perf_counter()
         scores = self.engine.score(pairs, self.max_length)
-        self._note_model_work(started, time.perf_counter())
-        self.scoring_stats.seconds += time.perf_counter() - started
+        ended = time.perf_counter()
+        self._note_model_work(started, ended)
+        self.scoring_stats.seconds += ended - started
         self.scoring_stats.add(pairs, scores, self.max_length)
         return scores
 

@@ -4,7 +4,6 @@ with the same weights and loading arguments, at the size the run asks for."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -16,7 +15,7 @@ from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.lm_eval_plugin.model import uses_hf_engine
 from codegen_bench.harness.loading import resolve_pretrained
 from codegen_bench.harness.runs.latency_size import LATENCY_FILE, measured_latency_size, stored_benchmarks
-from codegen_bench.harness.runs.matrix import MatrixConfig, variant_identity
+from codegen_bench.harness.runs.matrix import MatrixConfig, fingerprint_of, variant_identity
 from codegen_bench.variants.artifact import base_fingerprint
 
 log = logging.getLogger(__name__)
@@ -38,9 +37,7 @@ def variant_fingerprints(config: MatrixConfig) -> dict[str, str]:
             "model_args": config.model_args,
             "batch_size": config.batch_size,
         }
-        keys[spec.name] = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[
-            :16
-        ]
+        keys[spec.name] = fingerprint_of(key)
     return keys
 
 

@@ -261,6 +261,11 @@ def cell_fingerprint(base_sha256: str, identity: dict, task: str, config: Matrix
         # What ends a looping generation decides its text too (model_args can turn it off).
         "repetition_cut": asdict(DEFAULT_REPETITION_CUT),
     }
+    return fingerprint_of(key)
+
+
+def fingerprint_of(key: dict) -> str:
+    """A short, stable hash of what decides a result (a cell's, the latency suite's per variant)."""
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
