@@ -14,21 +14,17 @@ Prints Markdown, one section per run folder.
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
 
 from codegen_bench.harness.runs.invocations import read_invocations
 from codegen_bench.harness.runs.latency_size import LATENCY_FILE, stored_benchmarks
-from codegen_bench.harness.runs.matrix import RECORDS_FILE
+from codegen_bench.harness.runs.reports import read_run
 
 
 def _records(run: Path) -> list[dict]:
-    latest = {}
-    for line in (run / RECORDS_FILE).read_text().splitlines():
-        record = json.loads(line)
-        latest[(record["variant"], record["task"])] = record  # a rerun cell: its last record
-    return list(latest.values())
+    """The run's newest usable record of each cell (a rerun cell: its last one)."""
+    return read_run(run).records
 
 
 def _s(value: float | None) -> str:
@@ -39,6 +35,16 @@ def _phase(cells: list[dict], name: str) -> float | None:
     """A phase's seconds summed over cells; None where no cell recorded its phases (older records)."""
     values = [(r.get("phases") or {}).get(name) for r in cells]
     return None if all(v is None for v in values) else sum(v or 0 for v in values)
+
+
+def _seconds(cells: list[dict]) -> dict[str, float | None]:
+    """The cells' seconds summed: whole, the model's, before and after the model's calls."""
+    return {
+        "cells": sum(r["seconds"] for r in cells),
+        "model": sum(r["work"]["model_seconds"] for r in cells),
+        "before": _phase(cells, "before_model_seconds"),
+        "after": _phase(cells, "after_model_seconds"),
+    }
 
 
 def breakdown(run: Path) -> list[str]:
@@ -65,13 +71,7 @@ def breakdown(run: Path) -> list[str]:
         training = next(
             ((r["model"].get("variant_training") or {}).get("train_runtime_s") for r in cells), None
         )
-        row = {
-            "load": load,
-            "cells": sum(r["seconds"] for r in cells),
-            "model": sum(r["work"]["model_seconds"] for r in cells),
-            "before": _phase(cells, "before_model_seconds"),
-            "after": _phase(cells, "after_model_seconds"),
-        }
+        row = {"load": load, **_seconds(cells)}
         for key, value in row.items():
             totals[key] = None if value is None else (totals.get(key) or 0) + value
         lines.append(
@@ -88,10 +88,9 @@ def breakdown(run: Path) -> list[str]:
     for record in records:
         per_task[record["task"]].append(record)
     for task, cells in per_task.items():
+        row = _seconds(cells)
         lines.append(
-            f"| {task} | {_s(sum(r['seconds'] for r in cells))} "
-            f"| {_s(sum(r['work']['model_seconds'] for r in cells))} "
-            f"| {_s(_phase(cells, 'before_model_seconds'))} | {_s(_phase(cells, 'after_model_seconds'))} "
+            f"| {task} | {_s(row['cells'])} | {_s(row['model'])} | {_s(row['before'])} | {_s(row['after'])} "
             f"| {sum((r.get('generation') or {}).get('tokens', 0) for r in cells):,} |"
         )
     benchmarks = stored_benchmarks(run / LATENCY_FILE)
