@@ -17,7 +17,12 @@ from codegen_bench.harness.errors import CodegenBenchError
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse's parser, whose refusal of an argument is one line (argparse prints the usage first)."""
+    """argparse's parser, whose refusal of an argument is one line (argparse prints the usage first),
+    and which takes no abbreviated options: with them `train --r 0` meant `--recipe 0`."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -139,7 +144,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from codegen_bench.harness.config_args import config_from
     from codegen_bench.harness.distributed import launched_rank
     from codegen_bench.trainers.recipes import get_recipe, recipe_adapter, recipe_data
-    from codegen_bench.trainers.sft import TrainConfig, train
+    from codegen_bench.trainers.sft import TrainConfig, check_target_modules, train
 
     overrides = _parse_overrides(args.config)
     recipe = get_recipe(args.recipe)
@@ -160,6 +165,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         _check_training_data(args.data)
         _check_artifact_out(args.out, [args.pretrained, args.data])
         base = _base_model(args)
+        check_target_modules(base, config)  # before the recipe's replayed answers are generated
         data = args.data or recipe_data(args.recipe, base)
         out = train(
             data,
@@ -542,6 +548,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _os_error_and_fix(exc: OSError) -> str:
+    """One line: what failed, and the fix for its kind (the network for the hub's errors, which are
+    OSErrors too, else the file system)."""
+    lines = str(exc).strip().splitlines()
+    what = lines[0] if lines else type(exc).__name__
+    hub = isinstance(exc, ConnectionError) or type(exc).__module__.split(".")[0] in (
+        "huggingface_hub",
+        "datasets",
+        "requests",
+        "urllib3",
+    )
+    if hub or "huggingface.co" in str(exc):
+        return (
+            f"{what}: this needs the Hugging Face hub, which did not answer: check the name and your "
+            "network, or set HF_HUB_OFFLINE=1 with a cached copy"
+        )
+    return f"{what}: check that path, its permissions and free space"
+
+
 def main(argv: list[str] | None = None) -> int:
     from codegen_bench.harness.signals import sigterm_raises_keyboard_interrupt
 
@@ -552,10 +577,8 @@ def main(argv: list[str] | None = None) -> int:
     except CodegenBenchError as exc:
         print(f"codegen-bench: error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:  # a full disk, a read-only or vanished folder: no traceback, the cause
-        print(
-            f"codegen-bench: error: {exc}: check that path, its permissions and free space", file=sys.stderr
-        )
+    except OSError as exc:  # a full disk, a vanished folder, an unreachable hub: no traceback, the cause
+        print(f"codegen-bench: error: {_os_error_and_fix(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("codegen-bench: interrupted (finished results are kept; rerun to resume)", file=sys.stderr)

@@ -118,6 +118,30 @@ def load_tokenizer(name_or_path: str, cfg: LoadConfig):
     return tokenizer
 
 
+def load_model_config(name_or_path: str, cfg: LoadConfig | None = None):
+    """transformers' config of a model (a small file, fetched from the hub for a hub id): what a run
+    reads before it loads any weights, so a model that cannot be had is refused there."""
+    from transformers import AutoConfig
+
+    cfg = cfg or LoadConfig()
+    with _clear_load_errors(name_or_path):
+        return AutoConfig.from_pretrained(
+            name_or_path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
+        )
+
+
+def meta_model(name_or_path: str, cfg: LoadConfig | None = None):
+    """The model built from its config on the meta device (nothing allocated or read): its module
+    tree, for checking names that refer to it before the weights load."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    cfg = cfg or LoadConfig()
+    model_config = load_model_config(name_or_path, cfg)
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(model_config, trust_remote_code=cfg.trust_remote_code)
+
+
 def load_model(name_or_path: str, cfg: LoadConfig, **from_pretrained_kwargs):
     """Load weights onto the configured device and dtype, in eval mode. Extra keyword arguments
     (e.g. a quantization_config) go to `from_pretrained`."""

@@ -242,6 +242,22 @@ def test_a_full_disk_while_writing_results_keeps_the_old_file_and_says_so(tmp_pa
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_an_unreachable_hub_is_one_line_naming_the_network_not_the_disk(monkeypatch, capsys):
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def offline(args):
+        raise LocalEntryNotFoundError("Cannot find the requested files in the disk cache\nand more")
+
+    # The hub's errors are OSErrors too, which the command line otherwise puts down to the file system.
+    monkeypatch.setattr(cli, "_cmd_leaderboard", offline)
+    assert cli.main(["leaderboard", "run"]) == 2
+    assert _one_line(capsys.readouterr().err) == (
+        "codegen-bench: error: Cannot find the requested files in the disk cache: this needs the "
+        "Hugging Face hub, which did not answer: check the name and your network, or set "
+        "HF_HUB_OFFLINE=1 with a cached copy"
+    )
+
+
 def test_sigterm_becomes_a_keyboard_interrupt():
     from codegen_bench.harness.signals import sigterm_raises_keyboard_interrupt
 

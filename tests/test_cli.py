@@ -160,3 +160,11 @@ def test_train_help_lists_every_train_config_field_it_takes(capsys):
     listed = set(re.findall(r"\b[a-z][a-z0-9_]*\b", help_text))
     settable = {f.name for f in dataclasses.fields(TrainConfig)} - {"kind", "nf4"}  # kind: lora|qlora
     assert settable <= listed, f"train --help does not list {sorted(settable - listed)}"
+
+
+def test_an_abbreviated_option_is_refused_not_taken_for_another(capsys):
+    # With argparse's prefix matching, `train lora --r 0` was `--recipe 0`.
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "lora", "--r", "0"])
+    assert exited.value.code == 2
+    assert "unrecognized arguments: --r 0" in capsys.readouterr().err

@@ -200,3 +200,44 @@ def test_two_names_of_one_recipe_share_its_adapter_and_fingerprint(monkeypatch, 
     assert recipes.recipe_identity("lora", "alias") == recipes.recipe_identity("lora", tiny_recipe)
     monkeypatch.setitem(RECIPES, "other", Recipe(explain_examples=6, codegen_examples=5))
     assert recipe_adapter_dir("lora", "other", base) != recipe_adapter_dir("lora", tiny_recipe, base)
+
+
+def _fail_if_loaded(monkeypatch):
+    def no_weights(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr("codegen_bench.variants.artifact.load_model", no_weights)
+
+
+def test_target_modules_of_no_module_are_refused_with_the_models_linear_layers_before_loading(
+    tiny_model_dir, tiny_recipe, tmp_path, monkeypatch, capsys
+):
+    _fail_if_loaded(monkeypatch)
+    args = ["train", "lora", "--pretrained", str(tiny_model_dir), "--recipe", tiny_recipe]
+    assert main([*args, "--config", "target_modules=c_attn+c_fc", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "target_modules=c_attn+c_fc names no module of " in err
+    # The tiny Qwen2's linear layers, as the fix to pass (the output head is no LoRA target).
+    assert err.endswith(
+        "pass --config target_modules=down_proj+gate_proj+k_proj+o_proj+q_proj+up_proj+v_proj (or a subset)"
+    )
+    assert not (tmp_path / "a").exists()
+
+
+def test_the_matrix_refuses_a_recipe_that_fits_no_module_of_its_base_before_any_cell(
+    tiny_model_dir, tiny_recipe, tmp_path, monkeypatch, capsys
+):
+    import dataclasses
+
+    recipe = RECIPES[tiny_recipe]
+    misfit = dataclasses.replace(
+        recipe, config=dataclasses.replace(recipe.config, target_modules=("c_attn",))
+    )
+    monkeypatch.setitem(RECIPES, "misfit", misfit)
+    _fail_if_loaded(monkeypatch)
+    args = ["matrix", "--variants", "base", "lora=lora,variant.recipe=misfit", "--tasks", "humaneval_custom"]
+    args += ["--pretrained", str(tiny_model_dir), "--out", str(tmp_path / "run"), "--no-latency"]
+    assert main(args) == 2
+    assert "train lora: target_modules=c_attn names no module of " in capsys.readouterr().err
+    assert not (tmp_path / "run" / "records.jsonl").exists()  # not even base's cell ran

@@ -35,7 +35,7 @@ from codegen_bench.harness.distributed import launched_world_size
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.files import write_jsonl
 from codegen_bench.trainers.replay import is_top_level_function, replay_records
-from codegen_bench.trainers.sft import TrainConfig, train
+from codegen_bench.trainers.sft import TrainConfig, check_target_modules, train
 from codegen_bench.variants.artifact import MANIFEST, BaseModel
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,18 @@ def recipe_adapter(kind: str, name: str, base: BaseModel) -> Path:
         )
     log.warning("training the %s adapter of recipe %r (first use; cached in %s)", kind, name, folder)
     config = dataclasses.replace(get_recipe(name).config, kind=kind)
+    check_target_modules(base, config)  # before the replayed answers are generated
     return train(recipe_data(name, base), base, config, folder, recipe=name)
+
+
+def check_recipe_adapter(variant: str, overrides: dict[str, Any], base: BaseModel) -> None:
+    """Where `with_recipe_adapter` would train an adapter, that its recipe fits `base`: checked before
+    a run loads any model."""
+    if variant not in ADAPTER_KINDS or overrides.get("adapter"):
+        return
+    name = str(overrides.get("recipe") or "default")
+    if not (recipe_adapter_dir(variant, name, base) / MANIFEST).is_file():
+        check_target_modules(base, dataclasses.replace(get_recipe(name).config, kind=variant))
 
 
 def with_recipe_adapter(variant: str, overrides: dict[str, Any], base: BaseModel) -> tuple[str, dict]:

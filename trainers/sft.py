@@ -49,7 +49,7 @@ from codegen_bench.harness.engine.prepack import prepack_frozen_linears_
 from codegen_bench.harness.engine.roofline import adapter_training_flops, measure_peak_flops
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.files import read_numbered_jsonl, write_text_atomic
-from codegen_bench.harness.loading import load_tokenizer, resolve_device
+from codegen_bench.harness.loading import load_tokenizer, meta_model, model_name, resolve_device
 from codegen_bench.tasks.code_explain.utils import BASE_PROMPT as EXPLAIN_BASE_PROMPT
 from codegen_bench.tasks.code_explain.utils import CHAT_USER as EXPLAIN_CHAT_USER
 from codegen_bench.tasks.humaneval.utils import (
@@ -151,6 +151,39 @@ class TrainConfig:
                 raise CodegenBenchError(
                     f"train {self.kind}: {key}={getattr(self, key)!r} is out of range: use {expected}"
                 )
+
+
+def check_target_modules(base: BaseModel, config: TrainConfig) -> None:
+    """peft adapts the modules whose qualified names end in one of `target_modules`, and fails only
+    when none does, after the model has loaded: checked here on the model's config alone. Names that
+    match nothing beside ones that do are what peft allows too (a warning names them)."""
+    import torch
+
+    model = meta_model(base.name_or_path, base.load_config)
+    names = [name for name, _ in model.named_modules()]
+    matched = {key for key in config.target_modules if any(n == key or n.endswith("." + key) for n in names)}
+    if not matched:
+        linear = sorted(
+            {
+                name.rsplit(".", 1)[-1]
+                for name, module in model.named_modules()
+                if isinstance(module, torch.nn.Linear)
+            }
+            - {"lm_head"}
+        )
+        raise CodegenBenchError(
+            f"train {config.kind}: target_modules={'+'.join(config.target_modules)} names no module of "
+            f"{model_name(base.name_or_path)} ({type(model).__name__}), whose linear layers are "
+            f"{', '.join(linear)}: pass --config target_modules={'+'.join(linear)} (or a subset)"
+        )
+    if unmatched := [key for key in config.target_modules if key not in matched]:
+        log.warning(
+            "train %s: target_modules %s name no module of %s; the adapter goes on %s",
+            config.kind,
+            "+".join(unmatched),
+            model_name(base.name_or_path),
+            "+".join(sorted(matched)),
+        )
 
 
 def _file_sha256(path: Path) -> str:
@@ -414,6 +447,7 @@ def train(
     (`recipe`: the name of the recipe it comes from, for the manifest)."""
     data_path, out_dir = Path(data_path), Path(out_dir)
     world_size = _checked_world_size(data_path, config)
+    check_target_modules(base, config)
     base = _on_this_rank(base)
     tokenizer = load_tokenizer(base.name_or_path, base.load_config)
     chat = bool(getattr(tokenizer, "chat_template", None))

@@ -16,7 +16,8 @@ VARIANT_CONFIG_PREFIX = "variant."
 @dataclass(frozen=True)
 class VariantSpec:
     """One row of the matrix: a display name, the variant (registered name or artifact folder) and
-    config overrides, written NAME=VARIANT[,variant.KEY=VALUE...] (NAME alone means VARIANT=NAME)."""
+    config overrides, written NAME=VARIANT[,variant.KEY=VALUE...] (without NAME=, the row is named
+    after its VARIANT)."""
 
     name: str
     variant: str
@@ -24,8 +25,11 @@ class VariantSpec:
 
     @classmethod
     def parse(cls, text: str) -> VariantSpec:
-        name, _, spec = text.partition("=")
-        variant, *items = (spec or name).split(",")
+        # The overrides follow the first comma, so VARIANT,variant.KEY=VALUE (no NAME) is the row
+        # VARIANT with those overrides, not a row named "VARIANT,variant.KEY".
+        head, *items = text.split(",")
+        name, _, variant = head.partition("=")
+        variant = variant or name
         overrides = []
         for item in items:
             key, sep, value = item.partition("=")

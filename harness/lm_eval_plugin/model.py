@@ -476,7 +476,11 @@ class CodegenLM(TemplateLM):
         stats = self.generation_stats
         with tqdm(total=len(requests), disable=disable_tqdm, desc="generate_until") as progress:
             for settings, indices in groups.items():
-                started = time.perf_counter() - stats.seconds
+                prompts = [prepared[i][0] for i in indices]
+                # The clock readings of the model's span (_note_model_work) are the generation
+                # seconds' too, so that a cell's span covers them exactly.
+                generating = time.perf_counter()
+                started = generating - stats.seconds
 
                 def row_done(
                     row: int,
@@ -497,11 +501,10 @@ class CodegenLM(TemplateLM):
                     progress.set_postfix_str(f"{stats.tokens / (time.perf_counter() - started):.1f} tok/s")
                     progress.update(1)
 
-                prompts = [prepared[i][0] for i in indices]
-                generating = time.perf_counter()
                 self.engine.generate(prompts, settings, self.eos_token_ids, on_row_done=row_done)
-                self._note_model_work(generating, time.perf_counter())
-                stats.seconds = time.perf_counter() - started
+                generated = time.perf_counter()
+                self._note_model_work(generating, generated)
+                stats.seconds = generated - started
         if requests:
             log.info(
                 "codegen: generated %d tokens for %d requests in %.1f s: %.2f tokens/s",

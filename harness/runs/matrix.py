@@ -57,14 +57,20 @@ from codegen_bench.harness.lm_eval_plugin.model import (
     check_backend,
     uses_hf_engine,
 )
-from codegen_bench.harness.loading import DEFAULT_PRETRAINED, check_pretrained, resolve_pretrained
+from codegen_bench.harness.loading import (
+    DEFAULT_PRETRAINED,
+    LoadConfig,
+    check_pretrained,
+    load_model_config,
+    resolve_pretrained,
+)
 from codegen_bench.harness.runs.item_scores import ITEM_METRICS, cell_items
 from codegen_bench.harness.runs.latency_size import LATENCY_SIZES, LatencySize
 from codegen_bench.harness.runs.reference import reference_variant
 from codegen_bench.harness.runs.uncertainty import interval
-from codegen_bench.trainers.recipes import ADAPTER_KINDS, recipe_identity
+from codegen_bench.trainers.recipes import ADAPTER_KINDS, check_recipe_adapter, recipe_identity
 from codegen_bench.variants import check_variant_spec, get_variant
-from codegen_bench.variants.artifact import base_fingerprint, read_manifest
+from codegen_bench.variants.artifact import BaseModel, base_fingerprint, read_manifest
 from codegen_bench.variants.registry import config_to_dict, make_config
 from codegen_bench.variants.spec import VARIANT_CONFIG_PREFIX, VariantSpec
 
@@ -358,9 +364,7 @@ def _counts_since(now: dict, before: dict, keys: tuple[str, ...]) -> dict:
 
 
 def model_config_dict(pretrained: str) -> dict:
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(pretrained).to_dict()
+    return load_model_config(pretrained).to_dict()
 
 
 def reference_spec(config: MatrixConfig) -> VariantSpec:
@@ -443,6 +447,18 @@ class Roofline:
 
     model_config: dict
     peak_flops_per_s: float
+
+
+def _check_recipe_adapters(config: MatrixConfig, specs: set[VariantSpec]) -> None:
+    """The recipe adapters this run would train fit its base model: known from the model's config,
+    before any cell loads a model (a misfit would otherwise fail in the first adapter cell)."""
+    if not any(spec.variant in ADAPTER_KINDS for spec in specs):
+        return
+    args = CodegenArgs.parse({**config.model_args, "pretrained": config.pretrained})
+    load_config = LoadConfig(revision=args.revision, trust_remote_code=args.trust_remote_code)
+    base = BaseModel(resolve_pretrained(config.pretrained), load_config)
+    for spec in specs:
+        check_recipe_adapter(spec.variant, dict(spec.overrides), base)
 
 
 def measure_roofline(config: MatrixConfig) -> Roofline:
@@ -553,6 +569,7 @@ def run_matrix(
         unit="cell",
         disable=launched_rank() != 0,
     )
+    _check_recipe_adapters(config, {cell.spec for cell in queue})
     roofline = measure_roofline(config) if queue else None
     lm, loaded = None, None
     started, ran = time.perf_counter(), 0
