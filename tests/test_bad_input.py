@@ -63,6 +63,18 @@ def test_config_overrides_for_an_artifact_folder_are_refused(base, isolated_cach
         check_variant_spec(str(folder), {"sparsity": "0.5"})
 
 
+def test_an_adapter_folder_without_an_adapter_is_refused_before_any_model_loads(tmp_path, monkeypatch):
+    from codegen_bench.harness.lm_eval_plugin.model import CodegenLM
+
+    monkeypatch.setattr("codegen_bench.variants.artifact.load_model", lambda *a, **k: pytest.fail("loaded"))
+    for variant in ("lora", "qlora"):
+        with pytest.raises(
+            CodegenBenchError,
+            match=rf"variant '{variant}': adapter='{tmp_path}' holds no adapter_config\.json",
+        ):
+            CodegenLM(pretrained="/no/such/model", variant=variant, **{"variant.adapter": str(tmp_path)})
+
+
 def test_an_adapter_for_another_base_model_is_named(base, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import Qwen2Config, Qwen2ForCausalLM

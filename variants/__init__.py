@@ -58,7 +58,11 @@ def check_variant_spec(spec: str, overrides: dict[str, Any] | None = None) -> No
             f"variant {spec!r} is not an artifact folder (a folder with {MANIFEST}): pass one that "
             "`codegen-bench build` or `train` wrote, or a registered name (codegen-bench variants)"
         )
-    make_config(get_variant(spec), overrides)
+    config = make_config(get_variant(spec), overrides)
+    if isinstance(config, (adapters.LoraAdapter, adapters.QLoraAdapter)) and config.adapter:
+        # A given adapter folder is checked here, not in the config: an artifact's manifest records
+        # the config it was built with, whose adapter folder need not exist any more.
+        adapters.adapter_folder(config.adapter, spec)
 
 
 def load_variant(spec: str, base: BaseModel, overrides: dict[str, Any] | None = None) -> tuple[Any, dict]:
