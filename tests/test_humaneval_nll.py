@@ -25,6 +25,20 @@ def _manual_logprob(model, tokenizer, context: str, continuation: str) -> tuple[
     return total, len(whole) - len(context_ids)
 
 
+def _manual_metrics(model, tokenizer, docs) -> tuple[float, float]:
+    """(nll_per_token, bits_per_char) of `docs` by hand, counting with the model's own tokenizer."""
+    total_nll = total_tokens = total_chars = 0
+    for doc in docs:
+        logprob, n_tokens = _manual_logprob(
+            model, tokenizer, *nll.scored_pair(doc["prompt"], doc["canonical_solution"])
+        )
+        assert n_tokens == doc["n_tokens"]
+        total_nll -= logprob
+        total_tokens += n_tokens
+        total_chars += doc["n_chars"]
+    return total_nll / total_tokens, total_nll / total_chars / math.log(2)
+
+
 def test_docs_count_the_scored_tokens_and_characters(docs, tiny):
     _, tokenizer = tiny
     doc = docs[0]
@@ -56,21 +70,32 @@ def test_task_nll_matches_a_manual_sum_of_token_logprobs(tiny, tiny_model_dir, d
         limit=3,
         task_manager=TaskManager(include_defaults=False, metadata={"pretrained": str(tiny_model_dir)}),
     )
-    expected_nll = expected_tokens = expected_chars = 0
-    for doc in list(docs)[:3]:
-        logprob, n_tokens = _manual_logprob(
-            model, tokenizer, *nll.scored_pair(doc["prompt"], doc["canonical_solution"])
-        )
-        assert n_tokens == doc["n_tokens"]
-        expected_nll -= logprob
-        expected_tokens += n_tokens
-        expected_chars += doc["n_chars"]
     metrics = results["results"]["humaneval_nll"]
-    assert metrics["nll_per_token,none"] == pytest.approx(expected_nll / expected_tokens, rel=1e-4)
-    assert metrics["bits_per_char,none"] == pytest.approx(
-        expected_nll / expected_chars / math.log(2), rel=1e-4
-    )
+    nll_per_token, bits_per_char = _manual_metrics(model, tokenizer, list(docs)[:3])
+    assert metrics["nll_per_token,none"] == pytest.approx(nll_per_token, rel=1e-4)
+    assert metrics["bits_per_char,none"] == pytest.approx(bits_per_char, rel=1e-4)
     assert "kl_per_token,none" not in metrics  # no reference model given
+
+
+def test_the_matrix_counts_tokens_with_the_evaluated_models_tokenizer(tiny, tiny_model_dir, docs, tmp_path):
+    from codegen_bench.harness.runs.matrix import MatrixConfig, run_matrix
+    from codegen_bench.variants.spec import VariantSpec
+
+    # The matrix hands lm-eval's tasks the model it evaluates, as lm-eval's command line does: with
+    # the embedded default model's tokenizer the counts, and nll_per_token, would be another model's.
+    config = MatrixConfig(
+        variants=(VariantSpec.parse("base"),),
+        tasks=("humaneval_nll",),
+        out=tmp_path / "run",
+        pretrained=str(tiny_model_dir),
+        model_args={"max_length": "512"},
+        limit=3,
+    )
+    (record,) = run_matrix(config)
+    model, tokenizer = tiny
+    nll_per_token, bits_per_char = _manual_metrics(model, tokenizer, list(docs)[:3])
+    assert record["metrics"]["humaneval_nll"]["nll_per_token"] == pytest.approx(nll_per_token, rel=1e-4)
+    assert record["metrics"]["humaneval_nll"]["bits_per_char"] == pytest.approx(bits_per_char, rel=1e-4)
 
 
 def test_kl_reference_adds_divergence_and_agreement_with_the_reference(tiny, tiny_model_dir, docs):

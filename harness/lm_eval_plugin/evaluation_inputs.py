@@ -42,6 +42,21 @@ def task_manager():
     return TaskManager()
 
 
+def task_manager_for(metadata: dict):
+    """`task_manager()` whose tasks get `metadata`, as lm-eval's command line gives them its
+    --model_args: tasks that depend on the evaluated model read it (humaneval_nll counts tokens with
+    its tokenizer). A copy with its own factory, since building another TaskManager rereads every
+    YAML; the factory is lm-eval 0.4.13's, whose TaskManager keeps it in `_factory`."""
+    import copy
+
+    from lm_eval.tasks._factory import TaskFactory
+
+    manager = copy.copy(task_manager())
+    manager.metadata = metadata
+    manager._factory = TaskFactory(meta=metadata)
+    return manager
+
+
 def task_index() -> dict:
     """lm-eval's index of tasks, groups and tags (ours included)."""
     return task_manager().task_index

@@ -47,7 +47,7 @@ from codegen_bench.harness.lm_eval_plugin.evaluation_inputs import (
     check_limit,
     check_tasks,
     task_index,
-    task_manager,
+    task_manager_for,
 )
 from codegen_bench.harness.lm_eval_plugin.gen_kwargs import generation_settings
 from codegen_bench.harness.lm_eval_plugin.model import (
@@ -305,6 +305,17 @@ def _add_environment_info_once(results: dict) -> None:
     results.update(_environment_info())
 
 
+def task_metadata(lm: CodegenLM, config: MatrixConfig) -> dict:
+    """What lm-eval's command line would give the tasks of this model (its --model_args): the model
+    and how it is loaded, for the tasks that depend on it (harness/lm_eval_plugin/evaluation_inputs.py)."""
+    args = CodegenArgs.parse({**config.model_args, "pretrained": config.pretrained})
+    return {
+        "pretrained": lm.pretrained,
+        "revision": args.revision,
+        "trust_remote_code": args.trust_remote_code,
+    }
+
+
 def _default_evaluate(lm: CodegenLM, task: str, config: MatrixConfig) -> dict | None:
     import lm_eval.evaluator
     from lm_eval import simple_evaluate
@@ -316,7 +327,7 @@ def _default_evaluate(lm: CodegenLM, task: str, config: MatrixConfig) -> dict | 
             limit=config.limit,
             gen_kwargs=config.gen_kwargs or None,
             confirm_run_unsafe_code=True,
-            task_manager=task_manager(),
+            task_manager=task_manager_for(task_metadata(lm, config)),
             log_samples=True,  # the per-item scores behind every interval and paired comparison
             bootstrap_iters=0,  # lm-eval's stderr is not kept: our intervals come from the items
         )
