@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import pytest
@@ -44,6 +45,18 @@ def test_keep_float_and_per_tensor_scales_on_request(base):
     assert type(model.lm_head) is nn.Linear
     assert isinstance(model.model.layers[1].mlp.down_proj, DynamicQuantizedLinear)
     assert model.model.layers[1].mlp.down_proj.weight().qscheme() == torch.per_tensor_affine
+
+
+def test_default_keep_float_matches_qwen2_without_a_warning(base, caplog):
+    with caplog.at_level(logging.WARNING, logger="codegen_bench.variants.quantize"):
+        quantize_(base.load(), Int8Dynamic())
+    assert caplog.records == []
+
+
+def test_keep_float_of_every_decoder_linear_is_refused(base):
+    every_projection = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    with pytest.raises(CodegenBenchError, match="keeps every decoder Linear of Qwen2ForCausalLM float"):
+        quantize_(base.load(), Int8Dynamic(keep_float=every_projection))
 
 
 def test_int8_logits_stay_close_to_fp32(base):

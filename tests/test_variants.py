@@ -51,6 +51,13 @@ def test_l1_pruning_reaches_the_requested_sparsity(base, scope):
     assert not any(name.endswith("lm_head") for name in prunable_linears(model))
 
 
+@pytest.mark.parametrize("scope", ["global", "per-layer"])
+def test_sparsity_that_prunes_no_weight_is_refused(base, scope):
+    # 1e-6 of the tiny decoder's 73,728 projection weights rounds to none.
+    with pytest.raises(CodegenBenchError, match="prunes no weight of Qwen2ForCausalLM: raise sparsity"):
+        prune_(base.load(), L1Unstructured(sparsity=1e-6, scope=scope))
+
+
 def test_global_l1_pruning_zeros_what_torch_global_unstructured_zeros(base):
     from torch.nn.utils import prune
 

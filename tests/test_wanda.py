@@ -78,6 +78,12 @@ def test_wanda_keeps_different_weights_than_magnitude_pruning(tiny):
     assert not torch.equal(wanda_mask, magnitude_mask)
 
 
+def test_sparsity_that_prunes_no_weight_of_any_row_is_refused(tiny):
+    # The tiny model's rows have 64 or 128 inputs: int(128 * 0.005) = 0 weights per row.
+    with pytest.raises(CodegenBenchError, match=r"sparsity=0\.005 prunes no weight of Qwen2ForCausalLM"):
+        wanda_prune_(copy.deepcopy(tiny[0]), Wanda(sparsity=0.005), _calibration())
+
+
 def test_invalid_sparsity_is_refused():
     with pytest.raises(CodegenBenchError, match=r"sparsity=1\.5 must be in"):
         Wanda(sparsity=1.5)

@@ -17,7 +17,7 @@ from codegen_bench.variants.quantize import int8_linears
 
 @dataclass(frozen=True)
 class L1Unstructured:
-    """Zero the `sparsity` fraction of Linear weights with the smallest |w|.
+    """Zero the `sparsity` fraction of projection weights (see `prunable_linears`) with the smallest |w|.
 
     scope="global" ranks all pruned weights together (layers end up with different sparsities);
     "per-layer" prunes each Linear to the same fraction. lm_head and embeddings are left dense: they
@@ -34,14 +34,35 @@ class L1Unstructured:
             raise CodegenBenchError(f"scope={self.scope!r} is not valid: use global or per-layer")
 
 
-def prunable_linears(model: nn.Module) -> dict[str, nn.Linear]:
-    """The decoder's Linear layers (attention and MLP projections), by qualified name."""
+def _is_projection(module: nn.Module) -> bool:
+    """nn.Linear, or transformers' Conv1D: GPT-2's projections, a Linear whose weight is stored
+    transposed ([in, out])."""
+    from transformers.pytorch_utils import Conv1D
+
+    return isinstance(module, (nn.Linear, Conv1D))
+
+
+def _weight_out_in(module: nn.Module) -> torch.Tensor:
+    """A projection's weight as [out, in], a view sharing its storage: writes to it prune the layer."""
+    return module.weight if isinstance(module, nn.Linear) else module.weight.t()
+
+
+def prunable_linears(model: nn.Module) -> dict[str, nn.Module]:
+    """The decoder's projections (attention and MLP; nn.Linear or Conv1D), by qualified name."""
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     return {
         name: module
         for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and module is not output
+        if _is_projection(module) and module is not output
     }
+
+
+def _leaf_types(model: nn.Module) -> str:
+    """The types of the modules holding a weight, for a refusal naming what the model has instead."""
+    types = {
+        type(m).__name__ for m in model.modules() if isinstance(getattr(m, "weight", None), nn.Parameter)
+    }
+    return ", ".join(sorted(types))
 
 
 def _global_threshold(weights: list[torch.Tensor], amount: int) -> tuple[float, int]:
@@ -79,15 +100,25 @@ def prune_(model: nn.Module, config: L1Unstructured) -> nn.Module:
     """
     linears = list(prunable_linears(model).values())
     if not linears:
-        raise CodegenBenchError(f"{type(model).__name__} has no Linear layers to prune")
+        raise CodegenBenchError(
+            f"{type(model).__name__} has no layer l1-pruned prunes (its weights are in "
+            f"{_leaf_types(model)}): only nn.Linear and transformers Conv1D layers are pruned"
+        )
+    # torch's rounding: round(sparsity * number of weights), per layer or over all layers together.
+    if config.scope == "per-layer":
+        amount = sum(round(config.sparsity * m.weight.numel()) for m in linears)
+    else:
+        amount = round(config.sparsity * sum(m.weight.numel() for m in linears))
+    if amount == 0:
+        if config.sparsity > 0:
+            raise CodegenBenchError(
+                f"sparsity={config.sparsity} prunes no weight of {type(model).__name__}: raise sparsity"
+            )
+        return model
     if config.scope == "per-layer":
         for module in linears:
             prune.l1_unstructured(module, "weight", amount=config.sparsity)
             prune.remove(module, "weight")
-        return model
-    # Same rounding as torch's global_unstructured: round(sparsity * number of weights).
-    amount = round(config.sparsity * sum(m.weight.numel() for m in linears))
-    if amount == 0:
         return model
     threshold, ties_to_prune = _global_threshold([m.weight for m in linears], amount)
     for module in linears:
@@ -103,7 +134,7 @@ def prune_(model: nn.Module, config: L1Unstructured) -> nn.Module:
 
 
 def measure_sparsity(model: nn.Module) -> dict[str, float | dict[str, float]] | None:
-    """Fraction of exact zeros per Linear layer of the decoder and over all of them together; int8
+    """Fraction of exact zeros per projection of the decoder and over all of them together; int8
     layers count a weight equal to its zero point as zero. None where the weights are packed 4-bit
     (bitsandbytes stores two weights per byte: no per-weight zero count without dequantizing)."""
     int8 = int8_linears(model)
@@ -113,7 +144,7 @@ def measure_sparsity(model: nn.Module) -> dict[str, float | dict[str, float]] | 
     for name, module in model.named_modules():
         if module is output:
             continue
-        if isinstance(module, nn.Linear):
+        if _is_projection(module):
             weight = module.weight
         elif name in int8:
             with warnings.catch_warnings():
@@ -159,16 +190,16 @@ class _StopForward(Exception):
 
 
 def _decoder_layers(model: nn.Module) -> list[nn.Module]:
-    for candidate in ("model.layers", "model.decoder.layers", "transformer.h"):
-        module = model
-        for part in candidate.split("."):
-            module = getattr(module, part, None)
-            if module is None:
-                break
-        if isinstance(module, nn.ModuleList):
+    """The decoder's layers: the first nn.ModuleList (outermost first) with config.num_hidden_layers
+    entries, wherever the architecture keeps it (model.layers, gpt_neox.layers, transformer.h).
+    transformers' configs answer num_hidden_layers for their own names of it (GPT-2's n_layer)."""
+    count = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == count:
             return list(module)
     raise CodegenBenchError(
-        f"{type(model).__name__}: no decoder layer list found (model.layers, ...): Wanda needs one"
+        f"{type(model).__name__}: no nn.ModuleList of config.num_hidden_layers={count} decoder layers "
+        "found: Wanda prunes a decoder's layers in order and needs that list"
     )
 
 
@@ -205,9 +236,11 @@ def _run_layer(layer: nn.Module, inputs: tuple[tuple, dict]) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output  # transformers < 5 returned tuples
 
 
-def _input_norms(layer: nn.Module, linears: dict[str, nn.Linear], layer_inputs) -> dict:
-    """L2 norm of each input feature of each Linear in `layer`, over all calibration tokens."""
-    squared = {name: torch.zeros(m.in_features, dtype=torch.float64) for name, m in linears.items()}
+def _input_norms(layer: nn.Module, linears: dict[str, nn.Module], layer_inputs) -> dict:
+    """L2 norm of each input feature of each projection in `layer`, over all calibration tokens."""
+    squared = {
+        name: torch.zeros(_weight_out_in(m).shape[1], dtype=torch.float64) for name, m in linears.items()
+    }
 
     def accumulate(name):
         def hook(module, args):
@@ -232,14 +265,25 @@ def wanda_prune_(model: nn.Module, config: Wanda, calibration: list[torch.Tensor
     if not calibration:
         raise CodegenBenchError("Wanda needs calibration batches: got none")
     layers = _decoder_layers(model)
+    projections = [{name: m for name, m in layer.named_modules() if _is_projection(m)} for layer in layers]
+    if not any(projections):
+        raise CodegenBenchError(
+            f"{type(model).__name__} has no nn.Linear or transformers Conv1D layer in its decoder layers "
+            f"(its weights are in {_leaf_types(model)}): wanda-pruned prunes only those"
+        )
+    widest_row = max(_weight_out_in(m).shape[1] for layer in projections for m in layer.values())
+    if config.sparsity > 0 and int(widest_row * config.sparsity) == 0:
+        raise CodegenBenchError(
+            f"sparsity={config.sparsity} prunes no weight of {type(model).__name__}, whose rows have at "
+            f"most {widest_row} inputs: raise sparsity to at least 1/{widest_row}"
+        )
     # Each layer runs once per batch, on the outputs of the layers below it after they were pruned
     # (as in the paper); re-running the model from the embeddings for every layer cost 12x more.
     layer_inputs = _first_layer_inputs(model, layers[0], calibration)
-    for layer in layers:
-        linears = {name: m for name, m in layer.named_modules() if isinstance(m, nn.Linear)}
+    for layer, linears in zip(layers, projections, strict=True):
         norms = _input_norms(layer, linears, layer_inputs)
         for name, module in linears.items():
-            weight = module.weight
+            weight = _weight_out_in(module)
             score = weight.abs().double() * norms[name].to(weight.device).unsqueeze(0)
             n_prune = int(weight.shape[1] * config.sparsity)
             if n_prune:

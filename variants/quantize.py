@@ -8,6 +8,7 @@ bitsandbytes quantizes while transformers loads the weights, so `Nf4.to_transfor
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from codegen_bench.harness.loading import resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
     from codegen_bench.variants.artifact import BaseModel
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -165,15 +168,44 @@ def _packing_for(config: Int8Dynamic):
 
 
 def _int8_targets(model, config: Int8Dynamic) -> list[str]:
+    """The names of the Linear layers to quantize. Reads only the module tree, so it answers the same
+    on a model built on the meta device, before any weight loads."""
     from torch import nn
+    from transformers.pytorch_utils import Conv1D
 
-    return [
+    linears = {name: module for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+    targets = [
         name
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear)
-        and name not in config.keep_float
-        and name.rsplit(".", 1)[-1] not in config.keep_float
+        for name in linears
+        if name not in config.keep_float and name.rsplit(".", 1)[-1] not in config.keep_float
     ]
+    # lm_head alone is no int8 model: every decoder layer would run in float, and a tied lm_head would
+    # be stored a second time, untied, making the artifact larger than the base.
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if not any(linears[name] is not output for name in targets):
+        model_class = type(model).__name__
+        if any(isinstance(module, Conv1D) for module in model.modules()):
+            raise CodegenBenchError(
+                f"{model_class}: its decoder projections are transformers Conv1D layers, which "
+                "int8-dynamic does not quantize (nn.Linear only): use another variant for this model"
+            )
+        if any(module is not output for module in linears.values()):
+            raise CodegenBenchError(
+                f"keep_float={'+'.join(config.keep_float)} keeps every decoder Linear of {model_class} "
+                "float, so int8-dynamic would quantize no decoder layer: name fewer layers in keep_float"
+            )
+        raise CodegenBenchError(f"{model_class} has no decoder Linear layers to quantize")
+    leaf_names = sorted({name.rsplit(".", 1)[-1] for name in linears})
+    unmatched = [name for name in config.keep_float if name not in linears and name not in leaf_names]
+    if unmatched:
+        log.warning(
+            "int8-dynamic keep_float names %s match no Linear layer of %s, so they keep nothing float; "
+            "its Linear layers are named %s",
+            ", ".join(unmatched),
+            type(model).__name__,
+            ", ".join(leaf_names),
+        )
+    return targets
 
 
 def _check_cpu_float32(model) -> None:
@@ -210,10 +242,8 @@ def quantize_(model, config: Int8Dynamic):
 
     if not isinstance(config, Int8Dynamic):
         raise CodegenBenchError(f"quantize_ takes an Int8Dynamic config here, got {config!r}")
-    _check_cpu_float32(model)
     targets = _int8_targets(model, config)
-    if not targets:
-        raise CodegenBenchError(f"{type(model).__name__} has no Linear layers to quantize")
+    _check_cpu_float32(model)
     # Keyed by module name so keep_float layers are left out (a type key would take every Linear).
     with _quiet_torch_ao(), _packing_for(config), torch.no_grad():
         quantize_dynamic(model, {name: _qconfig(config) for name in targets}, dtype=torch.qint8, inplace=True)
