@@ -539,19 +539,20 @@ def test_the_reference_cells_log_probs_serve_every_other_variants_kl_bit_for_bit
 
 
 def test_cell_work_is_the_matmul_flops_over_the_cells_seconds(tiny_model_dir):
-    from codegen_bench.harness.engine.roofline import generation_flops, scoring_flops
-    from codegen_bench.harness.runs.matrix import cell_work, model_config_dict
+    from codegen_bench.harness.engine.roofline import MatmulShapes, generation_flops, scoring_flops
+    from codegen_bench.harness.loading import meta_model
+    from codegen_bench.harness.runs.matrix import cell_work
 
-    config = model_config_dict(str(tiny_model_dir))
+    shapes = MatmulShapes.of(meta_model(str(tiny_model_dir)))
     generation = {"requests": 2, "tokens": 30, "prompt_tokens": 50, "seconds": 2.0}
     scoring = {"requests": 4, "forward_tokens": 400, "head_tokens": 60, "seconds": 1.0}
-    work = cell_work(config, generation, scoring, seconds=10.0, peak=1e9)
-    flops = generation_flops(config, 50, 30, 2) + scoring_flops(config, 400, 60)
+    work = cell_work(shapes, generation, scoring, seconds=10.0, peak=1e9)
+    flops = generation_flops(shapes, 50, 30, 2) + scoring_flops(shapes, 400, 60)
     assert work["matmul_flops"] == pytest.approx(flops)
     assert work["model_seconds"] == 3.0
     assert work["roofline_fraction"] == pytest.approx(flops / 10.0 / 1e9)
     assert work["model_roofline_fraction"] == pytest.approx(flops / 3.0 / 1e9)
-    idle = cell_work(config, {"requests": 0}, {"requests": 0}, seconds=5.0, peak=1e9)
+    idle = cell_work(shapes, {"requests": 0}, {"requests": 0}, seconds=5.0, peak=1e9)
     assert idle["matmul_flops"] == 0 and idle["model_roofline_fraction"] is None
 
 

@@ -46,7 +46,7 @@ from typing import Literal
 from codegen_bench.harness.corpus.stdlib import function_name
 from codegen_bench.harness.distributed import launched_world_size
 from codegen_bench.harness.engine.prepack import prepack_frozen_linears_
-from codegen_bench.harness.engine.roofline import adapter_training_flops, measure_peak_flops
+from codegen_bench.harness.engine.roofline import MatmulShapes, adapter_training_flops, measure_peak_flops
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.files import read_numbered_jsonl, write_text_atomic
 from codegen_bench.harness.loading import load_tokenizer, meta_model, model_name, resolve_device
@@ -333,7 +333,7 @@ def _completion_loss_trainer():
 class Throughput:
     """Processed tokens/s and the share of the matmul roofline, from the first timed step on."""
 
-    flops_config: dict
+    shapes: MatmulShapes
     peak_flops: float
     tokens: int = 0
     scored: int = 0
@@ -358,11 +358,7 @@ class Throughput:
     def roofline_fraction(self) -> float:
         if not self.seconds or not self.peak_flops:
             return 0.0
-        return (
-            adapter_training_flops(self.flops_config, self.tokens, self.scored)
-            / self.seconds
-            / self.peak_flops
-        )
+        return adapter_training_flops(self.shapes, self.tokens, self.scored) / self.seconds / self.peak_flops
 
     def as_dict(self) -> dict:
         return {
@@ -600,9 +596,9 @@ def _sft_trainer(model, args, config: TrainConfig, tokenizer, train_set, validat
         task_type="CAUSAL_LM",
     )
     on_cpu = model.device.type == "cpu"
-    model_config = model.config.to_dict()
+    shapes = MatmulShapes.of(model)
     # A quiet machine's matmul peak, measured now: the share of the roofline is against this run's.
-    throughput = Throughput(model_config, max(measure_peak_flops(model_config).values()) if on_cpu else 0.0)
+    throughput = Throughput(shapes, max(measure_peak_flops(shapes).values()) if on_cpu else 0.0)
     trainer_cls = _completion_loss_trainer() if config.head_on_scored_positions_only else SFTTrainer
     throughput_callback = _throughput_callback(throughput)()
     trainer = trainer_cls(

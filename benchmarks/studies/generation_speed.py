@@ -112,18 +112,18 @@ def main() -> None:
     import torch
     from transformers import AutoTokenizer
 
-    from codegen_bench.harness.engine.roofline import generation_flops, measure_peak_flops
-    from codegen_bench.harness.loading import resolve_pretrained
+    from codegen_bench.harness.engine.roofline import MatmulShapes, generation_flops, measure_peak_flops
+    from codegen_bench.harness.loading import meta_model, resolve_pretrained
 
     pretrained = resolve_pretrained(None)
-    config = json.loads((Path(pretrained) / "config.json").read_text())
+    shapes = MatmulShapes.of(meta_model(pretrained))
     tokenizer = AutoTokenizer.from_pretrained(pretrained)
     args.out.mkdir(parents=True, exist_ok=True)
 
     # The roofline first, on a quiet machine.
     peak_path = args.out / "peak_flops.json"
     if not peak_path.exists():
-        peak_path.write_text(json.dumps(measure_peak_flops(config), indent=2))
+        peak_path.write_text(json.dumps(measure_peak_flops(shapes), indent=2))
     peaks = json.loads(peak_path.read_text())
     peak = max(peaks.values())
     print("peak FLOP/s: " + ", ".join(f"{k} {v / 1e9:.0f} G" for k, v in peaks.items()), flush=True)
@@ -161,7 +161,7 @@ def main() -> None:
         roofline = None
         if generation.get("seconds"):
             flops = generation_flops(
-                config, generation["prompt_tokens"], generation["tokens"], generation["requests"]
+                shapes, generation["prompt_tokens"], generation["tokens"], generation["requests"]
             )
             roofline = flops / peak / generation["seconds"]
         differ = differing(reference, run) if run is not reference else []

@@ -10,51 +10,78 @@ and the peak moves with what else runs.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 ROOFLINE_ROWS = (256, 512, 1024)
 
 
-def model_shapes(config: dict) -> tuple[list[tuple[int, int]], tuple[int, int]]:
-    """(out, in) of one decoder layer's linear layers, and of the output head, from a config.json dict."""
-    hidden = config["hidden_size"]
-    heads = config["num_attention_heads"]
-    kv_heads = config.get("num_key_value_heads") or heads
-    head_dim = config.get("head_dim") or hidden // heads
-    inter = config["intermediate_size"]
-    layer = [
-        (heads * head_dim, hidden),
-        (kv_heads * head_dim, hidden),
-        (kv_heads * head_dim, hidden),
-        (hidden, heads * head_dim),
-        (inter, hidden),
-        (inter, hidden),
-        (hidden, inter),
-    ]
-    return layer, (config["vocab_size"], hidden)
+@dataclass(frozen=True)
+class MatmulShapes:
+    """(out, in) of one decoder layer's weight matmuls, how many layers there are, and the output
+    head's (out, in): read from the model's own modules, so any architecture's (gated MLP or not,
+    fused or split projections, GPT-2's Conv1D) are counted as they run."""
+
+    layer: tuple[tuple[int, int], ...]
+    layers: int
+    head: tuple[int, int]
+
+    @classmethod
+    def of(cls, model) -> MatmulShapes:
+        """From a model, loaded or on the meta device (`harness.loading.meta_model`)."""
+        import torch
+
+        head_module = model.get_output_embeddings()
+        if head_module is None:  # no separate head: the tied embedding matrix is the head
+            head = tuple(model.get_input_embeddings().weight.shape)
+        else:
+            head = (head_module.out_features, head_module.in_features)
+        # The decoder is the module list with one entry per layer. A model without one is counted
+        # as one "layer" of all its matmuls: its total stays right.
+        depth = getattr(model.config, "num_hidden_layers", None)
+        blocks = next(
+            (m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == depth), None
+        )
+        counted = blocks[0] if blocks is not None else model
+        layer = tuple(
+            shape
+            for module in counted.modules()
+            if module is not head_module and (shape := _matmul_shape(module)) is not None
+        )
+        return cls(layer, len(blocks) if blocks is not None else 1, head)
+
+    def layer_params(self) -> int:
+        """Weights of all decoder layers' matmuls (embeddings and the output head not counted)."""
+        return self.layers * sum(o * i for o, i in self.layer)
 
 
-def layer_params(config: dict) -> int:
-    """Weights of all decoder layers' matmuls (embeddings and the output head not counted)."""
-    layer, _ = model_shapes(config)
-    return config["num_hidden_layers"] * sum(o * i for o, i in layer)
+def _matmul_shape(module) -> tuple[int, int] | None:
+    """(out, in) of a weight matmul: torch's Linear (bitsandbytes' 4-bit one included, whose packed
+    weight has another shape) or transformers' Conv1D (GPT-2's, weight stored [in, out])."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    if isinstance(module, torch.nn.Linear):
+        return (module.out_features, module.in_features)
+    if isinstance(module, Conv1D):
+        return (module.nf, module.weight.shape[0])
+    return None
 
 
-def generation_flops(config: dict, prompt_tokens: int, generated_tokens: int, requests: int) -> float:
+def generation_flops(shapes: MatmulShapes, prompt_tokens: int, generated_tokens: int, requests: int) -> float:
     """Weight-matmul FLOPs of a generation run: every prompt token and every fed-back generated
     token goes through every layer; every generated token comes out of the output head."""
-    _, head = model_shapes(config)
     through_layers = prompt_tokens + generated_tokens - requests  # the last token is never fed back
-    return 2.0 * (layer_params(config) * through_layers + head[0] * head[1] * generated_tokens)
+    head = shapes.head[0] * shapes.head[1]
+    return 2.0 * (shapes.layer_params() * through_layers + head * generated_tokens)
 
 
-def scoring_flops(config: dict, forward_tokens: int, head_tokens: int) -> float:
+def scoring_flops(shapes: MatmulShapes, forward_tokens: int, head_tokens: int) -> float:
     """Weight-matmul FLOPs of likelihood scoring: `forward_tokens` through every layer,
     `head_tokens` (the scored positions) through the output head (likelihood.ScoringStats)."""
-    _, head = model_shapes(config)
-    return 2.0 * (layer_params(config) * forward_tokens + head[0] * head[1] * head_tokens)
+    return 2.0 * (shapes.layer_params() * forward_tokens + shapes.head[0] * shapes.head[1] * head_tokens)
 
 
-def adapter_training_flops(config: dict, tokens: int, scored_tokens: int) -> float:
+def adapter_training_flops(shapes: MatmulShapes, tokens: int, scored_tokens: int) -> float:
     """Weight-matmul FLOPs of adapter training (LoRA) on frozen weights.
 
     Every token goes forward through the layers (2 FLOPs a weight) and back through them for the
@@ -63,16 +90,15 @@ def adapter_training_flops(config: dict, tokens: int, scored_tokens: int) -> flo
     positions whose next token the loss scores. The adapters' own matmuls (rank r against the hidden
     size, under 3% of a layer's weights at r=16) are left out.
     """
-    _, head = model_shapes(config)
-    return 4.0 * (layer_params(config) * tokens + head[0] * head[1] * scored_tokens)
+    return 4.0 * (shapes.layer_params() * tokens + shapes.head[0] * shapes.head[1] * scored_tokens)
 
 
-def measure_peak_flops(config: dict, repeats: int = 5) -> dict[str, float]:
+def measure_peak_flops(shapes: MatmulShapes, repeats: int = 5) -> dict[str, float]:
     """Best FLOP/s of one decoder layer's matmuls, per kernel and row count (the output head is
     left out: at these row counts it is bound by writing its huge output, not by arithmetic)."""
     import torch
 
-    layer, _ = model_shapes(config)
+    layer = shapes.layer
     weights = [torch.randn(o, i) for o, i in layer]
     packed = None
     if torch.backends.mkldnn.is_available():

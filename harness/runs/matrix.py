@@ -39,7 +39,12 @@ from tqdm import tqdm
 
 from codegen_bench.harness.distributed import launched_rank
 from codegen_bench.harness.engine.repetition import DEFAULT_REPETITION_CUT
-from codegen_bench.harness.engine.roofline import generation_flops, measure_peak_flops, scoring_flops
+from codegen_bench.harness.engine.roofline import (
+    MatmulShapes,
+    generation_flops,
+    measure_peak_flops,
+    scoring_flops,
+)
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.execution.samples import writing_samples_to
 from codegen_bench.harness.files import RecordStore, refuse_overwriting_inputs, timestamp
@@ -62,6 +67,7 @@ from codegen_bench.harness.loading import (
     LoadConfig,
     check_pretrained,
     load_model_config,
+    meta_model,
     resolve_pretrained,
 )
 from codegen_bench.harness.runs.item_scores import ITEM_METRICS, cell_items
@@ -348,17 +354,17 @@ def cell_uncertainty(results: dict, metrics: dict[str, dict[str, float]]) -> tup
     return items, intervals
 
 
-def cell_work(model_config: dict, generation: dict, scoring: dict, seconds: float, peak: float) -> dict:
+def cell_work(shapes: MatmulShapes, generation: dict, scoring: dict, seconds: float, peak: float) -> dict:
     """What a cell's model did against the roofline: the weight-matmul FLOPs of its generation and
     scoring (roofline.py counts them), over the cell's whole time and over the model's own time (the
     rest is executing programs, scoring metrics, loading), as shares of `peak` FLOP/s."""
     flops = 0.0
     if generation.get("requests"):
         flops += generation_flops(
-            model_config, generation["prompt_tokens"], generation["tokens"], generation["requests"]
+            shapes, generation["prompt_tokens"], generation["tokens"], generation["requests"]
         )
     if scoring.get("requests"):
-        flops += scoring_flops(model_config, scoring["forward_tokens"], scoring["head_tokens"])
+        flops += scoring_flops(shapes, scoring["forward_tokens"], scoring["head_tokens"])
     model_seconds = generation.get("seconds", 0.0) + scoring.get("seconds", 0.0)
     return {
         "matmul_flops": flops,
@@ -453,11 +459,18 @@ def _cells_of_other_weights(
 
 @dataclass(frozen=True)
 class Roofline:
-    """The base model's config and the matmul FLOP/s this machine reaches with its shapes: measured
-    once per run, before any cell, so that every cell's share of it compares with the others'."""
+    """The base model's matmul shapes and the FLOP/s this machine reaches with them: measured once
+    per run, before any cell, so that every cell's share of it compares with the others'."""
 
-    model_config: dict
+    shapes: MatmulShapes
     peak_flops_per_s: float
+
+
+def _base_model(config: MatrixConfig) -> BaseModel:
+    """The run's base model (the embedded default provisioned), loaded as its --model-args say."""
+    args = CodegenArgs.parse({**config.model_args, "pretrained": config.pretrained})
+    load_config = LoadConfig(revision=args.revision, trust_remote_code=args.trust_remote_code)
+    return BaseModel(resolve_pretrained(config.pretrained), load_config)
 
 
 def _check_recipe_adapters(config: MatrixConfig, specs: set[VariantSpec]) -> None:
@@ -465,19 +478,19 @@ def _check_recipe_adapters(config: MatrixConfig, specs: set[VariantSpec]) -> Non
     before any cell loads a model (a misfit would otherwise fail in the first adapter cell)."""
     if not any(spec.variant in ADAPTER_KINDS for spec in specs):
         return
-    args = CodegenArgs.parse({**config.model_args, "pretrained": config.pretrained})
-    load_config = LoadConfig(revision=args.revision, trust_remote_code=args.trust_remote_code)
-    base = BaseModel(resolve_pretrained(config.pretrained), load_config)
+    base = _base_model(config)
     for spec in specs:
         check_recipe_adapter(spec.variant, dict(spec.overrides), base)
 
 
 def measure_roofline(config: MatrixConfig) -> Roofline:
-    """The run's Roofline: the base model's config and the best matmul FLOP/s of its shapes here."""
-    model_config = model_config_dict(resolve_pretrained(config.pretrained))
-    peak = max(measure_peak_flops(model_config).values())
+    """The run's Roofline: the base model's matmul shapes (from its config, no weights loaded) and
+    the best FLOP/s of them here."""
+    base = _base_model(config)
+    shapes = MatmulShapes.of(meta_model(base.name_or_path, base.load_config))
+    peak = max(measure_peak_flops(shapes).values())
     log.info("matrix: matmul roofline %.1f GFLOP/s", peak / 1e9)
-    return Roofline(model_config, peak)
+    return Roofline(shapes, peak)
 
 
 GENERATION_COUNTS = ("requests", "tokens", "prompt_tokens", "seconds", "cut_repeating")
@@ -526,7 +539,7 @@ def run_cell(
         "phases": cell_phases(started, lm.model_span, ended),
         "generation": generation,
         "scoring": scoring,
-        "work": cell_work(roofline.model_config, generation, scoring, seconds, roofline.peak_flops_per_s),
+        "work": cell_work(roofline.shapes, generation, scoring, seconds, roofline.peak_flops_per_s),
         "model": {k: v for k, v in info.items() if k not in ("generation", "scoring")},
         "kernels": kernel_settings(),
         "finished": timestamp(),
