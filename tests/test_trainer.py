@@ -180,6 +180,18 @@ def test_examples_longer_than_max_seq_len_are_left_out_and_counted(base, tmp_pat
     assert examples["train"] + examples["validation"] + examples["test"] == 20
 
 
+def test_max_seq_len_beyond_the_models_context_trains_at_the_context(base, tmp_path):
+    # The tiny model has 512 positions: rows past them would index past a learned position table.
+    path = tmp_path / "pairs.jsonl"
+    records = [{"prompt": f"def f_{i}(a):\n", "completion": "    return a\n"} for i in range(20)]
+    records.append({"prompt": "def long(a):\n", "completion": "    x = a\n" * 120})
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = train(path, base, TrainConfig(**{**TINY, "max_steps": 1, "max_seq_len": 4096}), tmp_path / "lora")
+    training = json.loads((out / "variant.json").read_text())["training"]
+    assert training["config"]["max_seq_len"] == 512
+    assert training["examples"]["left_out_longer_than_max_seq_len"] == 1
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [

@@ -46,10 +46,22 @@ from typing import Literal
 from codegen_bench.harness.corpus.stdlib import function_name
 from codegen_bench.harness.distributed import launched_world_size
 from codegen_bench.harness.engine.prepack import prepack_frozen_linears_
-from codegen_bench.harness.engine.roofline import MatmulShapes, adapter_training_flops, measure_peak_flops
+from codegen_bench.harness.engine.roofline import (
+    MatmulShapes,
+    adapter_training_flops,
+    matmul_shape,
+    measure_peak_flops,
+)
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.files import read_numbered_jsonl, write_text_atomic
-from codegen_bench.harness.loading import load_tokenizer, meta_model, model_name, resolve_device
+from codegen_bench.harness.loading import (
+    context_length,
+    load_model_config,
+    load_tokenizer,
+    meta_model,
+    model_name,
+    resolve_device,
+)
 from codegen_bench.tasks.code_explain.utils import BASE_PROMPT as EXPLAIN_BASE_PROMPT
 from codegen_bench.tasks.code_explain.utils import CHAT_USER as EXPLAIN_CHAT_USER
 from codegen_bench.tasks.humaneval.utils import (
@@ -157,24 +169,24 @@ def check_target_modules(base: BaseModel, config: TrainConfig) -> None:
     """peft adapts the modules whose qualified names end in one of `target_modules`, and fails only
     when none does, after the model has loaded: checked here on the model's config alone. Names that
     match nothing beside ones that do are what peft allows too (a warning names them)."""
-    import torch
-
     model = meta_model(base.name_or_path, base.load_config)
     names = [name for name, _ in model.named_modules()]
     matched = {key for key in config.target_modules if any(n == key or n.endswith("." + key) for n in names)}
     if not matched:
-        linear = sorted(
+        head = model.get_output_embeddings()
+        projections = sorted(
             {
                 name.rsplit(".", 1)[-1]
                 for name, module in model.named_modules()
-                if isinstance(module, torch.nn.Linear)
+                if module is not head and matmul_shape(module) is not None
             }
-            - {"lm_head"}
         )
         raise CodegenBenchError(
             f"train {config.kind}: target_modules={'+'.join(config.target_modules)} names no module of "
-            f"{model_name(base.name_or_path)} ({type(model).__name__}), whose linear layers are "
-            f"{', '.join(linear)}: pass --config target_modules={'+'.join(linear)} (or a subset)"
+            f"{model_name(base.name_or_path)} ({type(model).__name__}), whose projections are "
+            f"{', '.join(projections)}: train its adapter with `codegen-bench train {config.kind} "
+            f"--config target_modules={'+'.join(projections)} --out DIR` (or a subset of them), then "
+            f"evaluate it as variant.adapter=DIR (the matrix: NAME=DIR)"
         )
     if unmatched := [key for key in config.target_modules if key not in matched]:
         log.warning(
@@ -184,6 +196,22 @@ def check_target_modules(base: BaseModel, config: TrainConfig) -> None:
             model_name(base.name_or_path),
             "+".join(sorted(matched)),
         )
+
+
+def _within_context(base: BaseModel, config: TrainConfig) -> TrainConfig:
+    """`config` with max_seq_len at most the base model's context: longer rows would index past a
+    learned position table (GPT-2's 1,024 or fewer), or train rotary positions the model never saw."""
+    limit = context_length(load_model_config(base.name_or_path, base.load_config))
+    if config.max_seq_len <= limit:
+        return config
+    log.warning(
+        "train %s: max_seq_len=%d is longer than %s's context: training on rows of at most %d tokens",
+        config.kind,
+        config.max_seq_len,
+        model_name(base.name_or_path),
+        limit,
+    )
+    return replace(config, max_seq_len=limit)
 
 
 def _file_sha256(path: Path) -> str:
@@ -444,6 +472,7 @@ def train(
     data_path, out_dir = Path(data_path), Path(out_dir)
     world_size = _checked_world_size(data_path, config)
     check_target_modules(base, config)
+    config = _within_context(base, config)
     base = _on_this_rank(base)
     tokenizer = load_tokenizer(base.name_or_path, base.load_config)
     chat = bool(getattr(tokenizer, "chat_template", None))

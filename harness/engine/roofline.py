@@ -45,7 +45,7 @@ class MatmulShapes:
         layer = tuple(
             shape
             for module in counted.modules()
-            if module is not head_module and (shape := _matmul_shape(module)) is not None
+            if module is not head_module and (shape := matmul_shape(module)) is not None
         )
         return cls(layer, len(blocks) if blocks is not None else 1, head)
 
@@ -54,7 +54,7 @@ class MatmulShapes:
         return self.layers * sum(o * i for o, i in self.layer)
 
 
-def _matmul_shape(module) -> tuple[int, int] | None:
+def matmul_shape(module) -> tuple[int, int] | None:
     """(out, in) of a weight matmul: torch's Linear (bitsandbytes' 4-bit one included, whose packed
     weight has another shape) or transformers' Conv1D (GPT-2's, weight stored [in, out])."""
     import torch
