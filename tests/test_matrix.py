@@ -622,3 +622,13 @@ def test_the_leaderboard_holds_the_first_cells_row_before_the_second_cell_starts
     assert (out / "matrix.csv").is_file()
     final = (out / "LEADERBOARD.md").read_text()
     assert "cells done" not in final and "| base |" in final  # the finished run's report
+
+
+def test_outside_a_git_checkout_the_git_hash_is_none_and_git_says_nothing(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    matrix._git_hash_once.cache_clear()
+    try:
+        assert matrix._git_hash_once() is None
+    finally:
+        matrix._git_hash_once.cache_clear()
+    assert "fatal" not in capfd.readouterr().err

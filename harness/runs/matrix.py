@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -311,6 +312,20 @@ def _add_environment_info_once(results: dict) -> None:
     results.update(_environment_info())
 
 
+@functools.cache
+def _git_hash_once() -> str | None:
+    """lm-eval's git_hash (of the working folder), asked once per process and quietly: lm-eval asks
+    git for every evaluation, and outside a checkout git prints "fatal: not a git repository" each
+    time."""
+    try:
+        described = subprocess.run(
+            ["git", "describe", "--always"], capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return described.stdout.strip() or None
+
+
 def task_metadata(lm: CodegenLM, config: MatrixConfig) -> dict:
     """What lm-eval's command line would give the tasks of this model (its --model_args): the model
     and how it is loaded, for the tasks that depend on it (harness/lm_eval_plugin/evaluation_inputs.py)."""
@@ -326,7 +341,10 @@ def _default_evaluate(lm: CodegenLM, task: str, config: MatrixConfig) -> dict | 
     import lm_eval.evaluator
     from lm_eval import simple_evaluate
 
-    with mock.patch.object(lm_eval.evaluator, "add_env_info", _add_environment_info_once):
+    with (
+        mock.patch.object(lm_eval.evaluator, "add_env_info", _add_environment_info_once),
+        mock.patch.object(lm_eval.evaluator, "get_git_commit_hash", _git_hash_once),
+    ):
         return simple_evaluate(
             model=lm,
             tasks=[task],
