@@ -163,3 +163,38 @@ def test_int8_warns_of_keep_float_names_that_match_no_linear(gpt_neox, caplog):
     assert "dense, dense_4h_to_h, dense_h_to_4h, lm_head, query_key_value" in message
     assert isinstance(model.gpt_neox.layers[0].mlp.dense_4h_to_h, DynamicQuantizedLinear)
     assert type(model.gpt_neox.layers[0].attention.dense) is nn.Linear
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(gpt2, tmp_path_factory):
+    """The tiny GPT-2 saved as a model folder, with the tests' trained tokenizer."""
+    from conftest import build_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    gpt2.save_pretrained(folder)
+    build_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def test_the_matrix_refuses_a_variant_its_base_cannot_make_before_any_cell(gpt2_dir, tmp_path, monkeypatch):
+    from codegen_bench.harness.runs.matrix import MatrixConfig, run_matrix
+    from codegen_bench.variants.spec import VariantSpec
+
+    monkeypatch.setattr("codegen_bench.variants.artifact.load_model", lambda *a, **k: pytest.fail("loaded"))
+    config = MatrixConfig(
+        variants=(VariantSpec.parse("base"), VariantSpec.parse("int8-dynamic")),
+        tasks=("humaneval_custom",),
+        out=tmp_path / "run",
+        pretrained=str(gpt2_dir),
+    )
+    with pytest.raises(CodegenBenchError, match=r"GPT2LMHeadModel: its decoder projections are .*Conv1D"):
+        run_matrix(config)
+    assert not (tmp_path / "run" / "records.jsonl").exists()  # not even base's cell ran
+
+
+def test_building_a_variant_its_base_cannot_make_is_refused_before_the_weights_load(gpt2_dir, monkeypatch):
+    from codegen_bench.variants import BaseModel, build_artifact
+
+    monkeypatch.setattr("codegen_bench.variants.artifact.load_model", lambda *a, **k: pytest.fail("loaded"))
+    with pytest.raises(CodegenBenchError, match=r"Conv1D layers, which int8-dynamic does not quantize"):
+        build_artifact("int8-dynamic", BaseModel(str(gpt2_dir)))

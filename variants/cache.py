@@ -14,7 +14,7 @@ from typing import Any
 from codegen_bench.harness.cache import cache_dir
 from codegen_bench.variants.artifact import MANIFEST, BaseModel, read_manifest, write_artifact
 from codegen_bench.variants.prune import measure_sparsity
-from codegen_bench.variants.registry import config_to_dict, get_variant, make_config
+from codegen_bench.variants.registry import check_fits_base, config_to_dict, get_variant, make_config
 
 
 def cached_artifact_dir(name: str, config: dict[str, Any], base: BaseModel) -> Path:
@@ -30,6 +30,7 @@ def build_artifact(
     config = make_config(variant, overrides)
     config_dict = config_to_dict(config)
     out_dir = Path(out_dir) if out_dir else cached_artifact_dir(name, config_dict, base)
+    check_fits_base(variant, config, base)
     model = variant.build(base, config)
     write_artifact(
         model,

@@ -89,6 +89,15 @@ def _global_threshold(weights: list[torch.Tensor], amount: int) -> tuple[float, 
     return threshold, amount - below
 
 
+def check_l1_prunable(model: nn.Module, config: L1Unstructured) -> None:
+    """The model has layers l1-pruned prunes. Reads only the module tree (a meta-device model will do)."""
+    if not prunable_linears(model):
+        raise CodegenBenchError(
+            f"{type(model).__name__} has no layer l1-pruned prunes (its weights are in "
+            f"{_leaf_types(model)}): only nn.Linear and transformers Conv1D layers are pruned"
+        )
+
+
 @torch.no_grad()
 def prune_(model: nn.Module, config: L1Unstructured) -> nn.Module:
     """Prune in place and make it permanent (the zeros are plain weight values afterwards).
@@ -98,12 +107,8 @@ def prune_(model: nn.Module, config: L1Unstructured) -> nn.Module:
     once over all layers; `prune.global_unstructured` would instead hold every layer's copy, mask and
     a top-k over all weights together: 18 GB peak for the 0.5B default model.
     """
+    check_l1_prunable(model, config)
     linears = list(prunable_linears(model).values())
-    if not linears:
-        raise CodegenBenchError(
-            f"{type(model).__name__} has no layer l1-pruned prunes (its weights are in "
-            f"{_leaf_types(model)}): only nn.Linear and transformers Conv1D layers are pruned"
-        )
     # torch's rounding: round(sparsity * number of weights), per layer or over all layers together.
     if config.scope == "per-layer":
         amount = sum(round(config.sparsity * m.weight.numel()) for m in linears)
@@ -259,11 +264,9 @@ def _input_norms(layer: nn.Module, linears: dict[str, nn.Module], layer_inputs) 
     return {name: total.sqrt() for name, total in squared.items()}
 
 
-@torch.no_grad()
-def wanda_prune_(model: nn.Module, config: Wanda, calibration: list[torch.Tensor]) -> nn.Module:
-    """Prune in place with Wanda scores from `calibration` (token id tensors of shape [1, seq])."""
-    if not calibration:
-        raise CodegenBenchError("Wanda needs calibration batches: got none")
+def check_wanda_prunable(model: nn.Module, config: Wanda) -> tuple[list[nn.Module], list[dict]]:
+    """The decoder's layers and each one's projections, refusing a model Wanda cannot prune at
+    `config`'s sparsity. Reads only the module tree and shapes (a meta-device model will do)."""
     layers = _decoder_layers(model)
     projections = [{name: m for name, m in layer.named_modules() if _is_projection(m)} for layer in layers]
     if not any(projections):
@@ -277,6 +280,15 @@ def wanda_prune_(model: nn.Module, config: Wanda, calibration: list[torch.Tensor
             f"sparsity={config.sparsity} prunes no weight of {type(model).__name__}, whose rows have at "
             f"most {widest_row} inputs: raise sparsity to at least 1/{widest_row}"
         )
+    return layers, projections
+
+
+@torch.no_grad()
+def wanda_prune_(model: nn.Module, config: Wanda, calibration: list[torch.Tensor]) -> nn.Module:
+    """Prune in place with Wanda scores from `calibration` (token id tensors of shape [1, seq])."""
+    if not calibration:
+        raise CodegenBenchError("Wanda needs calibration batches: got none")
+    layers, projections = check_wanda_prunable(model, config)
     # Each layer runs once per batch, on the outputs of the layers below it after they were pruned
     # (as in the paper); re-running the model from the embeddings for every layer cost 12x more.
     layer_inputs = _first_layer_inputs(model, layers[0], calibration)

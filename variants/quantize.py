@@ -208,6 +208,11 @@ def _int8_targets(model, config: Int8Dynamic) -> list[str]:
     return targets
 
 
+def check_int8_quantizable(model, config: Int8Dynamic) -> None:
+    """The model has decoder Linear layers int8-dynamic quantizes (a meta-device model will do)."""
+    _int8_targets(model, config)
+
+
 def _check_cpu_float32(model) -> None:
     import torch
 

@@ -27,6 +27,8 @@ class Variant:
     build(base, config) returns the variant's model from `base` (a `BaseModel`); save(model, dir)
     writes its weights into an artifact folder and load(dir, base, config) reads them back. The
     config is a frozen dataclass: it is what variant.json records, so the artifact can be rebuilt.
+    check(model, config), where given, refuses a base model the variant cannot be made from: it gets
+    the model built on the meta device (module tree and shapes, no weights), before any weight loads.
     """
 
     name: str
@@ -35,6 +37,7 @@ class Variant:
     save: Callable[..., None]
     load: Callable[..., Any]
     description: str = ""
+    check: Callable[[Any, Any], None] | None = None
 
 
 _REGISTRY: dict[str, Variant] = {}
@@ -48,6 +51,7 @@ def register_variant(
     save: Callable[..., None],
     load: Callable[..., Any],
     description: str = "",
+    check: Callable[[Any, Any], None] | None = None,
 ):
     """Decorator on a build function: `@register_variant("l1-pruned", L1PrunedConfig, save=..., load=...)`."""
     if not dataclasses.is_dataclass(config_cls):
@@ -57,7 +61,9 @@ def register_variant(
         existing = _REGISTRY.get(name)
         if existing is not None and existing.build is not build:
             raise CodegenBenchError(f"variant {name!r} is registered twice: give the new one another name")
-        _REGISTRY[name] = Variant(name, config_cls, build, save, load, description or (build.__doc__ or ""))
+        _REGISTRY[name] = Variant(
+            name, config_cls, build, save, load, description or (build.__doc__ or ""), check
+        )
         return build
 
     return decorate
@@ -98,6 +104,16 @@ def get_variant(name: str) -> Variant:
 def make_config(variant: Variant, overrides: Mapping[str, Any] | None = None):
     """The variant's config with `overrides` applied (see harness/config_args.py)."""
     return config_from(variant.config_cls, overrides, owner=f"variant {variant.name!r}")
+
+
+def check_fits_base(variant: Variant, config, base) -> None:
+    """The variant's `check` on `base`'s module tree (a `BaseModel`; built on the meta device, nothing
+    loaded): a model it cannot be made from is refused before any weight loads."""
+    if variant.check is None:
+        return
+    from codegen_bench.harness.loading import meta_model
+
+    variant.check(meta_model(base.name_or_path, base.load_config), config)
 
 
 def config_to_dict(config) -> dict[str, Any]:

@@ -491,13 +491,22 @@ def _base_model(config: MatrixConfig) -> BaseModel:
     return BaseModel(resolve_pretrained(config.pretrained), load_config)
 
 
-def _check_recipe_adapters(config: MatrixConfig, specs: set[VariantSpec]) -> None:
-    """The recipe adapters this run would train fit its base model: known from the model's config,
-    before any cell loads a model (a misfit would otherwise fail in the first adapter cell)."""
-    if not any(spec.variant in ADAPTER_KINDS for spec in specs):
+def _check_variants_fit_base(config: MatrixConfig, specs: set[VariantSpec]) -> None:
+    """The run's variants can be made from its base model, known from the model's config before any
+    cell loads a model (a misfit would otherwise fail at its first cell, after the cells before it):
+    each registered variant's own check on the module tree, and the recipe adapters it would train."""
+    named = [spec for spec in specs if not Path(spec.variant).expanduser().is_dir()]
+    checked = [(spec, get_variant(spec.variant)) for spec in named]
+    checked = [(spec, variant) for spec, variant in checked if variant.check is not None]
+    adapters = [spec for spec in named if spec.variant in ADAPTER_KINDS]
+    if not checked and not adapters:
         return
     base = _base_model(config)
-    for spec in specs:
+    if checked:
+        model = meta_model(base.name_or_path, base.load_config)
+        for spec, variant in sorted(checked, key=lambda pair: pair[0].name):
+            variant.check(model, make_config(variant, dict(spec.overrides)))
+    for spec in adapters:
         check_recipe_adapter(spec.variant, dict(spec.overrides), base)
 
 
@@ -611,7 +620,7 @@ def run_matrix(
         unit="cell",
         disable=launched_rank() != 0,
     )
-    _check_recipe_adapters(config, {cell.spec for cell in queue})
+    _check_variants_fit_base(config, {cell.spec for cell in queue})
     roofline = measure_roofline(config) if queue else None
     lm, loaded = None, None
     started, ran = time.perf_counter(), 0
