@@ -77,13 +77,14 @@ def test_an_unknown_recipe_is_refused_with_the_known_ones(tiny_model_dir):
         CodegenLM(pretrained=str(tiny_model_dir), variant="lora", **{"variant.recipe": "nope"})
 
 
-def test_a_recipe_row_is_fingerprinted_by_its_recipe(tiny_recipe):
+def test_a_recipe_row_is_fingerprinted_by_its_recipe(tiny_recipe, tmp_path):
     tiny = variant_identity(VariantSpec.parse("lora=lora,variant.recipe=tiny"))
     default = variant_identity(VariantSpec.parse("lora"))
     assert tiny["recipe"]["explain_examples"] == 6
     assert default["recipe"]["explain_examples"] == RECIPES["default"].explain_examples
     assert default["config"]["recipe"] == "default"  # the row names the recipe it asked for
-    given = variant_identity(VariantSpec.parse("lora=lora,variant.adapter=/some/adapter"))
+    (tmp_path / "adapter_config.json").write_text("{}")
+    given = variant_identity(VariantSpec.parse(f"lora=lora,variant.adapter={tmp_path}"))
     assert "recipe" not in given  # a given adapter is identified by its path
 
 

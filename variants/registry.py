@@ -16,6 +16,7 @@ from typing import Any
 
 from codegen_bench.harness.config_args import config_from
 from codegen_bench.harness.errors import CodegenBenchError
+from codegen_bench.harness.loading import meta_model
 
 ENTRY_POINT_GROUP = "codegen_bench.variants"
 
@@ -111,8 +112,6 @@ def check_fits_base(variant: Variant, config, base) -> None:
     loaded): a model it cannot be made from is refused before any weight loads."""
     if variant.check is None:
         return
-    from codegen_bench.harness.loading import meta_model
-
     variant.check(meta_model(base.name_or_path, base.load_config), config)
 
 
