@@ -198,3 +198,20 @@ def test_building_a_variant_its_base_cannot_make_is_refused_before_the_weights_l
     monkeypatch.setattr("codegen_bench.variants.artifact.load_model", lambda *a, **k: pytest.fail("loaded"))
     with pytest.raises(CodegenBenchError, match=r"Conv1D layers, which int8-dynamic does not quantize"):
         build_artifact("int8-dynamic", BaseModel(str(gpt2_dir)))
+
+
+def test_building_int8_warns_of_unmatched_keep_float_names_once(gpt_neox, tmp_path, caplog):
+    from conftest import build_tokenizer
+
+    from codegen_bench.variants import BaseModel, build_artifact
+    from codegen_bench.variants.artifact import MANIFEST
+
+    gpt_neox.save_pretrained(tmp_path / "tiny-neox")
+    build_tokenizer().save_pretrained(tmp_path / "tiny-neox")
+    with caplog.at_level(logging.WARNING, logger="codegen_bench.variants.quantize"):
+        build_artifact(
+            "int8-dynamic", BaseModel(str(tmp_path / "tiny-neox")), {"keep_float": ("down_proj",)}, tmp_path / "int8"
+        )
+    warnings = [r.getMessage() for r in caplog.records if "match no Linear layer" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # the check before the build does not repeat the build's warning
+    assert (tmp_path / "int8" / MANIFEST).is_file()

@@ -167,7 +167,7 @@ def _packing_for(config: Int8Dynamic):
         torch.backends.quantized.engine = before
 
 
-def _int8_targets(model, config: Int8Dynamic) -> list[str]:
+def _int8_targets(model, config: Int8Dynamic, *, warn_unmatched: bool) -> list[str]:
     """The names of the Linear layers to quantize. Reads only the module tree, so it answers the same
     on a model built on the meta device, before any weight loads."""
     from torch import nn
@@ -197,7 +197,7 @@ def _int8_targets(model, config: Int8Dynamic) -> list[str]:
         raise CodegenBenchError(f"{model_class} has no decoder Linear layers to quantize")
     leaf_names = sorted({name.rsplit(".", 1)[-1] for name in linears})
     unmatched = [name for name in config.keep_float if name not in linears and name not in leaf_names]
-    if unmatched:
+    if unmatched and warn_unmatched:
         log.warning(
             "int8-dynamic keep_float names %s match no Linear layer of %s, so they keep nothing float; "
             "its Linear layers are named %s",
@@ -210,7 +210,8 @@ def _int8_targets(model, config: Int8Dynamic) -> list[str]:
 
 def check_int8_quantizable(model, config: Int8Dynamic) -> None:
     """The model has decoder Linear layers int8-dynamic quantizes (a meta-device model will do)."""
-    _int8_targets(model, config)
+    # The unmatched-keep_float warning is left to quantize_, which always follows a build's check.
+    _int8_targets(model, config, warn_unmatched=False)
 
 
 def _check_cpu_float32(model) -> None:
@@ -247,7 +248,7 @@ def quantize_(model, config: Int8Dynamic):
 
     if not isinstance(config, Int8Dynamic):
         raise CodegenBenchError(f"quantize_ takes an Int8Dynamic config here, got {config!r}")
-    targets = _int8_targets(model, config)
+    targets = _int8_targets(model, config, warn_unmatched=True)
     _check_cpu_float32(model)
     # Keyed by module name so keep_float layers are left out (a type key would take every Linear).
     with _quiet_torch_ao(), _packing_for(config), torch.no_grad():
