@@ -154,6 +154,25 @@ def test_checkpoints_of_another_run_are_not_resumed(base, data_file, tmp_path, m
         train(data_file, base, TrainConfig(**{**TINY, "learning_rate": 1e-3}), tmp_path / "lora")
 
 
+def test_a_run_that_failed_before_its_first_checkpoint_does_not_block_a_corrected_one(
+    base, data_file, tmp_path, monkeypatch
+):
+    import trl
+
+    def out_of_memory(self, *args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(trl.SFTTrainer, "train", out_of_memory)
+        with pytest.raises(RuntimeError, match="out of memory"):
+            train(data_file, base, TrainConfig(**TINY), tmp_path / "lora")
+    assert (tmp_path / "lora.checkpoints" / "run.json").is_file()  # the failed run's claim, no checkpoint
+    out = train(data_file, base, TrainConfig(**{**TINY, "learning_rate": 1e-3}), tmp_path / "lora")
+    manifest = json.loads((out / "variant.json").read_text())
+    assert manifest["training"]["config"]["learning_rate"] == 1e-3
+    assert manifest["training"]["resumed_from"] is None
+
+
 def test_the_fast_loss_is_trls_loss_on_the_same_first_step(base, data_file, tmp_path):
     """Padding-free batches and the head on the scored positions only change the speed, not the
     loss: the first step (LoRA's B is zero, so dropout cannot matter) gives the same loss."""

@@ -445,16 +445,21 @@ def last_complete_checkpoint(folder: Path) -> str | None:
 
 def _claim_checkpoints(folder: Path, run: dict) -> None:
     """Checkpoints from another run (base, data or config) must not be resumed into this one."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
     marker = folder / RUN_FILE
     if marker.is_file():
         previous = json.loads(marker.read_text())
-        if previous != run:
+        if previous == run:
+            return
+        # A run that failed before its first checkpoint (a model that did not load, a step that ran
+        # out of memory) leaves only the marker: nothing to resume, so the corrected run takes it over.
+        if any(folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*")):
             changed = sorted(k for k in run.keys() | previous.keys() if run.get(k) != previous.get(k))
             raise CodegenBenchError(
                 f"{folder} holds checkpoints of another training run ({', '.join(changed)} differ): "
                 "delete that folder to start over, or pass another --out"
             )
-        return
     folder.mkdir(parents=True, exist_ok=True)
     write_text_atomic(marker, json.dumps(run, indent=2, sort_keys=True))
 
