@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import hashlib
 import json
 import logging
 import os
@@ -33,6 +34,12 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 def timestamp() -> str:
     """Now, in TIME_FORMAT."""
     return time.strftime(TIME_FORMAT)
+
+
+def json_digest(value: Any, digits: int) -> str:
+    """The first `digits` hex digits of the sha256 of `value` as JSON with sorted keys: the key of every
+    cache and fingerprint, the same for the same content whatever the order of its dicts."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:digits]
 
 
 def refuse_overwriting_inputs(output: str | Path, inputs: Iterable[str | Path | None], what: str) -> None:

@@ -210,7 +210,10 @@ def test_building_int8_warns_of_unmatched_keep_float_names_once(gpt_neox, tmp_pa
     build_tokenizer().save_pretrained(tmp_path / "tiny-neox")
     with caplog.at_level(logging.WARNING, logger="codegen_bench.variants.quantize"):
         build_artifact(
-            "int8-dynamic", BaseModel(str(tmp_path / "tiny-neox")), {"keep_float": ("down_proj",)}, tmp_path / "int8"
+            "int8-dynamic",
+            BaseModel(str(tmp_path / "tiny-neox")),
+            {"keep_float": ("down_proj",)},
+            tmp_path / "int8",
         )
     warnings = [r.getMessage() for r in caplog.records if "match no Linear layer" in r.getMessage()]
     assert len(warnings) == 1, warnings  # the check before the build does not repeat the build's warning

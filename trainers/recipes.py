@@ -15,7 +15,6 @@ keyed by the base model and the recipe, and every later use loads it from there.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import random
@@ -33,7 +32,7 @@ from codegen_bench.harness.corpus.stdlib import (
 )
 from codegen_bench.harness.distributed import launched_world_size
 from codegen_bench.harness.errors import CodegenBenchError
-from codegen_bench.harness.files import write_jsonl
+from codegen_bench.harness.files import json_digest, write_jsonl
 from codegen_bench.trainers.replay import is_top_level_function, replay_records
 from codegen_bench.trainers.sft import TrainConfig, check_target_modules, train
 from codegen_bench.variants.artifact import MANIFEST, BaseModel
@@ -131,7 +130,7 @@ def recipe_data(name: str, base: BaseModel) -> Path:
         # Another seed than the code records': the two draws are independent.
         requests = _sample(name, functions, recipe.replay_examples, recipe.seed + 1, "top-level functions")
         chosen += replay_records(base, requests, recipe.config.code_prompt)
-    digest = hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:12]
+    digest = json_digest(chosen, 12)
     path = cache_dir() / "recipes" / f"{name}-{digest}.jsonl"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +147,7 @@ def _sample(name: str, records: list[dict], count: int, seed: int, what: str) ->
 
 
 def recipe_adapter_dir(kind: str, name: str, base: BaseModel) -> Path:
-    key = hashlib.sha256(json.dumps(recipe_identity(kind, name), sort_keys=True).encode()).hexdigest()[:12]
+    key = json_digest(recipe_identity(kind, name), 12)
     return cache_dir() / "variants" / base.fingerprint()[:12] / f"{kind}-recipe-{key}"
 
 

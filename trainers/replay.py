@@ -14,8 +14,6 @@ task whose form they take, read from its YAML), and cached as {prompt, answer} r
 from __future__ import annotations
 
 import ast
-import hashlib
-import json
 import logging
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from codegen_bench.harness.cache import cache_dir
 from codegen_bench.harness.engine.generation import GenerationSettings
 from codegen_bench.harness.engine.hf import HfEngine
 from codegen_bench.harness.execution.sanitize import extract_program
-from codegen_bench.harness.files import read_jsonl, write_jsonl
+from codegen_bench.harness.files import json_digest, read_jsonl, write_jsonl
 from codegen_bench.harness.loading import load_tokenizer
 from codegen_bench.tasks import humaneval
 from codegen_bench.trainers.sft import CODE_PROMPTS
@@ -103,7 +101,7 @@ def replay_records(base: BaseModel, records: list[dict], code_prompt: str) -> li
         "gen_kwargs": gen_kwargs,
         "prompts": [r["prompt"] for r in records],
     }
-    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    key = json_digest(identity, 12)
     path = cache_dir() / "recipes" / f"replay-{code_prompt}-{key}.jsonl"
     if path.is_file():
         return read_jsonl(path)

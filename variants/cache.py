@@ -6,19 +6,18 @@ never reuses a stale build.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 from codegen_bench.harness.cache import cache_dir
+from codegen_bench.harness.files import json_digest
 from codegen_bench.variants.artifact import MANIFEST, BaseModel, read_manifest, write_artifact
 from codegen_bench.variants.prune import measure_sparsity
 from codegen_bench.variants.registry import check_fits_base, config_to_dict, get_variant, make_config
 
 
 def cached_artifact_dir(name: str, config: dict[str, Any], base: BaseModel) -> Path:
-    config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+    config_hash = json_digest(config, 12)
     return cache_dir() / "variants" / base.fingerprint()[:12] / f"{name}-{config_hash}"
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from codegen_bench.harness.cache import cache_dir
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.execution.problems import load_humaneval
-from codegen_bench.harness.files import read_jsonl, write_jsonl, write_text_atomic
+from codegen_bench.harness.files import json_digest, read_jsonl, write_jsonl, write_text_atomic
 
 SPLITS = ("train", "validation")
 CODEGEN_FILE = "codegen.jsonl"
@@ -461,7 +461,7 @@ def corpus_key(config: DataConfig) -> str:
         "config": dataclasses.asdict(config),
         "extractor_sha256": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
     }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    digest = json_digest(key, 16)
     return f"py{sys.version_info.major}{sys.version_info.minor}-{digest}"
 
 

@@ -10,8 +10,6 @@ reads X's there, and a run of X itself leaves its own there when it is exactly w
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from pathlib import Path
 import torch
 
 from codegen_bench.harness.engine.likelihood import LogProbsFolder
+from codegen_bench.harness.files import json_digest
 from codegen_bench.variants import BaseModel, load_variant
 from codegen_bench.variants.artifact import base_fingerprint
 
@@ -41,7 +40,7 @@ def kept_log_probs_folder(kl_cache: str, spec: str, base: BaseModel, prepack: st
     identity = {"variant": spec, "base": base_fingerprint(base.name_or_path), "prepack": prepack}
     load = base.load_config
     identity |= {"dtype": load.dtype, "device": load.device, "torch": version("torch")}
-    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    key = json_digest(identity, 16)
     return LogProbsFolder(Path(kl_cache) / key)
 
 

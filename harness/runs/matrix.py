@@ -23,8 +23,6 @@ and the reports, so a resumed run skips finished cells exactly as in one process
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -48,7 +46,7 @@ from codegen_bench.harness.engine.roofline import (
 )
 from codegen_bench.harness.errors import CodegenBenchError
 from codegen_bench.harness.execution.samples import writing_samples_to
-from codegen_bench.harness.files import RecordStore, refuse_overwriting_inputs, timestamp
+from codegen_bench.harness.files import RecordStore, json_digest, refuse_overwriting_inputs, timestamp
 from codegen_bench.harness.lm_eval_plugin.evaluation_inputs import (
     check_limit,
     check_tasks,
@@ -279,7 +277,7 @@ def cell_fingerprint(base_sha256: str, identity: dict, task: str, config: Matrix
 
 def fingerprint_of(key: dict) -> str:
     """A short, stable hash of what decides a result (a cell's, the latency suite's per variant)."""
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_digest(key, 16)
 
 
 def task_metrics(results: dict) -> dict[str, dict[str, float]]:
