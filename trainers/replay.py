@@ -28,7 +28,7 @@ from codegen_bench.harness.execution.sanitize import extract_program
 from codegen_bench.harness.files import json_digest, read_jsonl, write_jsonl
 from codegen_bench.harness.loading import load_tokenizer
 from codegen_bench.tasks import humaneval
-from codegen_bench.trainers.sft import CODE_PROMPTS
+from codegen_bench.trainers.sft import code_request
 from codegen_bench.variants.artifact import BaseModel
 
 log = logging.getLogger(__name__)
@@ -66,14 +66,12 @@ def _generate(
     """The base model's greedy answers through our generation engine, each with whether it ended on
     its own (a stop string or end of text, not the token budget or a repetition cut)."""
 
-    user, opening, strip = CODE_PROMPTS[code_prompt]
     tokenizer = load_tokenizer(base.name_or_path, base.load_config)
     prompts = []
     for record in records:
-        shown = record["prompt"].strip() if strip else record["prompt"]
-        messages = [{"role": "user", "content": user.format(prompt=shown)}]
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        prompts.append(tokenizer.encode(text + opening.format(prompt=shown), add_special_tokens=False))
+        request, opening = code_request(record["prompt"], code_prompt)
+        text = tokenizer.apply_chat_template(request, tokenize=False, add_generation_prompt=True)
+        prompts.append(tokenizer.encode(text + opening, add_special_tokens=False))
     settings = GenerationSettings(
         max_new_tokens=int(gen_kwargs["max_gen_toks"]), stop_strings=tuple(gen_kwargs["until"])
     )

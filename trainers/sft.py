@@ -41,7 +41,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from codegen_bench.harness.corpus.stdlib import function_name
 from codegen_bench.harness.distributed import launched_world_size
@@ -79,11 +79,22 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 RUN_FILE = "run.json"  # in the checkpoints folder: what the checkpoints were made by
-# A code record's chat form: (user message, the assistant answer's opening) of the HumanEval task
-# whose style it trains, the function's prompt shown as that task shows it (stripped or not).
+
+
+class CodePromptForm(NamedTuple):
+    """A code record's chat form: the user message and the assistant answer's opening of the
+    HumanEval task whose style it trains, the function's prompt shown as that task shows it."""
+
+    user: str
+    opening: str
+    # instruct shows the prompt stripped and reads the whole function back from the answer; fenced
+    # prefills the prompt in the answer's opening, so the answer goes on from it.
+    stripped: bool
+
+
 CODE_PROMPTS = {
-    "instruct": (INSTRUCT_USER, INSTRUCT_ASSISTANT_PREFIX, True),
-    "fenced": (FENCED_USER, FENCED_ASSISTANT_PREFIX, False),
+    "instruct": CodePromptForm(INSTRUCT_USER, INSTRUCT_ASSISTANT_PREFIX, stripped=True),
+    "fenced": CodePromptForm(FENCED_USER, FENCED_ASSISTANT_PREFIX, stripped=False),
 }
 
 
@@ -222,6 +233,14 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def code_request(prompt: str, code_prompt: str) -> tuple[list[dict], str]:
+    """The chat turn that asks for `prompt`'s function in `code_prompt`'s form, and the opening of
+    the answer that form prefills: what training records and the replayed answers are both made of."""
+    form = CODE_PROMPTS[code_prompt]
+    shown = prompt.strip() if form.stripped else prompt
+    return [{"role": "user", "content": form.user.format(prompt=shown)}], form.opening.format(prompt=shown)
+
+
 def to_example(record: dict, chat: bool, code_prompt: str = "instruct") -> dict:
     """One JSONL record -> a trl prompt-completion example.
 
@@ -238,17 +257,17 @@ def to_example(record: dict, chat: bool, code_prompt: str = "instruct") -> dict:
                     "give {prompt, completion}"
                 )
             return {"prompt": record["prompt"], "completion": record["completion"]}
-        user, opening, strip = CODE_PROMPTS[code_prompt]
-        shown = record["prompt"].strip() if strip else record["prompt"]
+        request, opening = code_request(record["prompt"], code_prompt)
         if "answer" in record:
             body = record["answer"]
-        else:
+        elif CODE_PROMPTS[code_prompt].stripped:
             # The whole function in the fence: what both HumanEval chat forms read back.
-            body = (record["prompt"] + record["completion"]) if strip else record["completion"]
-        answer = opening.format(prompt=shown) + body.rstrip() + "\n```"
+            body = record["prompt"] + record["completion"]
+        else:
+            body = record["completion"]  # the form's opening already shows the prompt
         return {
-            "prompt": [{"role": "user", "content": user.format(prompt=shown)}],
-            "completion": [{"role": "assistant", "content": answer}],
+            "prompt": request,
+            "completion": [{"role": "assistant", "content": opening + body.rstrip() + "\n```"}],
         }
     if "code" in record and "explanation" in record:
         # The code_explain tasks' own prompts, so that what is learnt is what they measure.
