@@ -327,11 +327,11 @@ def _git_hash_once() -> str | None:
 def task_metadata(lm: CodegenLM, config: MatrixConfig) -> dict:
     """What lm-eval's command line would give the tasks of this model (its --model_args): the model
     and how it is loaded, for the tasks that depend on it (harness/lm_eval_plugin/evaluation_inputs.py)."""
-    args = CodegenArgs.parse({**config.model_args, "pretrained": config.pretrained})
+    load_config = _base_load_config(config)
     return {
         "pretrained": lm.pretrained,
-        "revision": args.revision,
-        "trust_remote_code": args.trust_remote_code,
+        "revision": load_config.revision,
+        "trust_remote_code": load_config.trust_remote_code,
     }
 
 
@@ -484,9 +484,13 @@ class Roofline:
 
 def _base_model(config: MatrixConfig) -> BaseModel:
     """The run's base model (the embedded default provisioned), loaded as its --model-args say."""
+    return BaseModel(resolve_pretrained(config.pretrained), _base_load_config(config))
+
+
+def _base_load_config(config: MatrixConfig) -> LoadConfig:
+    """How the run's --model-args load the base model's files: its revision, remote code or not."""
     args = CodegenArgs.parse({**config.model_args, "pretrained": config.pretrained})
-    load_config = LoadConfig(revision=args.revision, trust_remote_code=args.trust_remote_code)
-    return BaseModel(resolve_pretrained(config.pretrained), load_config)
+    return LoadConfig(revision=args.revision, trust_remote_code=args.trust_remote_code)
 
 
 def _check_variants_fit_base(config: MatrixConfig, specs: set[VariantSpec]) -> None:
