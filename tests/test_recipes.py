@@ -82,10 +82,22 @@ def test_a_recipe_row_is_fingerprinted_by_its_recipe(tiny_recipe, tmp_path):
     default = variant_identity(VariantSpec.parse("lora"))
     assert tiny["recipe"]["explain_examples"] == 6
     assert default["recipe"]["explain_examples"] == RECIPES["default"].explain_examples
-    assert default["config"]["recipe"] == "default"  # the row names the recipe it asked for
+    assert default["config"]["recipe"] == "default"  # not one of the sweep's: named as asked for
     (tmp_path / "adapter_config.json").write_text("{}")
     given = variant_identity(VariantSpec.parse(f"lora=lora,variant.adapter={tmp_path}"))
     assert "recipe" not in given  # a given adapter is identified by its path
+
+
+def test_a_row_asking_for_a_sweep_recipe_by_another_name_makes_the_sweep_rows_cells(monkeypatch):
+    from codegen_bench.trainers import recipes
+
+    monkeypatch.setitem(recipes.RECIPES, "default", recipes.SWEEP["replay-gentle"])
+    default = variant_identity(VariantSpec.parse("lora"))
+    swept = variant_identity(VariantSpec.parse("replay-gentle=lora,variant.recipe=replay-gentle"))
+    assert default == swept
+    assert default["config"]["recipe"] == "replay-gentle"
+    other = variant_identity(VariantSpec.parse("replay=lora,variant.recipe=replay"))
+    assert other != default
 
 
 def test_lora_loaded_directly_without_an_adapter_says_how_to_get_one(base):

@@ -94,6 +94,13 @@ def get_recipe(name: str) -> Recipe:
     return RECIPES[name]
 
 
+def sweep_name(name: str) -> str:
+    """The sweep's name for recipe `name` where it is one of the sweep's under another name (as
+    `default` is), else `name`: rows of one recipe are one set of cells, as they are one adapter."""
+    recipe = get_recipe(name)
+    return next((sweep for sweep, swept in SWEEP.items() if swept == recipe), name)
+
+
 def recipe_identity(kind: str, name: str) -> dict[str, Any]:
     """Everything that decides the recipe's adapter but the base model (the cache key, and what the
     matrix fingerprints a recipe's row by). Not the name: `default` names one of the sweep's recipes,

@@ -73,7 +73,7 @@ from codegen_bench.harness.runs.item_scores import ITEM_METRICS, cell_items
 from codegen_bench.harness.runs.latency_size import LATENCY_SIZES, LatencySize
 from codegen_bench.harness.runs.reference import reference_variant
 from codegen_bench.harness.runs.uncertainty import interval
-from codegen_bench.trainers.recipes import ADAPTER_KINDS, check_recipe_adapter, recipe_identity
+from codegen_bench.trainers.recipes import ADAPTER_KINDS, check_recipe_adapter, recipe_identity, sweep_name
 from codegen_bench.variants import check_variant_spec, get_variant
 from codegen_bench.variants.artifact import BaseModel, base_fingerprint, read_manifest
 from codegen_bench.variants.registry import config_to_dict, make_config
@@ -219,7 +219,9 @@ def variant_identity(spec: VariantSpec) -> dict[str, Any]:
     config = config_to_dict(make_config(variant, dict(spec.overrides)))
     identity = {"variant": spec.variant, "config": config}
     if spec.variant in ADAPTER_KINDS and not config.get("adapter"):
-        # The recipe's adapter (trained on first use): its recipe decides the weights.
+        # The recipe's adapter (trained on first use): its recipe decides the weights. A row asking
+        # for one of the sweep's recipes by another name makes the sweep row's cells.
+        config["recipe"] = sweep_name(config["recipe"])
         identity["recipe"] = recipe_identity(spec.variant, config["recipe"])
     return identity
 
