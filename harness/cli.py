@@ -148,6 +148,12 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     overrides = _parse_overrides(args.config)
     recipe = get_recipe(args.recipe)
+    defaults = {} if args.data else dataclasses.asdict(recipe.config)
+    # Checked before the base model is resolved (provisioning it takes minutes the first time).
+    config = config_from(
+        TrainConfig, {**defaults, **overrides, "kind": args.kind}, owner=f"train {args.kind}"
+    )
+    _check_training_data(args.data)
     if args.data is None and args.out is None and not overrides:
         # The recipe's adapter, where the matrix and `variant=lora` look for it.
         out = recipe_adapter(args.kind, args.recipe, _base_model(args))
@@ -157,12 +163,6 @@ def _cmd_train(args: argparse.Namespace) -> None:
                 "--data or --config change what is trained, so the recipe's cached adapter is not the "
                 "place for it: pass --out FOLDER"
             )
-        defaults = {} if args.data else dataclasses.asdict(recipe.config)
-        # Checked before the base model is resolved (provisioning it takes minutes the first time).
-        config = config_from(
-            TrainConfig, {**defaults, **overrides, "kind": args.kind}, owner=f"train {args.kind}"
-        )
-        _check_training_data(args.data)
         _check_artifact_out(args.out, [args.pretrained, args.data])
         base = _base_model(args)
         check_target_modules(base, config)  # before the recipe's replayed answers are generated

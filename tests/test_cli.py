@@ -67,6 +67,13 @@ def test_build_with_an_unknown_config_key_exits_2_with_one_line(tiny_model_dir, 
     )
 
 
+def test_train_names_a_bad_config_key_before_asking_for_out(capsys, monkeypatch):
+    monkeypatch.setattr("codegen_bench.harness.cli._base_model", lambda args: pytest.fail("base resolved"))
+    assert main(["train", "lora", "--config", "lr=1e-4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("codegen-bench: error: train lora has no config key 'lr': its keys are kind,")
+
+
 def test_matrix_writes_records_and_reports_then_leaderboard_rebuilds_them(
     tiny_model_dir, tmp_path, capsys, monkeypatch
 ):
