@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -234,6 +235,28 @@ def test_target_modules_of_no_module_are_refused_with_the_models_projections_bef
     # The tiny Qwen2's projections, as the fix to pass (the output head is no LoRA target).
     assert "--config target_modules=down_proj+gate_proj+k_proj+o_proj+q_proj+up_proj+v_proj --out DIR" in err
     assert not (tmp_path / "a").exists()
+
+
+def test_target_modules_matching_only_some_projections_warn_of_those_the_adapter_leaves_out(
+    tiny_model_dir, monkeypatch, caplog
+):
+    from codegen_bench.trainers.sft import TrainConfig, check_target_modules
+    from codegen_bench.variants import BaseModel
+
+    _fail_if_loaded(monkeypatch)
+    # As a fused model answers the default target modules: some names match, others do not.
+    config = TrainConfig(target_modules=("qkv_proj", "o_proj", "down_proj"))
+    with caplog.at_level(logging.WARNING, logger="codegen_bench.trainers.sft"):
+        check_target_modules(BaseModel(str(tiny_model_dir)), config)
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "target_modules qkv_proj name no module of " in warning
+    assert (
+        "the adapter goes on down_proj+o_proj and leaves its gate_proj, k_proj, q_proj, up_proj, v_proj"
+        in warning
+    )
+    assert (
+        "--config target_modules=down_proj+gate_proj+k_proj+o_proj+q_proj+up_proj+v_proj --out DIR" in warning
+    )
 
 
 def test_the_matrix_refuses_a_recipe_that_fits_no_module_of_its_base_before_any_cell(

@@ -179,19 +179,20 @@ class TrainConfig:
 def check_target_modules(base: BaseModel, config: TrainConfig) -> None:
     """peft adapts the modules whose qualified names end in one of `target_modules`, and fails only
     when none does, after the model has loaded: checked here on the model's config alone. Names that
-    match nothing beside ones that do are what peft allows too (a warning names them)."""
+    match nothing beside ones that do are what peft allows too: a warning names them, and the
+    model's projections the adapter then leaves out (a fused qkv_proj where q_proj was asked for)."""
     model = meta_model(base.name_or_path, base.load_config)
     names = [name for name, _ in model.named_modules()]
     matched = {key for key in config.target_modules if any(n == key or n.endswith("." + key) for n in names)}
+    head = model.get_output_embeddings()
+    projections = sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if module is not head and matmul_shape(module) is not None
+        }
+    )
     if not matched:
-        head = model.get_output_embeddings()
-        projections = sorted(
-            {
-                name.rsplit(".", 1)[-1]
-                for name, module in model.named_modules()
-                if module is not head and matmul_shape(module) is not None
-            }
-        )
         raise CodegenBenchError(
             f"train {config.kind}: target_modules={'+'.join(config.target_modules)} names no module of "
             f"{model_name(base.name_or_path)} ({type(model).__name__}), whose projections are "
@@ -200,12 +201,17 @@ def check_target_modules(base: BaseModel, config: TrainConfig) -> None:
             f"evaluate it as variant.adapter=DIR (the matrix: NAME=DIR)"
         )
     if unmatched := [key for key in config.target_modules if key not in matched]:
+        left_out = [name for name in projections if name not in matched]
         log.warning(
-            "train %s: target_modules %s name no module of %s; the adapter goes on %s",
+            "train %s: target_modules %s name no module of %s; the adapter goes on %s%s",
             config.kind,
             "+".join(unmatched),
             model_name(base.name_or_path),
             "+".join(sorted(matched)),
+            f" and leaves its {', '.join(left_out)} as they are (to adapt them too: --config "
+            f"target_modules={'+'.join(projections)} --out DIR)"
+            if left_out
+            else "",
         )
 
 
