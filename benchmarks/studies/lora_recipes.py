@@ -159,8 +159,8 @@ def choose_default(
     others = [name for name in qualifying if name != chosen]
     text = f"**{chosen}**: the smallest stdlib_nll KL ({stdlib_kl[chosen]:.3f})"
     if others:
-        text += " of " + ", ".join(f"{n} ({stdlib_kl[n]:.3f})" for n in [chosen, *others][1:])
-        text += ", among the recipes whose stdlib BERTScore F1 and chrF gains both lie above 0"
+        text += "; against " + ", ".join(f"{n} ({stdlib_kl[n]:.3f})" for n in others)
+        text += f", the other {'recipe' if len(others) == 1 else 'recipes'} whose stdlib BERTScore F1 and chrF gains both lie above 0"
     else:
         text += ", the only recipe whose stdlib BERTScore F1 and chrF gains both lie above 0"
     return chosen, text + pending
