@@ -83,7 +83,8 @@ def test_a_recipe_row_is_fingerprinted_by_its_recipe(tiny_recipe, tmp_path):
     default = variant_identity(VariantSpec.parse("lora"))
     assert tiny["recipe"]["explain_examples"] == 6
     assert default["recipe"]["explain_examples"] == RECIPES["default"].explain_examples
-    assert default["config"]["recipe"] == "default"  # not one of the sweep's: named as asked for
+    demo = variant_identity(VariantSpec.parse("demo=lora,variant.recipe=demo"))
+    assert demo["config"]["recipe"] == "demo"  # not one of the sweep's: named as asked for
     (tmp_path / "adapter_config.json").write_text("{}")
     given = variant_identity(VariantSpec.parse(f"lora=lora,variant.adapter={tmp_path}"))
     assert "recipe" not in given  # a given adapter is identified by its path
