@@ -160,7 +160,8 @@ def choose_default(
     text = f"**{chosen}**: the smallest stdlib_nll KL ({stdlib_kl[chosen]:.3f})"
     if others:
         text += "; against " + ", ".join(f"{n} ({stdlib_kl[n]:.3f})" for n in others)
-        text += f", the other {'recipe' if len(others) == 1 else 'recipes'} whose stdlib BERTScore F1 and chrF gains both lie above 0"
+        kind = "recipe" if len(others) == 1 else "recipes"
+        text += f", the other {kind} whose stdlib BERTScore F1 and chrF gains both lie above 0"
     else:
         text += ", the only recipe whose stdlib BERTScore F1 and chrF gains both lie above 0"
     return chosen, text + pending
