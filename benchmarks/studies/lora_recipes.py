@@ -1,7 +1,7 @@
 """LoRA recipe sweep: what each recipe's adapter gains on held-out explanations, and what it costs.
 
     .venv/bin/python benchmarks/studies/lora_recipes.py results/measurements/lora-recipes \
-        --also results/reference:lora=previous-default
+        --also results/measurements/lora-recipes/previous-default:lora=previous-default
 
 Reads a `codegen-bench matrix` run folder (its records.jsonl, nothing is rerun) whose variants are
 the reference (base) and LoRA adapters of it, and writes OUT/table.md and OUT/recipes.png (OUT is
@@ -96,7 +96,7 @@ def parse_also(text: str) -> tuple[Path, str, str]:
     run, colon, variant = source.rpartition(":")
     if not sep or not colon or not run or not variant or not label:
         raise CodegenBenchError(
-            f"--also {text!r} is not RUN:VARIANT=LABEL: e.g. --also results/reference:lora=previous-default"
+            f"--also {text!r} is not RUN:VARIANT=LABEL: e.g. --also results/measurements/lora-recipes/previous-default:lora=previous-default"
         )
     return Path(run), variant, label
 
