@@ -96,7 +96,7 @@ def parse_also(text: str) -> tuple[Path, str, str]:
     run, colon, variant = source.rpartition(":")
     if not sep or not colon or not run or not variant or not label:
         raise CodegenBenchError(
-            f"--also {text!r} is not RUN:VARIANT=LABEL: e.g. --also results/measurements/lora-recipes/previous-default:lora=previous-default"
+            f"--also {text!r} is not RUN:VARIANT=LABEL: e.g. --also results/reference:lora=lora-reference"
         )
     return Path(run), variant, label
 
