@@ -118,10 +118,19 @@ def test_interrupted_training_resumes_to_the_same_adapter(base, data_file, tmp_p
     with pytest.raises(KeyboardInterrupt):
         train(data_file, base, TrainConfig(**TINY), tmp_path / "lora")
     assert not (tmp_path / "lora").exists()  # no artifact from an unfinished run
+    checkpoint_state = tmp_path / "lora.checkpoints" / "checkpoint-2" / "trainer_state.json"
+    tokens_before = json.loads(checkpoint_state.read_text())["num_input_tokens_seen"]
     restore()
     out = train(data_file, base, TrainConfig(**TINY), tmp_path / "lora")
     manifest = json.loads((out / "variant.json").read_text())
     assert manifest["training"]["resumed_from"].endswith("checkpoint-2")
+    # All the run's tokens are counted; the rate is over those trained on since the restart.
+    metrics = manifest["training"]["metrics"]
+    whole_metrics = json.loads((uninterrupted / "variant.json").read_text())["training"]["metrics"]
+    assert 0 < tokens_before < metrics["train_tokens"] == whole_metrics["train_tokens"]
+    assert metrics["train_tokens_per_s"] * metrics["train_runtime_s"] == pytest.approx(
+        metrics["train_tokens"] - tokens_before
+    )
     whole, resumed = _adapter_weights(uninterrupted), _adapter_weights(out)
     assert whole.keys() == resumed.keys()
     for name in whole:

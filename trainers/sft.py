@@ -696,9 +696,18 @@ def _train_and_evaluate(
     tokens = getattr(trainer.state, "num_input_tokens_seen", 0) or 0
     if tokens:
         metrics["train_tokens"] = tokens
-        metrics["train_tokens_per_s"] = tokens / train_seconds
+        # The count carries over from the checkpoint while the clock covers this process only: the
+        # rate is over the tokens this process trained on.
+        metrics["train_tokens_per_s"] = (tokens - _tokens_seen_at(resume)) / train_seconds
     metrics["throughput"] = throughput.as_dict()  # this process's steps since (re)start
     return metrics
+
+
+def _tokens_seen_at(checkpoint: str | None) -> int:
+    if checkpoint is None:
+        return 0
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    return state.get("num_input_tokens_seen", 0) or 0
 
 
 def _count_processed_tokens(trainer, throughput: Throughput) -> None:
