@@ -680,6 +680,8 @@ def _train_and_evaluate(
     trainer, resume: str | None, validation_set, test_set, throughput: Throughput
 ) -> dict:
     """Train (from `resume` if given), then the losses on the held-out splits: the run's metrics."""
+    # Read before training: the trainer deletes older checkpoints as it saves new ones.
+    tokens_before = _tokens_seen_at(resume)
     started = time.monotonic()
     result = trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.monotonic() - started
@@ -698,7 +700,7 @@ def _train_and_evaluate(
         metrics["train_tokens"] = tokens
         # The count carries over from the checkpoint while the clock covers this process only: the
         # rate is over the tokens this process trained on.
-        metrics["train_tokens_per_s"] = (tokens - _tokens_seen_at(resume)) / train_seconds
+        metrics["train_tokens_per_s"] = (tokens - tokens_before) / train_seconds
     metrics["throughput"] = throughput.as_dict()  # this process's steps since (re)start
     return metrics
 
